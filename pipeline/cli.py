@@ -1,0 +1,214 @@
+"""The ``flygblad`` command: parse, call the library, report.
+
+Thin on purpose: each command calls the same functions the scheduler and the
+web side call. Exit codes: 0 all went well, 1 something failed (one line per
+failure names what), 2 a usage or config error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from pipeline import __version__
+from pipeline.collect import CollectReport, collect
+from pipeline.config import ENV_CONFIG, Settings, load_settings
+from pipeline.errors import ConfigError, FlygbladError
+from pipeline.feeds import build_feeds, write_feeds
+from pipeline.store import Store
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+err_console = Console(stderr=True, highlight=False)
+
+
+class Context:
+    """What every command gets: the config path, loaded on first use."""
+
+    def __init__(self, config: str | None) -> None:
+        self.config = config
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config)
+        return self._settings
+
+    def store(self) -> Store:
+        return Store.open(self.settings.storage_url)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err_console.print(f"flygblad: {message}", markup=False, soft_wrap=True)
+    sys.exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn flygblad's own errors into one line and an exit code."""
+    try:
+        yield
+    except ConfigError as err:
+        _fail(f"config error: {err}", EXIT_USAGE)
+    except FlygbladError as err:
+        _fail(str(err), EXIT_FAILED)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "-c",
+    "config",
+    metavar="PATH",
+    envvar=ENV_CONFIG,
+    default=None,
+    help="The config file [default: ./config.toml; env FLYGBLAD_CONFIG].",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(__version__, prog_name="flygblad")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, verbose: int) -> None:
+    """flygblad: collect leaders and articles, publish them as feeds and newsletters."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = Context(config)
+
+
+# ---------------------------------------------------------------- collect
+
+
+def _run_collect(ctx: Context, sources: tuple[str, ...]) -> CollectReport:
+    settings = ctx.settings
+    chosen = [settings.source(name).name for name in sources] if sources else [s.name for s in settings.sources]
+    with ctx.store() as store:
+        if not sys.stderr.isatty():
+            return collect(settings, store, only=chosen)
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar:
+            tasks = {
+                name: bar.add_task(f"collecting {name}", total=settings.source(name).max_items) for name in chosen
+            }
+
+            def advance(source: str, _url: str, _outcome: str) -> None:
+                bar.advance(tasks[source])
+
+            report = collect(settings, store, only=chosen, progress=advance)
+            return report
+
+
+def _print_collect(report: CollectReport) -> None:
+    for line in report.problems():
+        err_console.print(f"flygblad: {line}", markup=False, soft_wrap=True)
+    click.echo(report.summary())
+
+
+@cli.command("collect")
+@click.option("--source", "-s", "sources", multiple=True, metavar="NAME", help="Only this source (repeatable).")
+@click.pass_obj
+def collect_command(ctx: Context, sources: tuple[str, ...]) -> None:
+    """Collect new and changed leaders and articles from every source."""
+    with _errors():
+        report = _run_collect(ctx, sources)
+    _print_collect(report)
+    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+# ---------------------------------------------------------------- feeds
+
+
+def _run_feeds(ctx: Context) -> None:
+    settings = ctx.settings
+    with ctx.store() as store:
+        files = build_feeds(settings, store)
+    written = write_feeds(settings.feeds_dir, files)
+    click.echo(f"feeds: {len(files)} files in {settings.feeds_dir}, {len(written)} rewritten, {len(files) - len(written)} unchanged")
+
+
+@cli.command("feeds")
+@click.pass_obj
+def feeds_command(ctx: Context) -> None:
+    """Write the RSS, Atom and JSON feeds from the store."""
+    with _errors():
+        _run_feeds(ctx)
+
+
+# ---------------------------------------------------------------- run
+
+
+@cli.command("run")
+@click.pass_obj
+def run_command(ctx: Context) -> None:
+    """Collect, then write the feeds: the main job."""
+    with _errors():
+        report = _run_collect(ctx, ())
+        _print_collect(report)
+        _run_feeds(ctx)
+    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+# ---------------------------------------------------------------- items
+
+
+@cli.command("items")
+@click.option("--source", "-s", metavar="NAME", help="Only items of this source.")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=None, help="At most this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@click.pass_obj
+def items_command(ctx: Context, source: str | None, limit: int | None, as_json: bool) -> None:
+    """List collected items, newest first."""
+    with _errors():
+        if source is not None:
+            ctx.settings.source(source)
+        with ctx.store() as store:
+            stored = store.items(source=source, limit=limit)
+    tz = ctx.settings.site.tz
+    if as_json:
+        rows = [
+            {
+                "id": s.item.id,
+                "source": s.item.source,
+                "category": s.item.category,
+                "title": s.item.title,
+                "author": s.item.author,
+                "role": s.item.author_role,
+                "published": s.item.published.astimezone(tz).isoformat() if s.item.published else None,
+                "updated": s.updated.astimezone(tz).isoformat(),
+                "first_seen": s.first_seen.astimezone(tz).isoformat(),
+                "url": s.item.url,
+                "summary": s.item.summary,
+                "image": s.item.image,
+            }
+            for s in stored
+        ]
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("published", "source", "title", "author"):
+        table.add_column(column)
+    for s in stored:
+        published = s.item.published.astimezone(tz).date().isoformat() if s.item.published else "?"
+        table.add_row(published, s.item.source, s.item.title, s.item.author or "")
+    Console(highlight=False).print(table)
+
+
+def main() -> None:
+    """Entry point of the ``flygblad`` console script."""
+    cli(prog_name="flygblad")

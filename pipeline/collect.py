@@ -1,0 +1,131 @@
+"""Collecting: run every source and write what it found to the store.
+
+This is the one place where sources meet the store. A source that fails as a
+whole (down, 404, not a feed) is reported with its name and cause and the other
+sources still run; an item page that fails is reported and skipped. The report
+says, per source, how many items were new, updated, unchanged and failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pipeline.config import Settings, SourceSettings
+from pipeline.errors import SourceError
+from pipeline.sources import Failed, Found, Unchanged, open_source
+from pipeline.sources.http import Fetcher
+from pipeline.store import Store
+
+log = logging.getLogger(__name__)
+
+#: Called after each item with (source name, item URL, outcome).
+Progress = Callable[[str, str, str], None]
+
+
+@dataclass
+class SourceReport:
+    """What one source gave in one collect."""
+
+    name: str
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failures: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def failed(self) -> int:
+        """Item pages that failed, plus one if the whole source failed."""
+        return len(self.failures) + (1 if self.error else 0)
+
+
+@dataclass
+class CollectReport:
+    """What a collect did, per source and in total."""
+
+    sources: list[SourceReport] = field(default_factory=list)
+    requests: int = 0
+    not_modified: int = 0
+
+    def total(self, what: str) -> int:
+        """The sum of one counter (``new``, ``updated``, ``unchanged``, ``failed``) over the sources."""
+        return sum(getattr(report, what) for report in self.sources)
+
+    @property
+    def ok(self) -> bool:
+        """True when no source and no item failed."""
+        return self.total("failed") == 0
+
+    def summary(self) -> str:
+        """One line: ``collected 3 sources: 2 new, 0 updated, 5 unchanged, 0 failed``."""
+        count = len(self.sources)
+        return (
+            f"collected {count} source{'s' if count != 1 else ''}: {self.total('new')} new, "
+            f"{self.total('updated')} updated, {self.total('unchanged')} unchanged, {self.total('failed')} failed"
+        )
+
+    def problems(self) -> list[str]:
+        """One line per failure, naming the source and the cause."""
+        lines = []
+        for report in self.sources:
+            if report.error:
+                lines.append(f"source {report.name!r} failed: {report.error}")
+            lines.extend(f"source {report.name!r}: {failure}" for failure in report.failures)
+        return lines
+
+
+def collect(
+    settings: Settings,
+    store: Store,
+    *,
+    only: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> CollectReport:
+    """Collect every configured source (or those named in *only*) into *store*."""
+    chosen: list[SourceSettings] = [settings.source(name) for name in only] if only else list(settings.sources)
+    report = CollectReport()
+    with Fetcher(settings.http, settings.site.base_url) as fetcher:
+        for source_settings in chosen:
+            report.sources.append(_collect_source(settings, source_settings, store, fetcher, progress))
+        report.requests, report.not_modified = fetcher.requests, fetcher.not_modified
+    return report
+
+
+def _collect_source(
+    settings: Settings,
+    source_settings: SourceSettings,
+    store: Store,
+    fetcher: Fetcher,
+    progress: Progress | None,
+) -> SourceReport:
+    result = SourceReport(source_settings.name)
+    source = open_source(settings, source_settings)
+    try:
+        for collected in source.collect(fetcher, store):
+            if isinstance(collected, Found):
+                outcome = store.save_item(collected.item, fetched_url=collected.fetched_url, validators=collected.validators)
+                setattr(result, outcome, getattr(result, outcome) + 1)
+                url = collected.item.url
+            elif isinstance(collected, Unchanged):
+                result.unchanged += 1
+                outcome, url = "unchanged", collected.url
+            else:
+                assert isinstance(collected, Failed)
+                result.failures.append(f"{collected.reason}" if collected.url in collected.reason else f"{collected.url}: {collected.reason}")
+                outcome, url = "failed", collected.url
+            if progress:
+                progress(source_settings.name, url, outcome)
+        if source.listing is not None:
+            store.save_listing(source.listing.url, source.listing.validators, source.listing.links)
+    except SourceError as err:
+        result.error = str(err)
+    except Exception as err:  # noqa: BLE001 - a broken source must not stop the others
+        log.debug("source %s crashed", source_settings.name, exc_info=True)
+        result.error = f"{type(err).__name__}: {err}"
+    if result.error:
+        log.warning("source %r failed: %s", source_settings.name, result.error)
+        if progress:
+            progress(source_settings.name, source.url, "failed")
+    return result

@@ -1,0 +1,360 @@
+"""Settings: loaded once from ``config.toml``, validated once, then read-only.
+
+Precedence is command-line flag > environment > file > default. Any key of a
+plain table can be set from the environment as ``FLYGBLAD_<TABLE>_<KEY>``
+(``FLYGBLAD_STORAGE_URL``, ``FLYGBLAD_HTTP_DELAY_SECONDS``); the value is read
+as a TOML value when it parses as one, else as a string. Relative paths are
+relative to the config file, never to the current directory. Secrets never live
+in the file: it names the environment variable that holds them.
+
+Every error names the file and the key, e.g.::
+
+    config.toml: sources[2].catgory: unknown key (did you mean 'category'?)
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import soupsieve
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ConfigError
+
+DEFAULT_CONFIG = "config.toml"
+ENV_CONFIG = "FLYGBLAD_CONFIG"
+ENV_PREFIX = "FLYGBLAD_"
+
+#: Keys that would hold a secret: they are refused with advice instead of "unknown key".
+SECRET_KEYS = {"password", "api_key", "secret", "token"}
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class _Table(BaseModel):
+    """Base of every config table: strict types, unknown keys refused, read-only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _check_selector(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        soupsieve.compile(value)
+    except soupsieve.SelectorSyntaxError as err:
+        raise ValueError(f"not a valid CSS selector: {value!r} ({str(err.args[0]).splitlines()[0]})") from None
+    return value
+
+
+def _check_http_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"must be an http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
+class SiteSettings(_Table):
+    """``[site]``: the organisation's site that the feeds and issues belong to."""
+
+    title: str = Field(min_length=1)
+    base_url: str
+    language: str = "sv"
+    timezone: str = "Europe/Stockholm"
+
+    _base = field_validator("base_url")(_check_http_url)
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        if not re.match(r"^[a-zA-Z]{2,3}(-[A-Za-z0-9]{2,8})*$", value):
+            raise ValueError(f"must be a language tag such as 'sv' or 'en-GB', got {value!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Europe/Stockholm')") from None
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The site's time zone, for dates that carry none."""
+        return ZoneInfo(self.timezone)
+
+
+class StorageSettings(_Table):
+    """``[storage]``: where items (and later issues and subscribers) are kept."""
+
+    url: str | None = None  # default: sqlite file next to the config
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[a-z][a-z0-9+]*://", value):
+            raise ValueError(f"must be an SQLAlchemy URL such as 'sqlite:///flygblad.db', got {value!r}")
+        return value
+
+
+class SelectSettings(_Table):
+    """``[sources.select]``: CSS selectors that override automatic extraction."""
+
+    title: str | None = None
+    author: str | None = None
+    date: str | None = None
+    body: str | None = None
+    image: str | None = None
+
+    _selectors = field_validator("title", "author", "date", "body", "image")(_check_selector)
+
+
+class SourceSettings(_Table):
+    """``[[sources]]``: one website section or feed to collect from."""
+
+    name: str
+    kind: Literal["html", "feed"]
+    url: str = Field(min_length=1)
+    category: Literal["leader", "article"]
+    title: str | None = None
+    links: str | None = None
+    max_items: int = Field(default=20, ge=1, le=1000)
+    select: SelectSettings | None = None
+
+    _links = field_validator("links")(_check_selector)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"must be lower-case letters, digits, '-' or '_' (it names feed files), got {value!r}")
+        if value == "all":
+            raise ValueError("'all' is the name of the feed of every source together")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _source_url(cls, value: str) -> str:
+        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value) and not re.match(r"^(https?|file)://", value):
+            raise ValueError(f"must be an http(s) URL, a file:// URL or a local path, got {value!r}")
+        return value
+
+
+class FeedSettings(_Table):
+    """``[feeds]``: where the RSS, Atom and JSON feeds are written."""
+
+    dir: str = "feeds"
+    max_items: int = Field(default=50, ge=1, le=10000)
+
+
+class HttpSettings(_Table):
+    """``[http]``: how sources are fetched over the network."""
+
+    user_agent: str | None = None
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=20.0, gt=0)
+    retries: int = Field(default=2, ge=0, le=10)
+    backoff_seconds: float = Field(default=0.5, ge=0)
+    delay_seconds: float = Field(default=0.5, ge=0)
+    respect_robots: bool = True
+
+
+class Settings(_Table):
+    """The whole, validated configuration. Read-only once loaded."""
+
+    path: Path
+    site: SiteSettings
+    storage: StorageSettings = StorageSettings()
+    # TOML gives arrays as lists: let this one field convert, the tables inside stay strict.
+    sources: tuple[SourceSettings, ...] = Field(default=(), strict=False)
+    feeds: FeedSettings = FeedSettings()
+    http: HttpSettings = HttpSettings()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, arbitrary_types_allowed=True)
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> Settings:
+        seen: set[str] = set()
+        for i, source in enumerate(self.sources):
+            if source.name in seen:
+                raise ValueError(f"sources[{i + 1}].name: {source.name!r} is used by an earlier source")
+            seen.add(source.name)
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder of the config file: relative paths start here."""
+        return self.path.parent
+
+    def resolve(self, value: str | Path) -> Path:
+        """A path from the config, made absolute relative to the config file."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+    @property
+    def storage_url(self) -> str:
+        """The SQLAlchemy URL, with a relative SQLite path made relative to the config."""
+        url = self.storage.url
+        if url is None:
+            return f"sqlite:///{self.base_dir / 'flygblad.db'}"
+        match = re.match(r"^(sqlite(?:\+\w+)?:///)(?!/)(.+)$", url)
+        if match and match.group(2) != ":memory:":
+            return f"{match.group(1)}{self.resolve(match.group(2))}"
+        return url
+
+    @property
+    def feeds_dir(self) -> Path:
+        """Where feed files are written."""
+        return self.resolve(self.feeds.dir)
+
+    def source_location(self, source: SourceSettings) -> str:
+        """A source's URL, with a local path resolved against the config file."""
+        if re.match(r"^(https?|file)://", source.url):
+            return source.url
+        return self.resolve(source.url).as_uri()
+
+    def source(self, name: str) -> SourceSettings:
+        """The source called *name*, or a ConfigError listing the names there are."""
+        for source in self.sources:
+            if source.name == name:
+                return source
+        names = ", ".join(s.name for s in self.sources) or "none"
+        raise ConfigError(f"no source named {name!r} (sources: {names})", path=str(self.path), key="sources")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def config_path(flag: str | os.PathLike[str] | None = None, environ: Mapping[str, str] = os.environ) -> Path:
+    """The config file to use: the flag, else ``$FLYGBLAD_CONFIG``, else ``./config.toml``."""
+    return Path(flag or environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Overlay ``FLYGBLAD_<TABLE>_<KEY>`` variables onto the plain tables of the file."""
+    tables = {
+        name: model
+        for name, model in (
+            ("site", SiteSettings),
+            ("storage", StorageSettings),
+            ("feeds", FeedSettings),
+            ("http", HttpSettings),
+        )
+    }
+    for table, model in tables.items():
+        for key in model.model_fields:
+            variable = f"{ENV_PREFIX}{table.upper()}_{key.upper()}"
+            if variable in environ:
+                section = data.setdefault(table, {})
+                if isinstance(section, dict):
+                    section[key] = _env_value(environ[variable])
+    return data
+
+
+def _key_of(loc: tuple[Any, ...]) -> str:
+    """``('sources', 1, 'select', 'title')`` -> ``sources[2].select.title`` (1-based, as a person counts)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part + 1}]"
+        elif part in ("function-after", "function-before") or str(part).startswith("function-"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = Settings
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    return [k for k in model.model_fields if k != "path"]
+
+
+def _message(error: Mapping[str, Any]) -> tuple[str, str]:
+    loc = tuple(error["loc"])
+    key = _key_of(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        leaf = str(loc[-1])
+        if leaf in SECRET_KEYS:
+            return key, (
+                "secrets never live in the config file: put it in an environment variable "
+                f"and name that variable with {leaf.split('_')[0]}_env = \"...\""
+            )
+        close = difflib.get_close_matches(leaf, _known_keys(loc), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return key, f"unknown key{hint}"
+    if kind == "missing":
+        return key, "required key is missing"
+    message = str(error["msg"])
+    message = re.sub(r"^(Value error|Assertion failed), ", "", message)
+    if kind.endswith("_type") or kind in ("literal_error",):
+        message += f", got {error.get('input')!r}"
+    # A model-level check names its key itself ("sources[2].name: ...").
+    match = re.match(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): (.*)$", message)
+    if match and not key:
+        return match.group(1), match.group(2)
+    return key or "(top level)", message
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Settings:
+    """Read, overlay the environment on, and validate a config file.
+
+    Raises :class:`ConfigError` naming the file and the first bad key.
+    """
+    file = config_path(path, environ).expanduser()
+    shown = str(file)
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("config file not found (pass --config PATH or set FLYGBLAD_CONFIG)", path=shown) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file: {err.strerror}", path=shown) from err
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"not UTF-8 text (byte {err.start})", path=shown) from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"not valid TOML: {err}", path=shown) from err
+    if "path" in data:
+        raise ConfigError("unknown key", path=shown, key="path")
+    data = _apply_environment(data, environ)
+    data["path"] = file.resolve()
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        # An unknown key first: a misspelling also shows up as the right key "missing".
+        errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        key, message = _message(errors[0])
+        more = len(errors) - 1
+        if more:
+            message += f" (and {more} more problem{'s' if more > 1 else ''})"
+        raise ConfigError(message, path=shown, key=key) from None

@@ -1,0 +1,139 @@
+"""Sources: where leaders and articles come from.
+
+Interface of this stage:
+
+* :class:`Item`: one leader or article, as collected (sanitized, URLs absolute);
+* a *source* (:class:`HtmlSource`, :class:`FeedSource`) turns its config into a
+  stream of :class:`Collected` results, one per item page or feed entry: an
+  ``Item``, a :class:`NotModified` page, or a :class:`Failed` page;
+* :func:`open_source` picks the source class for a ``[[sources]]`` table.
+
+Sources only read (through the :class:`~pipeline.sources.http.Fetcher`); storing
+what they found is the collector's job (:mod:`pipeline.collect`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+from pipeline.config import Settings, SourceSettings
+from pipeline.sources.http import Fetcher, NotModified, Page, Validators
+
+Category = Literal["leader", "article"]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One leader or article. ``id`` is its canonical URL or its feed guid: stable across runs."""
+
+    id: str
+    source: str
+    category: Category
+    url: str
+    title: str
+    author: str | None = None
+    author_role: str | None = None
+    published: datetime | None = None
+    modified: datetime | None = None
+    summary: str | None = None
+    body_html: str = ""
+    image: str | None = None
+    image_alt: str | None = None
+    language: str | None = None
+
+    def content_hash(self) -> str:
+        """A digest of everything a reader sees: a change in any field changes it."""
+        data = asdict(self)
+        for key in ("published", "modified"):
+            data[key] = data[key].isoformat() if data[key] else None
+        encoded = json.dumps(data, sort_keys=True, ensure_ascii=False).encode("utf-8")
+        return hashlib.sha256(encoded).hexdigest()
+
+
+@dataclass(frozen=True)
+class Found:
+    """An item read from a page or feed entry, with the validators to store beside it."""
+
+    item: Item
+    fetched_url: str
+    validators: Validators = field(default_factory=Validators)
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """A page the server (or disk) says has not changed since the last collect."""
+
+    url: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """One item page that could not be read; the rest of the source still counts."""
+
+    url: str
+    reason: str
+
+
+Collected = Found | Unchanged | Failed
+
+
+class ValidatorLookup(Protocol):
+    """What a source needs from the store: the validators and links stored for a URL."""
+
+    def validators(self, url: str) -> Validators | None: ...
+
+    def links(self, url: str) -> list[str] | None: ...
+
+
+@dataclass
+class ListingUpdate:
+    """An index page or feed that answered 200: what to store for its URL once its items are in."""
+
+    url: str
+    validators: Validators
+    links: list[str]
+
+
+class Source(Protocol):
+    """A configured source: iterate it to collect."""
+
+    name: str
+    listing: ListingUpdate | None
+
+    def collect(self, fetcher: Fetcher, known: ValidatorLookup) -> Iterator[Collected]:
+        """Yield one result per item; raise SourceError if the source as a whole fails."""
+        ...
+
+
+def open_source(settings: Settings, source: SourceSettings) -> Source:
+    """The source object for one ``[[sources]]`` table."""
+    # Imported here: both modules build on the dataclasses above.
+    from pipeline.sources.feed import FeedSource
+    from pipeline.sources.html import HtmlSource
+
+    if source.kind == "feed":
+        return FeedSource(settings, source)
+    return HtmlSource(settings, source)
+
+
+__all__ = [
+    "Category",
+    "Collected",
+    "Failed",
+    "Fetcher",
+    "Found",
+    "Item",
+    "ListingUpdate",
+    "NotModified",
+    "Page",
+    "Source",
+    "Unchanged",
+    "Validators",
+    "ValidatorLookup",
+    "open_source",
+]

@@ -1,0 +1,134 @@
+"""``kind = "feed"``: RSS 0.9x, 1.0 and 2.0, and Atom, read by feedparser.
+
+The feed is fetched conditionally; a 304 means every entry is unchanged. Each
+entry becomes an :class:`~pipeline.sources.Item` keyed by its guid (or link),
+its HTML sanitized and its links made absolute against the entry's link.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import feedparser
+from bs4 import BeautifulSoup
+
+from pipeline.config import Settings, SourceSettings
+from pipeline.errors import SourceError
+from pipeline.sources import Collected, Failed, Found, Item, ListingUpdate, Unchanged, ValidatorLookup
+from pipeline.sources.dates import parse_date
+from pipeline.sources.extract import shorten
+from pipeline.sources.http import Fetcher, NotModified
+from pipeline.sources.sanitize import clean_html, clean_text
+
+log = logging.getLogger(__name__)
+
+
+def _struct_to_datetime(value: time.struct_time | None) -> datetime | None:
+    # feedparser's *_parsed values are UTC struct_times.
+    return datetime.fromtimestamp(calendar.timegm(value), tz=timezone.utc) if value else None
+
+
+def _plain(value: str | None) -> str | None:
+    if not value:
+        return None
+    return clean_text(BeautifulSoup(value, "html.parser").get_text(" ")) if "<" in value or "&" in value else clean_text(value)
+
+
+class FeedSource:
+    """Collects the entries of an RSS or Atom feed."""
+
+    def __init__(self, settings: Settings, source: SourceSettings) -> None:
+        self.settings = settings
+        self.source = source
+        self.name = source.name
+        self.url = settings.source_location(source)
+        self.listing: ListingUpdate | None = None
+
+    def collect(self, fetcher: Fetcher, known: ValidatorLookup) -> Iterator[Collected]:
+        """Yield one result per entry of the feed (at most ``max_items``)."""
+        page = fetcher.get(self.url, known.validators(self.url))
+        if isinstance(page, NotModified):
+            stored = known.links(self.url)
+            if stored is not None:
+                for entry_id in stored:
+                    yield Unchanged(entry_id)
+                return
+            page = fetcher.get(self.url)
+            assert not isinstance(page, NotModified)
+        parsed = feedparser.parse(
+            page.content,
+            response_headers={"content-location": page.final_url, "content-type": page.content_type or "application/xml"},
+            sanitize_html=False,  # nh3 does it, with the same rules as for pages
+        )
+        if parsed.bozo and not parsed.entries:
+            raise SourceError(f"not a readable RSS or Atom feed ({parsed.get('bozo_exception')})", url=self.url)
+        if not parsed.get("version") and not parsed.entries:
+            raise SourceError("not an RSS or Atom feed", url=self.url)
+        language = parsed.feed.get("language") or self.settings.site.language
+        ids: list[str] = []
+        for number, entry in enumerate(parsed.entries[: self.source.max_items], start=1):
+            try:
+                item = self.read_entry(entry, language.split("-")[0] if language else None)
+            except SourceError as err:
+                yield Failed(f"{self.url}#entry-{number}", str(err))
+                continue
+            ids.append(item.id)
+            yield Found(item, page.final_url)
+        self.listing = ListingUpdate(self.url, page.validators, ids)
+
+    def read_entry(self, entry: Any, language: str | None) -> Item:
+        """One feed entry as an Item; SourceError when it has neither id nor link, or no title."""
+        link = entry.get("link")
+        entry_id = entry.get("id") or link
+        if not entry_id:
+            raise SourceError("entry has neither an id (guid) nor a link", url=self.url)
+        title = _plain(entry.get("title"))
+        if not title:
+            raise SourceError(f"entry {entry_id} has no title", url=self.url)
+        base = link or self.url
+        content = entry.get("content") or []
+        html = content[0].get("value", "") if content else entry.get("summary", "")
+        body = clean_html(html, base)
+        tz = self.settings.site.tz
+        published = parse_date(entry.get("published"), tz) or _struct_to_datetime(entry.get("published_parsed"))
+        # dict.get: FeedParserDict.get("updated") falls back to "published" (with a warning).
+        modified = parse_date(dict.get(entry, "updated"), tz) or _struct_to_datetime(dict.get(entry, "updated_parsed"))
+        if published is None:
+            published = modified
+        author_detail = entry.get("author_detail") or {}
+        author = clean_text(author_detail.get("name") or entry.get("author")) or None
+        summary_html = entry.get("summary") if content else None
+        summary = shorten(_plain(summary_html)) or shorten(_plain(html))
+        image, alt = self._image(entry, body)
+        return Item(
+            id=entry_id,
+            source=self.name,
+            category=self.source.category,
+            url=link or entry_id,
+            title=title,
+            author=author,
+            published=published,
+            modified=modified if modified != published else None,
+            summary=summary,
+            body_html=body,
+            image=image,
+            image_alt=alt,
+            language=language,
+        )
+
+    @staticmethod
+    def _image(entry: Any, body: str) -> tuple[str | None, str | None]:
+        for media in entry.get("media_content", []) + entry.get("media_thumbnail", []):
+            url = media.get("url")
+            if url and (media.get("medium") in (None, "image") or str(media.get("type", "")).startswith("image/")):
+                return url, None
+        for link in entry.get("links", []):
+            if link.get("rel") == "enclosure" and str(link.get("type", "")).startswith("image/"):
+                return link.get("href"), None
+        img = BeautifulSoup(body, "html.parser").find("img", src=True)
+        return (img["src"], clean_text(img.get("alt"))) if img else (None, None)

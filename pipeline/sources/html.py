@@ -1,0 +1,139 @@
+"""``kind = "html"``: an index page whose links lead to item pages.
+
+The index is fetched (conditionally), its item links found with the source's
+``links`` selector or, without one, by the usual markup of listings (headline
+links inside ``article`` elements, ``.entry-title a``, ``h2 a``). An index that
+links to nothing is read as an item itself. Each item page is then fetched
+conditionally and read by :func:`~pipeline.sources.extract.extract_page`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from urllib.parse import urldefrag, urljoin, urlsplit
+
+from bs4 import BeautifulSoup, Tag
+
+from pipeline.config import Settings, SourceSettings
+from pipeline.errors import SourceError
+from pipeline.sources import Collected, Failed, Found, Item, ListingUpdate, Unchanged, ValidatorLookup
+from pipeline.sources.extract import extract_page
+from pipeline.sources.http import Fetcher, NotModified, Page
+
+log = logging.getLogger(__name__)
+
+#: Where listings put the link of each item, most specific first.
+LISTING_LINKS = (
+    "article h1 a[href], article h2 a[href], article h3 a[href], .entry-title a[href], "
+    ".post-title a[href], .h-entry .u-url[href], h2 a[href], h3 a[href]"
+)
+#: Links in these parts of a page are navigation, not items...
+CHROME = ("nav", "aside")
+#: ...and so are links in a header or footer, unless it is an article's own.
+PAGE_CHROME = ("header", "footer")
+HTML_TYPES = ("text/html", "application/xhtml+xml", "")
+
+
+def _in_chrome(anchor: Tag) -> bool:
+    if anchor.find_parent(CHROME):
+        return True
+    block = anchor.find_parent(PAGE_CHROME)
+    return block is not None and block.find_parent(["article", "main"]) is None and "entry" not in " ".join(
+        block.get("class", [])
+    )
+
+
+class HtmlSource:
+    """Collects the items an HTML index page links to."""
+
+    def __init__(self, settings: Settings, source: SourceSettings) -> None:
+        self.settings = settings
+        self.source = source
+        self.name = source.name
+        self.url = settings.source_location(source)
+        self.listing: ListingUpdate | None = None
+
+    def collect(self, fetcher: Fetcher, known: ValidatorLookup) -> Iterator[Collected]:
+        """Yield one result per item link of the index page (at most ``max_items``)."""
+        index = fetcher.get(self.url, known.validators(self.url))
+        links = known.links(self.url) if isinstance(index, NotModified) else None
+        if isinstance(index, NotModified) and links is None:
+            index = fetcher.get(self.url)  # validators without links: read the index again
+        if isinstance(index, Page):
+            found = self.item_links(index)
+            links = found if found else [self.url]
+            self.listing = ListingUpdate(self.url, index.validators, links)
+        assert links is not None
+        for url in links[: self.source.max_items]:
+            if url == self.url:  # the index page is itself the item
+                yield Unchanged(url) if isinstance(index, NotModified) else self._read(index)
+                continue
+            try:
+                page = fetcher.get(url, known.validators(url))
+            except SourceError as err:
+                yield Failed(url, str(err))
+                continue
+            yield Unchanged(url) if isinstance(page, NotModified) else self._read(page)
+
+    def item_links(self, index: Page) -> list[str]:
+        """The item URLs on an index page, in page order, without duplicates."""
+        if index.content_type not in HTML_TYPES:
+            raise SourceError(f"expected an HTML page, got {index.content_type}", url=index.url)
+        soup = BeautifulSoup(index.content, "lxml")
+        if self.source.links:
+            elements = soup.select(self.source.links)
+            anchors = [e if e.name == "a" and e.get("href") else e.find("a", href=True) for e in elements]
+        else:
+            anchors = [a for a in soup.select(LISTING_LINKS) if not _in_chrome(a)]
+        own = urlsplit(index.final_url)
+        links: list[str] = []
+        for anchor in anchors:
+            if anchor is None:
+                continue
+            url = urldefrag(urljoin(index.final_url, anchor["href"].strip())).url
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https", "file"):
+                continue
+            if not self.source.links and (parts.scheme, parts.netloc) != (own.scheme, own.netloc):
+                continue  # discovered links stay on the site; a selector may point anywhere
+            if url != urldefrag(index.final_url).url and url not in links:
+                links.append(url)
+        return links
+
+    def _read(self, page: Page) -> Found | Failed:
+        try:
+            return Found(self.read_item(page), page.url, page.validators)
+        except SourceError as err:
+            return Failed(page.url, str(err))
+        except Exception as err:  # noqa: BLE001 - one odd page must not stop the source
+            log.debug("could not read %s", page.url, exc_info=True)
+            return Failed(page.url, f"could not read the page ({type(err).__name__}: {err})")
+
+    def read_item(self, page: Page) -> Item:
+        """Extract one item from its page; SourceError when it has no title or no text."""
+        if page.content_type not in HTML_TYPES:
+            raise SourceError(f"expected an HTML page, got {page.content_type}", url=page.url)
+        extracted = extract_page(
+            page.content, page.final_url, tz=self.settings.site.tz, select=self.source.select
+        )
+        if not extracted.title:
+            raise SourceError("no title found on the page", url=page.url)
+        if not extracted.body_html:
+            raise SourceError("no article text found on the page", url=page.url)
+        return Item(
+            id=extracted.canonical_url,
+            source=self.name,
+            category=self.source.category,
+            url=extracted.canonical_url,
+            title=extracted.title,
+            author=extracted.author,
+            author_role=extracted.author_role,
+            published=extracted.published,
+            modified=extracted.modified,
+            summary=extracted.summary,
+            body_html=extracted.body_html,
+            image=extracted.image,
+            image_alt=extracted.image_alt,
+            language=extracted.language or self.settings.site.language,
+        )

@@ -1,0 +1,254 @@
+"""Fetching pages: one ``requests.Session`` for the network, the disk for local paths.
+
+What every fetch does, so that sources need not care:
+
+* a User-Agent that names flygblad, its version and the site it works for;
+* connect and read timeouts, and retries with exponential backoff on 5xx answers
+  and connection errors (urllib3's ``Retry``, which also honours Retry-After);
+* conditional GET: the caller passes the ETag/Last-Modified it stored for the
+  URL, and an unchanged page comes back as :class:`NotModified` without a body;
+* robots.txt (RFC 9309) respected, its Crawl-delay included, and a per-host
+  delay between requests;
+* ``file://`` URLs read from disk, with the file's mtime and size standing in
+  for an ETag, so that the offline default behaves like a web site.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.robotparser
+from dataclasses import dataclass
+from email.utils import formatdate
+from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from pipeline import __version__
+from pipeline.config import HttpSettings
+from pipeline.errors import SourceError
+
+log = logging.getLogger(__name__)
+
+ROBOTS_AGENT = "flygblad"
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What a server (or the disk) said identifies this version of a page."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.etag or self.last_modified)
+
+
+@dataclass(frozen=True)
+class Page:
+    """A fetched page: its bytes and what is needed to ask for it conditionally next time."""
+
+    url: str
+    final_url: str
+    content: bytes
+    content_type: str
+    charset: str | None
+    validators: Validators
+
+    @property
+    def text(self) -> str:
+        """The body decoded with the declared charset, else UTF-8 (replacing bad bytes)."""
+        return self.content.decode(self.charset or "utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class NotModified:
+    """The server (or the disk) says the page has not changed since the validators."""
+
+    url: str
+
+
+def user_agent(settings: HttpSettings, site_url: str | None = None) -> str:
+    """The User-Agent header: the configured one, or flygblad's own."""
+    if settings.user_agent:
+        return settings.user_agent
+    contact = f"; +{site_url}" if site_url else ""
+    return f"flygblad/{__version__} (newsletter and feed syndication{contact})"
+
+
+class Fetcher:
+    """Fetches pages for the sources. Use as a context manager: it closes its session."""
+
+    def __init__(self, settings: HttpSettings, site_url: str | None = None) -> None:
+        self.settings = settings
+        self.user_agent = user_agent(settings, site_url)
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = self.user_agent
+        retry = Retry(
+            total=settings.retries,
+            connect=settings.retries,
+            read=settings.retries,
+            status=settings.retries,
+            backoff_factor=settings.backoff_seconds,
+            status_forcelist=(500, 502, 503, 504),
+            allowed_methods=frozenset({"GET", "HEAD"}),
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=4)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self._robots: dict[str, urllib.robotparser.RobotFileParser | None] = {}
+        self._last_request: dict[str, float] = {}
+        self.requests = 0
+        self.not_modified = 0
+
+    def __enter__(self) -> Fetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP session and its connections."""
+        self.session.close()
+
+    # ------------------------------------------------------------ public
+
+    def get(self, url: str, validators: Validators | None = None) -> Page | NotModified:
+        """Fetch *url*; with *validators*, an unchanged page is :class:`NotModified`.
+
+        Raises :class:`SourceError` naming the URL for a missing page, an HTTP
+        error, a network failure or a robots.txt refusal.
+        """
+        scheme = urlsplit(url).scheme
+        if scheme == "file":
+            return self._get_file(url, validators)
+        if scheme not in ("http", "https"):
+            raise SourceError(f"cannot fetch {scheme or 'a relative'} URL", url=url)
+        return self._get_http(url, validators)
+
+    # ------------------------------------------------------------ disk
+
+    def _get_file(self, url: str, validators: Validators | None) -> Page | NotModified:
+        path = Path(url2pathname(urlsplit(url).path))
+        try:
+            stat = path.stat()
+            current = Validators(etag=f'"file-{stat.st_mtime_ns}-{stat.st_size}"')
+            if validators and validators.etag == current.etag:
+                self.not_modified += 1
+                return NotModified(url)
+            content = path.read_bytes()
+        except FileNotFoundError:
+            raise SourceError("no such file", url=url) from None
+        except IsADirectoryError:
+            raise SourceError("is a folder, not a page or feed", url=url) from None
+        except OSError as err:
+            raise SourceError(f"cannot read: {err.strerror}", url=url) from err
+        kind = "application/xml" if path.suffix in (".xml", ".rss", ".atom") else "text/html"
+        current = Validators(etag=current.etag, last_modified=formatdate(stat.st_mtime, usegmt=True))
+        return Page(url, url, content, kind, None, current)
+
+    # ------------------------------------------------------------ network
+
+    def _get_http(self, url: str, validators: Validators | None) -> Page | NotModified:
+        if self.settings.respect_robots and not self._allowed(url):
+            raise SourceError("robots.txt does not allow flygblad to fetch this page", url=url)
+        headers = {}
+        if validators and validators.etag:
+            headers["If-None-Match"] = validators.etag
+        if validators and validators.last_modified:
+            headers["If-Modified-Since"] = validators.last_modified
+        response = self._request(url, headers)
+        if response.status_code == 304:
+            self.not_modified += 1
+            return NotModified(url)
+        if response.status_code >= 400:
+            reason = response.reason or ""
+            raise SourceError(f"HTTP {response.status_code} {reason}".rstrip(), url=url)
+        content_type = response.headers.get("Content-Type", "")
+        mime = content_type.split(";")[0].strip().lower()
+        charset = requests.utils.get_encoding_from_headers(response.headers) if "charset" in content_type else None
+        got = Validators(response.headers.get("ETag"), response.headers.get("Last-Modified"))
+        return Page(url, response.url, response.content, mime, charset, got)
+
+    def _request(self, url: str, headers: dict[str, str]) -> requests.Response:
+        self._wait_for_host(url)
+        timeout = (self.settings.connect_timeout, self.settings.read_timeout)
+        try:
+            self.requests += 1
+            return self.session.get(url, headers=headers, timeout=timeout)
+        except requests.exceptions.RetryError as err:
+            raise SourceError(f"server kept failing after {self.settings.retries} retries ({err})", url=url) from err
+        except requests.exceptions.ConnectionError as err:
+            raise SourceError(f"cannot connect ({_root_cause(err)})", url=url) from err
+        except requests.exceptions.Timeout as err:
+            raise SourceError(f"timed out ({_root_cause(err)})", url=url) from err
+        except requests.exceptions.RequestException as err:
+            raise SourceError(f"request failed ({_root_cause(err)})", url=url) from err
+        finally:
+            self._last_request[urlsplit(url).netloc] = time.monotonic()
+
+    def _wait_for_host(self, url: str) -> None:
+        host = urlsplit(url).netloc
+        delay = self.settings.delay_seconds
+        robots = self._robots.get(host)
+        if robots is not None:
+            crawl_delay = robots.crawl_delay(ROBOTS_AGENT)
+            if crawl_delay:
+                delay = max(delay, float(crawl_delay))
+        last = self._last_request.get(host)
+        if last is not None and delay > 0:
+            remaining = delay - (time.monotonic() - last)
+            if remaining > 0:
+                time.sleep(remaining)
+
+    def _allowed(self, url: str) -> bool:
+        parts = urlsplit(url)
+        host = parts.netloc
+        if host not in self._robots:
+            self._robots[host] = self._load_robots(f"{parts.scheme}://{host}/robots.txt")
+        robots = self._robots[host]
+        return robots is None or robots.can_fetch(ROBOTS_AGENT, url)
+
+    def _load_robots(self, robots_url: str) -> urllib.robotparser.RobotFileParser | None:
+        """Parse robots.txt; ``None`` means no rules (missing file or unreachable host).
+
+        RFC 9309 2.3.1: a 4xx means no rules; a 5xx means "assume complete
+        disallow". An unreachable host gets no rules here: the page fetch that
+        follows fails with its own, clearer, error.
+        """
+        try:
+            response = self._request(robots_url, {})
+        except SourceError as err:
+            log.debug("robots.txt unreachable: %s", err)
+            return None
+        parser = urllib.robotparser.RobotFileParser(robots_url)
+        if 400 <= response.status_code < 500:
+            return None
+        if response.status_code >= 500:
+            parser.parse(["User-agent: *", "Disallow: /"])
+            return parser
+        parser.parse(response.text.splitlines())
+        return parser
+
+
+def _root_cause(err: BaseException) -> str:
+    """The innermost reason of a requests/urllib3 error, short enough for one line."""
+    cause: BaseException = err
+    while True:
+        inner = cause.__cause__ or cause.__context__
+        reason = getattr(cause, "reason", None)
+        if isinstance(reason, BaseException):
+            inner = reason
+        if inner is None or inner is cause:
+            break
+        cause = inner
+    text = str(cause)
+    if "Connection refused" in text:
+        return "connection refused"
+    return text.split(": ", 1)[-1][:200] if ">:" in text else text[:200]

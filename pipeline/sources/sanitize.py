@@ -1,0 +1,85 @@
+"""Scraped HTML is untrusted: make it safe to store, republish and mail.
+
+Two steps, in this order: every link and image URL is made absolute against the
+page's canonical URL (so it still works in a feed reader or an inbox), then the
+HTML is cleaned by nh3 (ammonia) against an allow-list: no script, style,
+iframe, form or other active content, no event handlers, no ``style``
+attributes, and only http, https and mailto URLs.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urljoin
+
+import nh3
+from bs4 import BeautifulSoup
+
+ALLOWED_TAGS = {
+    "a", "abbr", "b", "blockquote", "br", "caption", "cite", "code", "dd", "del", "dl", "dt",
+    "em", "figcaption", "figure", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "li",
+    "mark", "ol", "p", "pre", "q", "s", "small", "strong", "sub", "sup", "table", "tbody",
+    "td", "tfoot", "th", "thead", "tr", "u", "ul",
+}
+ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "title", "width", "height"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan", "scope"},
+    "abbr": {"title"},
+    "q": {"cite"},
+    "blockquote": {"cite"},
+}
+#: Elements removed together with everything inside them.
+DROP_WITH_CONTENT = {
+    "script", "style", "iframe", "form", "noscript", "template", "object", "embed",
+    "svg", "math", "canvas", "button", "select", "textarea", "nav", "aside", "footer",
+}
+URL_SCHEMES = {"http", "https", "mailto"}
+_URL_ATTRIBUTES = (("a", "href"), ("img", "src"), ("q", "cite"), ("blockquote", "cite"))
+
+
+def absolutize(html: str, base_url: str) -> str:
+    """Make every link and image URL in *html* absolute against *base_url*."""
+    soup = BeautifulSoup(html, "html.parser")
+    for tag, attribute in _URL_ATTRIBUTES:
+        for element in soup.find_all(tag, attrs={attribute: True}):
+            value = element[attribute].strip()
+            if tag == "img" and not value and element.get("data-src"):
+                value = element["data-src"].strip()  # lazy-loaded images
+            element[attribute] = urljoin(base_url, value)
+    for element in soup.find_all("img", attrs={"data-src": True}):
+        if not element.get("src") or element["src"] == base_url:
+            element["src"] = urljoin(base_url, element["data-src"].strip())
+    return str(soup)
+
+
+_BLOCKS = ("<p", "<ul", "<ol", "<div", "<h2", "<h3", "<h4", "<blockquote", "<table", "<figure", "<pre")
+
+
+def clean_html(html: str, base_url: str | None = None) -> str:
+    """Absolutize (when *base_url* is given) and sanitize *html* for republishing.
+
+    Plain text (a feed's bare description) becomes paragraphs, so every body is HTML.
+    """
+    if html.strip() and not any(tag in html.lower() for tag in _BLOCKS):
+        paragraphs = [p.strip() for p in html.replace("\r\n", "\n").split("\n\n") if p.strip()]
+        html = "".join(f"<p>{p}</p>" for p in paragraphs)
+    if base_url:
+        html = absolutize(html, base_url)
+    return nh3.clean(
+        html,
+        tags=ALLOWED_TAGS,
+        clean_content_tags=DROP_WITH_CONTENT,
+        attributes=ALLOWED_ATTRIBUTES,
+        url_schemes=URL_SCHEMES,
+        link_rel="noopener noreferrer",
+        strip_comments=True,
+    ).strip()
+
+
+def clean_text(text: str | None) -> str | None:
+    """Collapse white space in a plain-text field; ``None`` for nothing left."""
+    if text is None:
+        return None
+    value = " ".join(text.split())
+    return value or None

@@ -1,0 +1,83 @@
+"""The tables, in SQLAlchemy Core. Changed only through Alembic migrations.
+
+Nothing here is SQLite-only: the same tables run on PostgreSQL. Times are stored
+in UTC and always come back timezone-aware (:class:`UTCDateTime`), because
+SQLite keeps no offset and a naive datetime must never leak into a feed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware datetime, stored as UTC and returned as UTC on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; every time must carry its zone")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+items = Table(
+    "items",
+    metadata,
+    Column("id", Text, primary_key=True),  # canonical URL or feed guid
+    Column("source", String(100), nullable=False),
+    Column("category", String(20), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("author", Text),
+    Column("author_role", Text),
+    Column("published", UTCDateTime()),
+    Column("modified", UTCDateTime()),
+    Column("summary", Text),
+    Column("body_html", Text, nullable=False),
+    Column("image", Text),
+    Column("image_alt", Text),
+    Column("language", String(20)),
+    Column("content_hash", String(64), nullable=False),
+    Column("first_seen", UTCDateTime(), nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),  # when the content last changed
+    Index("ix_items_source_published", "source", "published"),
+    Index("ix_items_first_seen", "first_seen"),
+)
+
+#: Per URL: what the server said identifies the version we have (conditional GET),
+#: and for index pages and feeds the item URLs/ids they listed (so a 304 needs no parse).
+fetch_state = Table(
+    "fetch_state",
+    metadata,
+    Column("url", Text, primary_key=True),
+    Column("etag", Text),
+    Column("last_modified", Text),
+    Column("links", Text),  # JSON array, for index pages and feeds
+    Column("checked", UTCDateTime(), nullable=False),
+)

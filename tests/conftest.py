@@ -1,0 +1,158 @@
+"""Shared fixtures: sample sites over real HTTP, configs, and stores on SQLite and PostgreSQL.
+
+PostgreSQL: store tests also run there when ``FLYGBLAD_TEST_DATABASE_URL`` is
+set (CI sets it). Without it they skip with a reason; with
+``FLYGBLAD_REQUIRE_POSTGRES=1`` (CI) an unreachable server fails instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+ROOT = Path(__file__).resolve().parent.parent
+SITES = Path(__file__).resolve().parent / "sites"
+EXAMPLE_SITE = ROOT / "examples" / "site"
+LAST_MODIFIED = "Wed, 06 Mar 2024 12:00:00 GMT"
+TYPES = {".html": "text/html; charset=utf-8", ".xml": "application/xml", ".rdf": "application/rdf+xml", ".txt": "text/plain"}
+
+
+@dataclass
+class Hit:
+    """One request the sample site answered."""
+
+    path: str
+    status: int
+    if_none_match: str | None
+    if_modified_since: str | None
+    user_agent: str | None
+
+
+@dataclass
+class SiteServer:
+    """A folder served over real HTTP on 127.0.0.1, with ETag/Last-Modified and 304s.
+
+    ``overrides`` maps a path to a ``(status, body)`` answer (robots.txt, errors);
+    ``fail_first`` makes a path answer 503 that many times before it works.
+    """
+
+    server: HTTPServer
+    root: Path
+    hits: list[Hit] = field(default_factory=list)
+    overrides: dict[str, tuple[int, str]] = field(default_factory=dict)
+    fail_first: dict[str, int] = field(default_factory=dict)
+
+    def url(self, path: str = "/") -> str:
+        return self.server.url_for(path)
+
+    def handle(self, request: Request) -> Response:
+        path = request.path
+        hit = Hit(path, 200, request.headers.get("If-None-Match"), request.headers.get("If-Modified-Since"),
+                  request.headers.get("User-Agent"))
+        self.hits.append(hit)
+        if self.fail_first.get(path, 0) > 0:
+            self.fail_first[path] -= 1
+            hit.status = 503
+            return Response("busy", status=503)
+        if path in self.overrides:
+            status, body = self.overrides[path]
+            hit.status = status
+            return Response(body, status=status, content_type="text/plain; charset=utf-8")
+        file = (self.root / path.lstrip("/")).resolve()
+        if file.is_dir():
+            file = file / "index.html"
+        if not file.is_file() or self.root.resolve() not in file.parents:
+            hit.status = 404
+            return Response("not found", status=404)
+        body = file.read_bytes()
+        etag = '"' + hashlib.sha1(body).hexdigest() + '"'
+        headers = {"ETag": etag, "Last-Modified": LAST_MODIFIED}
+        if hit.if_none_match == etag:
+            hit.status = 304
+            return Response(status=304, headers=headers)
+        return Response(body, status=200, headers=headers, content_type=TYPES.get(file.suffix, "application/octet-stream"))
+
+    def pages(self) -> list[Hit]:
+        """The hits other than robots.txt."""
+        return [h for h in self.hits if h.path != "/robots.txt"]
+
+
+@pytest.fixture
+def site_server(httpserver: HTTPServer) -> Callable[[Path], SiteServer]:
+    """Serve a folder: ``site = site_server(SITES / "wordpress")``."""
+
+    def serve(root: Path) -> SiteServer:
+        site = SiteServer(httpserver, root)
+        httpserver.expect_request(re.compile(r"/.*")).respond_with_handler(site.handle)
+        return site
+
+    return serve
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    """Write a config.toml into tmp_path from a TOML body (sources etc.) with a [site] table added."""
+
+    def write(body: str = "", *, site: str | None = None, name: str = "config.toml") -> Path:
+        site = site or textwrap.dedent(
+            """
+            [site]
+            title = "Testsajten"
+            base_url = "https://test.example"
+            """
+        )
+        http = "" if "[http]" in body else "\n[http]\ndelay_seconds = 0\nretries = 1\nbackoff_seconds = 0\n"
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(site) + textwrap.dedent(body) + http, encoding="utf-8")
+        return path
+
+    return write
+
+
+# ---------------------------------------------------------------- stores
+
+
+def _postgres_url() -> str | None:
+    return os.environ.get("FLYGBLAD_TEST_DATABASE_URL") or None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL: a SQLite file, or a new schema on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    url = _postgres_url()
+    if url is None:
+        if os.environ.get("FLYGBLAD_REQUIRE_POSTGRES") == "1":
+            pytest.fail("FLYGBLAD_REQUIRE_POSTGRES=1 but FLYGBLAD_TEST_DATABASE_URL is not set")
+        pytest.skip("PostgreSQL tests need FLYGBLAD_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = create_engine(url)
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except OperationalError as err:
+        if os.environ.get("FLYGBLAD_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL at {url} is required (FLYGBLAD_REQUIRE_POSTGRES=1) but unreachable: {err}")
+        pytest.skip(f"PostgreSQL at {url} is unreachable: {err.orig}")
+    separator = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
