@@ -125,7 +125,7 @@ def _collect_source(
         log.debug("source %s crashed", source_settings.name, exc_info=True)
         result.error = f"{type(err).__name__}: {err}"
     if result.error:
-        log.warning("source %r failed: %s", source_settings.name, result.error)
+        log.info("source %r failed: %s", source_settings.name, result.error)
         if progress:
             progress(source_settings.name, source.url, "failed")
     return result

@@ -1,0 +1,87 @@
+"""The flygblad command as a communicator runs it, on a copy of the bundled default."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import feedparser
+import pytest
+
+from tests.conftest import EXAMPLE_SITE, ROOT
+
+
+def flygblad(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLYGBLAD_")}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    shutil.copytree(EXAMPLE_SITE, tmp_path / "examples" / "site")
+    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
+    return tmp_path
+
+
+def test_run_on_the_bundled_default(project: Path) -> None:
+    result = flygblad("run", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "collected 3 sources: 8 new, 0 updated, 0 unchanged, 0 failed",
+        f"feeds: 12 files in {project / 'feeds'}, 12 rewritten, 0 unchanged",
+    ]
+    atom = feedparser.parse((project / "feeds" / "all.atom").read_bytes())
+    seed = next(e for e in atom.entries if e.title == "Utmanande, lärorikt och inspirerande")
+    assert seed.author == "Birgitta Öjmertz"
+    assert seed.published.startswith("2018-12-20")
+    assert (project / "var" / "flygblad.db").is_file()
+
+    again = flygblad("collect", cwd=project)
+    assert again.returncode == 0
+    assert again.stdout.strip() == "collected 3 sources: 0 new, 0 updated, 8 unchanged, 0 failed"
+    feeds = flygblad("feeds", cwd=project)
+    assert feeds.stdout.strip().endswith("0 rewritten, 12 unchanged")
+
+
+def test_items_json(project: Path) -> None:
+    assert flygblad("collect", "--source", "ledare", cwd=project).returncode == 0
+    result = flygblad("items", "--json", cwd=project)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["title"] for r in rows] == [
+        "Utmanande, lärorikt och inspirerande", "Hållbarhet är en konkurrensfördel", "Ett år med Smart industri"]
+    seed = rows[0]
+    assert {"id", "source", "category", "title", "author", "role", "published", "url", "summary"} <= set(seed)
+    assert seed["published"] == "2018-12-20T00:00:00+01:00"
+    assert (seed["author"], seed["role"], seed["category"], seed["source"]) == (
+        "Birgitta Öjmertz", "Programdirektör Produktionslyftet", "leader", "ledare")
+    table = flygblad("items", "--source", "ledare", "--limit", "1", cwd=project)
+    assert "Utmanande, lärorikt och inspirerande" in table.stdout and "Hållbarhet" not in table.stdout
+    unknown = flygblad("items", "--source", "nope", cwd=project)
+    assert unknown.returncode == 2 and "no source named 'nope' (sources: ledare, artiklar, nyheter)" in unknown.stderr
+
+
+def test_a_failing_source_exits_1_and_names_it(project: Path) -> None:
+    config = project / "config.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace("examples/site/nyheter.xml", "examples/site/borta.xml"),
+                      encoding="utf-8")
+    result = flygblad("run", cwd=project)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"flygblad: source 'nyheter' failed: {(project / 'examples/site/borta.xml').as_uri()}: no such file"
+    )
+    assert result.stdout.splitlines()[0] == "collected 3 sources: 6 new, 0 updated, 0 unchanged, 1 failed"
+    assert (project / "feeds" / "all.atom").is_file(), "the other sources still made their feeds"
+
+
+@pytest.mark.parametrize("command", [[], ["collect"], ["feeds"], ["run"], ["items"]])
+def test_every_command_has_help(project: Path, command: list[str]) -> None:
+    result = flygblad(*command, "--help", cwd=project)
+    assert result.returncode == 0
+    assert result.stdout.startswith("Usage: flygblad")

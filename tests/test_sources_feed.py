@@ -1,0 +1,78 @@
+"""Feed sources over real HTTP: RSS 0.91, 1.0, 2.0 and Atom, sanitized, conditional."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from pipeline.collect import collect
+from pipeline.config import load_settings
+from pipeline.store import Store
+from tests.conftest import EXAMPLE_SITE, SITES
+
+
+def _config(write_config, site, *paths: str) -> str:
+    return write_config(
+        "".join(
+            f"""
+[[sources]]
+name = "f{n}"
+kind = "feed"
+url = "{site.url(path)}"
+category = "article"
+"""
+            for n, path in enumerate(paths)
+        )
+    )
+
+
+def test_every_feed_format(site_server, write_config) -> None:
+    site = site_server(SITES / "feeds")
+    config = _config(write_config, site, "/rss091.xml", "/rss10.rdf", "/atom.xml")
+    settings = load_settings(config)
+    with Store.open(settings.storage_url) as store:
+        report = collect(settings, store)
+        assert report.summary() == "collected 3 sources: 4 new, 0 updated, 0 unchanged, 0 failed"
+        items = {s.item.title: s.item for s in store.items()}
+    old = items["Första nyheten på Rådhuset"]  # ISO-8859-1 in RSS 0.91
+    assert old.url == "http://old.example/1" and old.id == old.url
+    assert old.body_html == "<p>Kort text om rådhuset.</p>"
+    rdf = items["Artikel i RSS 1.0"]
+    assert rdf.author == "Olle Berg"
+    assert rdf.published == datetime(2024, 3, 5, 9, 15, tzinfo=timezone.utc)
+    atom = items["Ledare: Våren är här"]  # an HTML title becomes text
+    assert atom.id == "tag:atom.example,2024:ledare-1"
+    assert atom.url == "https://atom.example/ledare/1"
+    assert atom.author == "Lisa Ek"
+    assert atom.summary == "Sammanfattning av våren."
+    assert atom.image == "https://atom.example/bild.jpg"
+    assert atom.modified == datetime(2024, 3, 6, 12, tzinfo=timezone.utc)
+    assert "<script" not in atom.body_html and "alert" not in atom.body_html
+    # RFC 4287: with no xml:base, relative references resolve against the feed document's URL.
+    assert f'href="{site.url("/vår")}"' in atom.body_html
+
+
+def test_unchanged_feed_is_one_304(site_server, write_config) -> None:
+    site = site_server(EXAMPLE_SITE)
+    config = _config(write_config, site, "/nyheter.xml")
+    settings = load_settings(config)
+    with Store.open(settings.storage_url) as store:
+        assert collect(settings, store).total("new") == 2
+        site.hits.clear()
+        again = collect(settings, store)
+    assert again.summary() == "collected 1 source: 0 new, 0 updated, 2 unchanged, 0 failed"
+    assert [(h.path, h.status) for h in site.pages()] == [("/nyheter.xml", 304)]
+
+
+def test_unreadable_feed_is_reported_and_others_still_run(site_server, write_config) -> None:
+    site = site_server(SITES / "feeds")
+    config = _config(write_config, site, "/broken.xml", "/missing.xml", "/atom.xml")
+    settings = load_settings(config)
+    with Store.open(settings.storage_url) as store:
+        report = collect(settings, store)
+        assert store.count_items() == 1
+    assert not report.ok
+    problems = report.problems()
+    assert len(problems) == 2
+    assert problems[0].startswith("source 'f0' failed: ") and "not a readable RSS or Atom feed" in problems[0]
+    assert problems[1] == f"source 'f1' failed: {site.url('/missing.xml')}: HTTP 404 NOT FOUND"
+    assert report.summary() == "collected 3 sources: 1 new, 0 updated, 0 unchanged, 2 failed"
