@@ -101,9 +101,7 @@ def _run_collect(ctx: Context, sources: tuple[str, ...]) -> CollectReport:
             console=err_console,
             transient=True,
         ) as bar:
-            tasks = {
-                name: bar.add_task(f"collecting {name}", total=settings.source(name).max_items) for name in chosen
-            }
+            tasks = {name: bar.add_task(f"collecting {name}", total=settings.source(name).max_items) for name in chosen}
 
             def advance(source: str, _url: str, _outcome: str) -> None:
                 bar.advance(tasks[source])
@@ -137,7 +135,9 @@ def _run_feeds(ctx: Context) -> None:
     with ctx.store() as store:
         files = build_feeds(settings, store)
     written = write_feeds(settings.feeds_dir, files)
-    click.echo(f"feeds: {len(files)} files in {settings.feeds_dir}, {len(written)} rewritten, {len(files) - len(written)} unchanged")
+    click.echo(
+        f"feeds: {len(files)} files in {settings.feeds_dir}, {len(written)} rewritten, {len(files) - len(written)} unchanged"
+    )
 
 
 @cli.command("feeds")

@@ -105,7 +105,9 @@ def _collect_source(
     try:
         for collected in source.collect(fetcher, store):
             if isinstance(collected, Found):
-                outcome = store.save_item(collected.item, fetched_url=collected.fetched_url, validators=collected.validators)
+                outcome = store.save_item(
+                    collected.item, fetched_url=collected.fetched_url, validators=collected.validators
+                )
                 setattr(result, outcome, getattr(result, outcome) + 1)
                 url = collected.item.url
             elif isinstance(collected, Unchanged):
@@ -113,7 +115,11 @@ def _collect_source(
                 outcome, url = "unchanged", collected.url
             else:
                 assert isinstance(collected, Failed)
-                result.failures.append(f"{collected.reason}" if collected.url in collected.reason else f"{collected.url}: {collected.reason}")
+                result.failures.append(
+                    f"{collected.reason}"
+                    if collected.url in collected.reason
+                    else f"{collected.url}: {collected.reason}"
+                )
                 outcome, url = "failed", collected.url
             if progress:
                 progress(source_settings.name, url, outcome)

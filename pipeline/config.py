@@ -304,7 +304,7 @@ def _message(error: Mapping[str, Any]) -> tuple[str, str]:
         if leaf in SECRET_KEYS:
             return key, (
                 "secrets never live in the config file: put it in an environment variable "
-                f"and name that variable with {leaf.split('_')[0]}_env = \"...\""
+                f'and name that variable with {leaf.split("_")[0]}_env = "..."'
             )
         close = difflib.get_close_matches(leaf, _known_keys(loc), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""

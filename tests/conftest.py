@@ -24,7 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SITES = Path(__file__).resolve().parent / "sites"
 EXAMPLE_SITE = ROOT / "examples" / "site"
 LAST_MODIFIED = "Wed, 06 Mar 2024 12:00:00 GMT"
-TYPES = {".html": "text/html; charset=utf-8", ".xml": "application/xml", ".rdf": "application/rdf+xml", ".txt": "text/plain"}
+TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".xml": "application/xml",
+    ".rdf": "application/rdf+xml",
+    ".txt": "text/plain",
+}
 
 
 @dataclass
@@ -57,8 +62,13 @@ class SiteServer:
 
     def handle(self, request: Request) -> Response:
         path = request.path
-        hit = Hit(path, 200, request.headers.get("If-None-Match"), request.headers.get("If-Modified-Since"),
-                  request.headers.get("User-Agent"))
+        hit = Hit(
+            path,
+            200,
+            request.headers.get("If-None-Match"),
+            request.headers.get("If-Modified-Since"),
+            request.headers.get("User-Agent"),
+        )
         self.hits.append(hit)
         if self.fail_first.get(path, 0) > 0:
             self.fail_first[path] -= 1
@@ -80,7 +90,9 @@ class SiteServer:
         if hit.if_none_match == etag:
             hit.status = 304
             return Response(status=304, headers=headers)
-        return Response(body, status=200, headers=headers, content_type=TYPES.get(file.suffix, "application/octet-stream"))
+        return Response(
+            body, status=200, headers=headers, content_type=TYPES.get(file.suffix, "application/octet-stream")
+        )
 
     def pages(self) -> list[Hit]:
         """The hits other than robots.txt."""
@@ -97,6 +109,18 @@ def site_server(httpserver: HTTPServer) -> Callable[[Path], SiteServer]:
         return site
 
     return serve
+
+
+def source_toml(name: str, url: str, *, kind: str = "html", category: str = "leader", **extra: str) -> str:
+    """One ``[[sources]]`` table; extra keys are strings (``links``), a dict is a sub-table."""
+    lines = ["[[sources]]", f'name = "{name}"', f'kind = "{kind}"', f'url = "{url}"', f'category = "{category}"']
+    tables = []
+    for key, value in extra.items():
+        if isinstance(value, dict):
+            tables += [f"[sources.{key}]", *(f'{k} = "{v}"' for k, v in value.items())]
+        else:
+            lines.append(f'{key} = "{value}"')
+    return "\n" + "\n".join(lines + tables) + "\n"
 
 
 @pytest.fixture
@@ -136,7 +160,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if url is None:
         if os.environ.get("FLYGBLAD_REQUIRE_POSTGRES") == "1":
             pytest.fail("FLYGBLAD_REQUIRE_POSTGRES=1 but FLYGBLAD_TEST_DATABASE_URL is not set")
-        pytest.skip("PostgreSQL tests need FLYGBLAD_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+        pytest.skip(
+            "PostgreSQL tests need FLYGBLAD_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
+        )
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import OperationalError
 

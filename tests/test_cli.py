@@ -55,12 +55,19 @@ def test_items_json(project: Path) -> None:
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert [r["title"] for r in rows] == [
-        "Utmanande, lärorikt och inspirerande", "Hållbarhet är en konkurrensfördel", "Ett år med Smart industri"]
+        "Utmanande, lärorikt och inspirerande",
+        "Hållbarhet är en konkurrensfördel",
+        "Ett år med Smart industri",
+    ]
     seed = rows[0]
     assert {"id", "source", "category", "title", "author", "role", "published", "url", "summary"} <= set(seed)
     assert seed["published"] == "2018-12-20T00:00:00+01:00"
     assert (seed["author"], seed["role"], seed["category"], seed["source"]) == (
-        "Birgitta Öjmertz", "Programdirektör Produktionslyftet", "leader", "ledare")
+        "Birgitta Öjmertz",
+        "Programdirektör Produktionslyftet",
+        "leader",
+        "ledare",
+    )
     table = flygblad("items", "--source", "ledare", "--limit", "1", cwd=project)
     assert "Utmanande, lärorikt och inspirerande" in table.stdout and "Hållbarhet" not in table.stdout
     unknown = flygblad("items", "--source", "nope", cwd=project)
@@ -69,8 +76,10 @@ def test_items_json(project: Path) -> None:
 
 def test_a_failing_source_exits_1_and_names_it(project: Path) -> None:
     config = project / "config.toml"
-    config.write_text(config.read_text(encoding="utf-8").replace("examples/site/nyheter.xml", "examples/site/borta.xml"),
-                      encoding="utf-8")
+    config.write_text(
+        config.read_text(encoding="utf-8").replace("examples/site/nyheter.xml", "examples/site/borta.xml"),
+        encoding="utf-8",
+    )
     result = flygblad("run", cwd=project)
     assert result.returncode == 1
     assert result.stderr.strip() == (

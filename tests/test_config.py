@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from pipeline.config import load_settings
 from pipeline.errors import ConfigError
@@ -56,7 +57,11 @@ BAD = [
     (('name = "ledare"', 'name = "Ledare!"'), "sources[1].name", "lower-case"),
     (('name = "ledare"', 'name = "all"'), "sources[1].name", "every source together"),
     (('title = "Sajten"', 'title = "Sajten"\npassword = "hemligt"'), "site.password", "environment variable"),
-    (('[storage]\nurl = "sqlite:///data/flygblad.db"', '[storage]\nurl = "flygblad.db"'), "storage.url", "SQLAlchemy URL"),
+    (
+        ('[storage]\nurl = "sqlite:///data/flygblad.db"', '[storage]\nurl = "flygblad.db"'),
+        "storage.url",
+        "SQLAlchemy URL",
+    ),
 ]
 
 
@@ -72,7 +77,7 @@ def test_good_config_is_typed_and_read_only(tmp_path: Path) -> None:
     assert settings.site.language == "sv" and settings.site.timezone == "Europe/Stockholm"
     assert settings.sources[0].max_items == 5
     assert settings.sources[0].select is not None and settings.sources[0].select.author == ".byline .name"
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         settings.sources[0].max_items = 6  # type: ignore[misc]
 
 
@@ -90,7 +95,11 @@ def test_default_storage_is_next_to_the_config(tmp_path: Path) -> None:
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
-    environ = {"FLYGBLAD_STORAGE_URL": "sqlite:///other.db", "FLYGBLAD_FEEDS_MAX_ITEMS": "7", "FLYGBLAD_SITE_LANGUAGE": "en"}
+    environ = {
+        "FLYGBLAD_STORAGE_URL": "sqlite:///other.db",
+        "FLYGBLAD_FEEDS_MAX_ITEMS": "7",
+        "FLYGBLAD_SITE_LANGUAGE": "en",
+    }
     settings = load_settings(_write(tmp_path, GOOD), environ=environ)
     assert settings.storage_url == f"sqlite:///{tmp_path / 'other.db'}"
     assert settings.feeds.max_items == 7
@@ -127,7 +136,9 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
 
 def _flygblad(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLYGBLAD_")}
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 @pytest.mark.parametrize("command", ["run", "collect", "feeds", "items"])
@@ -136,7 +147,7 @@ def test_cli_misspelled_key_exits_2_and_writes_nothing(tmp_path: Path, command: 
     result = _flygblad(command, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == (
-        f"flygblad: config error: config.toml: feeds.max_item: unknown key (did you mean 'max_items'?)"
+        "flygblad: config error: config.toml: feeds.max_item: unknown key (did you mean 'max_items'?)"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
 

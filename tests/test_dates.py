@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -29,10 +29,10 @@ EN = "January February March April May June July August September October Novemb
         ("March 5, 2024", datetime(2024, 3, 5, tzinfo=STHLM)),
         ("Thursday, 5th March 2024 10:15", datetime(2024, 3, 5, 10, 15, tzinfo=STHLM)),
         ("Sept 9 2021", datetime(2021, 9, 9, tzinfo=STHLM)),
-        ("2024-03-05T10:15:00+01:00", datetime(2024, 3, 5, 9, 15, tzinfo=timezone.utc)),
-        ("2024-03-05T09:15:00Z", datetime(2024, 3, 5, 9, 15, tzinfo=timezone.utc)),
+        ("2024-03-05T10:15:00+01:00", datetime(2024, 3, 5, 9, 15, tzinfo=UTC)),
+        ("2024-03-05T09:15:00Z", datetime(2024, 3, 5, 9, 15, tzinfo=UTC)),
         ("2024-03-05 10:15", datetime(2024, 3, 5, 10, 15, tzinfo=STHLM)),
-        ("Tue, 05 Mar 2024 10:15:00 +0100", datetime(2024, 3, 5, 9, 15, tzinfo=timezone.utc)),
+        ("Tue, 05 Mar 2024 10:15:00 +0100", datetime(2024, 3, 5, 9, 15, tzinfo=UTC)),
     ],
 )
 def test_written_dates(text: str, expected: datetime) -> None:
@@ -41,7 +41,9 @@ def test_written_dates(text: str, expected: datetime) -> None:
     assert parsed is not None and parsed.tzinfo is not None
 
 
-@pytest.mark.parametrize("text", ["", "igår", "31 februari 2024", "13 smarch 2024", "Ledare", "2024", "Birgitta Öjmertz"])
+@pytest.mark.parametrize(
+    "text", ["", "igår", "31 februari 2024", "13 smarch 2024", "Ledare", "2024", "Birgitta Öjmertz"]
+)
 def test_not_dates(text: str) -> None:
     assert parse_date(text, STHLM) is None
 

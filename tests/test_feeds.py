@@ -51,7 +51,9 @@ def feeds(tmp_path: Path) -> tuple[Settings, Path]:
 def test_every_feed_file_is_written(feeds) -> None:
     _, directory = feeds
     names = sorted(p.name for p in directory.iterdir())
-    assert names == sorted(f"{n}.{s}" for n in ("all", "ledare", "artiklar", "nyheter") for s in ("rss", "atom", "json"))
+    assert names == sorted(
+        f"{n}.{s}" for n in ("all", "ledare", "artiklar", "nyheter") for s in ("rss", "atom", "json")
+    )
 
 
 @pytest.mark.parametrize("suffix", ["rss", "atom"])
@@ -91,7 +93,9 @@ def test_atom_entry_links_keep_rel_and_type(feeds) -> None:
     entries = root.findall(f"{ATOM}entry")
     robot = next(e for e in entries if e.findtext(f"{ATOM}title").startswith("Robotlyftet"))
     links = {(link.get("rel"), link.get("type")): link.get("href") for link in robot.findall(f"{ATOM}link")}
-    assert links[("alternate", "text/html")] == "https://www.produktionslyftet.example/artiklar/robotlyftet-ger-resultat"
+    assert (
+        links[("alternate", "text/html")] == "https://www.produktionslyftet.example/artiklar/robotlyftet-ger-resultat"
+    )
     assert links[("enclosure", "image/jpeg")] == "https://www.produktionslyftet.example/bilder/robot.jpg"
     assert root.findtext(f"{ATOM}updated") == "2018-12-20T00:00:00+01:00"
 
@@ -121,9 +125,24 @@ def test_json_feed_has_the_required_fields(feeds) -> None:
             assert isinstance(entry["id"], str) and entry["id"]
             assert entry.get("content_html") or entry.get("content_text")
             assert entry["date_published"][:4].isdigit() and "+" in entry["date_published"][10:]
-            assert all(key in ("id", "url", "title", "content_html", "summary", "image", "date_published",
-                               "date_modified", "tags", "authors", "language") or key.startswith("_")
-                       for key in entry)
+            assert all(
+                key
+                in (
+                    "id",
+                    "url",
+                    "title",
+                    "content_html",
+                    "summary",
+                    "image",
+                    "date_published",
+                    "date_modified",
+                    "tags",
+                    "authors",
+                    "language",
+                )
+                or key.startswith("_")
+                for key in entry
+            )
     seed = json.loads((directory / "ledare.json").read_text(encoding="utf-8"))["items"][0]
     assert seed["authors"] == [{"name": "Birgitta Öjmertz"}]
     assert seed["_flygblad"]["author_role"] == "Programdirektör Produktionslyftet"
@@ -138,12 +157,16 @@ def test_feeds_are_rewritten_only_when_they_change(feeds) -> None:
         assert write_feeds(directory, build_feeds(settings, store)) == []
     assert {p.name: p.stat().st_mtime_ns for p in directory.iterdir()} == before
     leader = settings.base_dir / "examples" / "site" / "ledare" / "ett-ar-med-smart-industri.html"
-    leader.write_text(leader.read_text(encoding="utf-8").replace("glädjer mig mest", "gläder mig allra mest"), encoding="utf-8")
+    leader.write_text(
+        leader.read_text(encoding="utf-8").replace("glädjer mig mest", "gläder mig allra mest"), encoding="utf-8"
+    )
     with Store.open(settings.storage_url) as store:
         report = collect(settings, store)
         assert report.total("updated") == 1
         written = write_feeds(directory, build_feeds(settings, store))
-    assert sorted(p.name for p in written) == sorted(f"{n}.{s}" for n in ("all", "ledare") for s in ("rss", "atom", "json"))
+    assert sorted(p.name for p in written) == sorted(
+        f"{n}.{s}" for n in ("all", "ledare") for s in ("rss", "atom", "json")
+    )
     assert not list(directory.glob(".*")), "no temp files left behind"
 
 
@@ -151,9 +174,15 @@ def _comparable_atom(path: Path) -> list[dict[str, object]]:
     parsed = feedparser.parse(path.read_bytes())
     return [
         {
-            "id": e.id, "title": e.title, "author": e.get("author"), "published": e.published, "updated": e.updated,
+            "id": e.id,
+            "title": e.title,
+            "author": e.get("author"),
+            "published": e.published,
+            "updated": e.updated,
             "links": sorted((link.rel, link.get("type", ""), link.href) for link in e.links),
-            "summary": e.summary, "content": e.content[0].value, "category": [t.term for t in e.tags],
+            "summary": e.summary,
+            "content": e.content[0].value,
+            "category": [t.term for t in e.tags],
         }
         for e in parsed.entries
     ]

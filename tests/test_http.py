@@ -12,7 +12,7 @@ from pipeline.config import HttpSettings, load_settings
 from pipeline.errors import SourceError
 from pipeline.sources.http import Fetcher, NotModified, Page
 from pipeline.store import Store
-from tests.conftest import EXAMPLE_SITE
+from tests.conftest import EXAMPLE_SITE, source_toml
 
 
 def _free_port() -> int:
@@ -21,20 +21,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _html_source(name: str, url: str, category: str = "leader") -> str:
-    return f"""
-[[sources]]
-name = "{name}"
-kind = "html"
-url = "{url}"
-category = "{category}"
-"""
-
-
 def test_a_dead_source_does_not_stop_the_others(site_server, write_config) -> None:
     site = site_server(EXAMPLE_SITE)
     dead = f"http://127.0.0.1:{_free_port()}/ledare/"
-    config = write_config(_html_source("dead", dead) + _html_source("ledare", site.url("/ledare/index.html")))
+    config = write_config(source_toml("dead", dead) + source_toml("ledare", site.url("/ledare/index.html")))
     settings = load_settings(config)
     with Store.open(settings.storage_url) as store:
         report = collect(settings, store)
@@ -49,13 +39,16 @@ def test_a_missing_item_page_is_skipped_and_reported(site_server, write_config, 
     root.mkdir()
     (root / "index.html").write_text(
         "<html><body><article><h2><a href='gone.html'>Borta</a></h2></article>"
-        "<article><h2><a href='here.html'>Här</a></h2></article></body></html>", encoding="utf-8")
+        "<article><h2><a href='here.html'>Här</a></h2></article></body></html>",
+        encoding="utf-8",
+    )
     (root / "here.html").write_text(
         "<html><body><h1>Här</h1><p>Ledare · Ann Ek · Redaktör · 2024-01-02</p>"
         "<p>En text som är lång nog för att vara en artikel på riktigt, med flera ord.</p></body></html>",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     site = site_server(root)
-    settings = load_settings(write_config(_html_source("ledare", site.url("/"))))
+    settings = load_settings(write_config(source_toml("ledare", site.url("/"))))
     with Store.open(settings.storage_url) as store:
         report = collect(settings, store)
     assert report.summary() == "collected 1 source: 1 new, 0 updated, 0 unchanged, 1 failed"
@@ -64,8 +57,11 @@ def test_a_missing_item_page_is_skipped_and_reported(site_server, write_config, 
 
 def test_robots_txt_is_respected(site_server, write_config) -> None:
     site = site_server(EXAMPLE_SITE)
-    site.overrides["/robots.txt"] = (200, "User-agent: flygblad\nDisallow: /ledare/hallbarhet\n\nUser-agent: *\nDisallow:\n")
-    settings = load_settings(write_config(_html_source("ledare", site.url("/ledare/index.html"))))
+    site.overrides["/robots.txt"] = (
+        200,
+        "User-agent: flygblad\nDisallow: /ledare/hallbarhet\n\nUser-agent: *\nDisallow:\n",
+    )
+    settings = load_settings(write_config(source_toml("ledare", site.url("/ledare/index.html"))))
     with Store.open(settings.storage_url) as store:
         report = collect(settings, store)
     assert report.total("new") == 2

@@ -20,7 +20,14 @@ def test_readme_and_ci_run_the_same_commands() -> None:
 
 
 def test_every_config_key_is_documented() -> None:
-    from pipeline.config import FeedSettings, HttpSettings, SelectSettings, SiteSettings, SourceSettings, StorageSettings
+    from pipeline.config import (
+        FeedSettings,
+        HttpSettings,
+        SelectSettings,
+        SiteSettings,
+        SourceSettings,
+        StorageSettings,
+    )
 
     docs = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     for model in (SiteSettings, StorageSettings, SourceSettings, SelectSettings, FeedSettings, HttpSettings):

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pipeline.collect import collect
 from pipeline.config import load_settings
 from pipeline.store import Store
-from tests.conftest import EXAMPLE_SITE, SITES
+from tests.conftest import EXAMPLE_SITE, SITES, source_toml
 
 
 def _config(write_config, site, *paths: str) -> str:
     return write_config(
-        "".join(
-            f"""
-[[sources]]
-name = "f{n}"
-kind = "feed"
-url = "{site.url(path)}"
-category = "article"
-"""
-            for n, path in enumerate(paths)
-        )
+        "".join(source_toml(f"f{n}", site.url(path), kind="feed", category="article") for n, path in enumerate(paths))
     )
 
 
@@ -38,14 +29,14 @@ def test_every_feed_format(site_server, write_config) -> None:
     assert old.body_html == "<p>Kort text om rådhuset.</p>"
     rdf = items["Artikel i RSS 1.0"]
     assert rdf.author == "Olle Berg"
-    assert rdf.published == datetime(2024, 3, 5, 9, 15, tzinfo=timezone.utc)
+    assert rdf.published == datetime(2024, 3, 5, 9, 15, tzinfo=UTC)
     atom = items["Ledare: Våren är här"]  # an HTML title becomes text
     assert atom.id == "tag:atom.example,2024:ledare-1"
     assert atom.url == "https://atom.example/ledare/1"
     assert atom.author == "Lisa Ek"
     assert atom.summary == "Sammanfattning av våren."
     assert atom.image == "https://atom.example/bild.jpg"
-    assert atom.modified == datetime(2024, 3, 6, 12, tzinfo=timezone.utc)
+    assert atom.modified == datetime(2024, 3, 6, 12, tzinfo=UTC)
     assert "<script" not in atom.body_html and "alert" not in atom.body_html
     # RFC 4287: with no xml:base, relative references resolve against the feed document's URL.
     assert f'href="{site.url("/vår")}"' in atom.body_html

@@ -12,7 +12,7 @@ from bs4 import BeautifulSoup
 from pipeline.collect import collect
 from pipeline.config import load_settings
 from pipeline.store import Store, StoredItem
-from tests.conftest import EXAMPLE_SITE, SITES
+from tests.conftest import EXAMPLE_SITE, SITES, source_toml
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 SEED = Path(__file__).parent / "data" / "seed.txt"
@@ -49,9 +49,11 @@ def _seed_page() -> str:
         body.append("<ul>" + "".join(bullets) + "</ul>")
     foot = "".join(f"<h2>{html.escape(x)}</h2><p><a href='/x'>{html.escape(x)}</a></p>" for x in footer)
     return (
-        "<!DOCTYPE html><html lang='sv'><head><meta charset='utf-8'><title>" + html.escape(title)
+        "<!DOCTYPE html><html lang='sv'><head><meta charset='utf-8'><title>"
+        + html.escape(title)
         + " | Produktionslyftet</title></head><body><nav><a href='/'>Start</a> <a href='/om'>Om oss</a></nav>"
-        + f"<main><h1>{html.escape(title)}</h1><p>{html.escape(byline)}</p>" + "".join(body)
+        + f"<main><h1>{html.escape(title)}</h1><p>{html.escape(byline)}</p>"
+        + "".join(body)
         + f"</main><footer>{foot}</footer></body></html>"
     )
 
@@ -68,22 +70,24 @@ def _assert_seed_leader(stored: StoredItem) -> None:
     assert text.startswith("2018 har varit ett spännande och intensivt år")
     assert text.endswith("jag ser fram emot att fortsatt arbeta tillsammans med er!")
     assert BeautifulSoup(item.body_html, "html.parser").find_all("li")[2].get_text().startswith("Vår satsning")
-    for noise in ("Produktionslyftets partner", "Intressenter", "Finansiärer", "Ledare ·", "Kontakt", "Om oss", "kakor", "Jag förstår", "Dela"):
+    for noise in (
+        "Produktionslyftets partner",
+        "Intressenter",
+        "Finansiärer",
+        "Ledare ·",
+        "Kontakt",
+        "Om oss",
+        "kakor",
+        "Jag förstår",
+        "Dela",
+    ):
         assert noise not in text, noise
     assert item.summary and item.summary.startswith("2018 har varit")
 
 
 def test_seed_page_every_field(site_server, write_config) -> None:
     site = site_server(EXAMPLE_SITE)
-    config = write_config(
-        f"""
-        [[sources]]
-        name = "ledare"
-        kind = "html"
-        url = "{site.url('/ledare/index.html')}"
-        category = "leader"
-        """
-    )
+    config = write_config(source_toml("ledare", site.url("/ledare/index.html")))
     report, items = _collect(config)
     assert report.summary() == "collected 1 source: 3 new, 0 updated, 0 unchanged, 0 failed"
     seed = items["Utmanande, lärorikt och inspirerande"]
@@ -102,15 +106,7 @@ def test_seed_text_as_a_bare_page(site_server, write_config, tmp_path) -> None:
     root.mkdir()
     (root / "ledare.html").write_text(_seed_page(), encoding="utf-8")
     site = site_server(root)
-    config = write_config(
-        f"""
-        [[sources]]
-        name = "ledare"
-        kind = "html"
-        url = "{site.url('/ledare.html')}"
-        category = "leader"
-        """
-    )
+    config = write_config(source_toml("ledare", site.url("/ledare.html")))
     report, items = _collect(config)
     assert report.ok, report.problems()
     [seed] = items.values()
@@ -120,15 +116,7 @@ def test_seed_text_as_a_bare_page(site_server, write_config, tmp_path) -> None:
 
 def test_wordpress_blog_without_selectors(site_server, write_config) -> None:
     site = site_server(SITES / "wordpress")
-    config = write_config(
-        f"""
-        [[sources]]
-        name = "blog"
-        kind = "html"
-        url = "{site.url('/')}"
-        category = "article"
-        """
-    )
+    config = write_config(source_toml("blog", site.url("/"), category="article"))
     report, items = _collect(config)
     assert report.ok, report.problems()
     assert sorted(items) == ["Lighthouse restoration reaches the lantern room", "The new ferry timetable, explained"]
@@ -141,8 +129,19 @@ def test_wordpress_blog_without_selectors(site_server, write_config) -> None:
     text = _text(ferry.body_html)
     assert text.startswith("From April the ferry leaves every forty minutes")
     assert "Bicycles now board first" in text
-    for noise in ("Share this", "Twitter", "Related", "Leave a Reply", "thoughts on", "Recent Posts",
-                  "cookies", "Proudly powered", "Posted in", "Previous post", "Eleanor Marsh"):
+    for noise in (
+        "Share this",
+        "Twitter",
+        "Related",
+        "Leave a Reply",
+        "thoughts on",
+        "Recent Posts",
+        "cookies",
+        "Proudly powered",
+        "Posted in",
+        "Previous post",
+        "Eleanor Marsh",
+    ):
         assert noise not in text, noise
     light = items["Lighthouse restoration reaches the lantern room"].item
     assert light.author == "Sam Okafor"
@@ -153,16 +152,7 @@ def test_wordpress_blog_without_selectors(site_server, write_config) -> None:
 
 def test_cms_with_metadata_only_in_json_ld(site_server, write_config) -> None:
     site = site_server(SITES / "cms")
-    config = write_config(
-        f"""
-        [[sources]]
-        name = "nyheter"
-        kind = "html"
-        url = "{site.url('/nyheter/')}"
-        category = "article"
-        links = "a.rubriklank"
-        """
-    )
+    config = write_config(source_toml("nyheter", site.url("/nyheter/"), category="article", links="a.rubriklank"))
     report, items = _collect(config)
     assert report.ok, report.problems()
     school = items["Ny förskola öppnar i Björkdalen"].item
@@ -188,17 +178,12 @@ def test_cms_with_metadata_only_in_json_ld(site_server, write_config) -> None:
 def test_selectors_override_extraction_field_by_field(site_server, write_config) -> None:
     site = site_server(SITES / "wordpress")
     config = write_config(
-        f"""
-        [[sources]]
-        name = "blog"
-        kind = "html"
-        url = "{site.url('/2024/03/new-ferry-timetable/')}"
-        category = "article"
-
-        [sources.select]
-        title = ".comments-title"
-        body = ".entry-content h2 + p"
-        """
+        source_toml(
+            "blog",
+            site.url("/2024/03/new-ferry-timetable/"),
+            category="article",
+            select={"title": ".comments-title", "body": ".entry-content h2 + p"},
+        )
     )
     _, items = _collect(config)
     [stored] = items.values()
@@ -209,23 +194,29 @@ def test_selectors_override_extraction_field_by_field(site_server, write_config)
 
 def test_scraped_html_is_sanitized(site_server, write_config) -> None:
     site = site_server(SITES / "hostile")
-    config = write_config(
-        f"""
-        [[sources]]
-        name = "farlig"
-        kind = "html"
-        url = "{site.url('/')}"
-        category = "article"
-        """
-    )
+    config = write_config(source_toml("farlig", site.url("/"), category="article"))
     report, items = _collect(config)
     assert report.ok, report.problems()
     [stored] = items.values()
     body = stored.item.body_html
     soup = BeautifulSoup(body, "html.parser")
     assert stored.item.author == "Eva Svensson"
-    for bad in ("<script", "<style", "<iframe", "<form", "<input", "<svg", "onclick", "onerror", "onload",
-                "javascript:", "vbscript:", "style=", "injicerad", "evil.example"):
+    for bad in (
+        "<script",
+        "<style",
+        "<iframe",
+        "<form",
+        "<input",
+        "<svg",
+        "onclick",
+        "onerror",
+        "onload",
+        "javascript:",
+        "vbscript:",
+        "style=",
+        "injicerad",
+        "evil.example",
+    ):
         assert bad not in body, bad
     hrefs = [a.get("href") for a in soup.find_all("a")]
     assert "https://hostile.example/relativ/sida.html" in hrefs  # relative to the canonical URL
@@ -240,26 +231,9 @@ def test_scraped_html_is_sanitized(site_server, write_config) -> None:
 def test_second_collect_is_all_304(site_server, write_config) -> None:
     site = site_server(EXAMPLE_SITE)
     config = write_config(
-        f"""
-        [[sources]]
-        name = "ledare"
-        kind = "html"
-        url = "{site.url('/ledare/index.html')}"
-        category = "leader"
-
-        [[sources]]
-        name = "artiklar"
-        kind = "html"
-        url = "{site.url('/artiklar/index.html')}"
-        category = "article"
-        links = ".cards a.card-link"
-
-        [[sources]]
-        name = "nyheter"
-        kind = "feed"
-        url = "{site.url('/nyheter.xml')}"
-        category = "article"
-        """
+        source_toml("ledare", site.url("/ledare/index.html"))
+        + source_toml("artiklar", site.url("/artiklar/index.html"), category="article", links=".cards a.card-link")
+        + source_toml("nyheter", site.url("/nyheter.xml"), kind="feed", category="article")
     )
     first, _ = _collect(config)
     assert first.summary() == "collected 3 sources: 8 new, 0 updated, 0 unchanged, 0 failed"
@@ -285,15 +259,7 @@ def test_changed_page_is_updated_in_place(site_server, write_config, tmp_path) -
         encoding="utf-8",
     )
     site = site_server(root)
-    config = write_config(
-        f"""
-        [[sources]]
-        name = "ledare"
-        kind = "html"
-        url = "{site.url('/a.html')}"
-        category = "leader"
-        """
-    )
+    config = write_config(source_toml("ledare", site.url("/a.html")))
     first, before = _collect(config)
     assert (first.total("new"), first.total("updated")) == (1, 0)
     page.write_text(page.read_text(encoding="utf-8").replace("Första versionen", "Andra versionen"), encoding="utf-8")
@@ -310,19 +276,8 @@ def test_changed_page_is_updated_in_place(site_server, write_config, tmp_path) -
 
 def test_local_paths_and_file_urls_read_from_disk(write_config) -> None:
     config = write_config(
-        f"""
-        [[sources]]
-        name = "ledare"
-        kind = "html"
-        url = "{EXAMPLE_SITE.as_uri()}/ledare/index.html"
-        category = "leader"
-
-        [[sources]]
-        name = "nyheter"
-        kind = "feed"
-        url = "{EXAMPLE_SITE / 'nyheter.xml'}"
-        category = "article"
-        """
+        source_toml("ledare", f"{EXAMPLE_SITE.as_uri()}/ledare/index.html")
+        + source_toml("nyheter", str(EXAMPLE_SITE / "nyheter.xml"), kind="feed", category="article")
     )
     report, items = _collect(config)
     assert report.summary() == "collected 2 sources: 5 new, 0 updated, 0 unchanged, 0 failed"

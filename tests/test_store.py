@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import inspect
 
 from pipeline.sources import Item, Validators
 from pipeline.store import Store
 
-T0 = datetime(2024, 3, 5, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 3, 5, 8, 0, tzinfo=UTC)
 
 
 def _item(n: int, **changes: object) -> Item:
     item = Item(
-        id=f"https://site.example/a/{n}", source="ledare", category="leader", url=f"https://site.example/a/{n}",
-        title=f"Rubrik {n}", author="Anna Ek", author_role="Redaktör", published=T0 + timedelta(days=n),
-        summary="Sammanfattning", body_html="<p>Text med åäö</p>", language="sv",
+        id=f"https://site.example/a/{n}",
+        source="ledare",
+        category="leader",
+        url=f"https://site.example/a/{n}",
+        title=f"Rubrik {n}",
+        author="Anna Ek",
+        author_role="Redaktör",
+        published=T0 + timedelta(days=n),
+        summary="Sammanfattning",
+        body_html="<p>Text med åäö</p>",
+        language="sv",
     )
     return replace(item, **changes)
 

@@ -23,7 +23,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
 from bs4 import BeautifulSoup
@@ -41,7 +41,7 @@ ATOM_NS = "http://www.w3.org/2005/Atom"
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 ALL = "all"
 #: An empty feed still needs an <updated>: a fixed one keeps its bytes stable.
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CATEGORY_LABELS = {
     "sv": {"leader": "Ledare", "article": "Artikel"},
     "en": {"leader": "Leader", "article": "Article"},
@@ -67,7 +67,7 @@ class Channel:
     language: str
     description: str
     feeds_url: str
-    tz: tzinfo = timezone.utc
+    tz: tzinfo = UTC
 
     def local(self, value: datetime) -> datetime:
         """*value* in the site's time zone: readers see the date the site printed."""
@@ -191,7 +191,10 @@ def _json_feed(channel: Channel, entries: Sequence[StoredItem], author: str) -> 
         if item.language:
             entry["language"] = item.language
         if item.author_role:
-            entry["_flygblad"] = {"author_role": item.author_role, "category_label": _label(item.category, channel.language)}
+            entry["_flygblad"] = {
+                "author_role": item.author_role,
+                "category_label": _label(item.category, channel.language),
+            }
         items.append(entry)
     feed = {
         "version": JSON_FEED_VERSION,

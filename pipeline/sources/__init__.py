@@ -99,15 +99,23 @@ class ListingUpdate:
     links: list[str]
 
 
-class Source(Protocol):
-    """A configured source: iterate it to collect."""
+class Source:
+    """Base of every source: built from its ``[[sources]]`` table, iterated to collect.
 
-    name: str
-    listing: ListingUpdate | None
+    After :meth:`collect` has run to its end, ``listing`` holds what to store for
+    the index page or feed (its validators and the links it listed), or ``None``.
+    """
+
+    def __init__(self, settings: Settings, source: SourceSettings) -> None:
+        self.settings = settings
+        self.source = source
+        self.name = source.name
+        self.url = settings.source_location(source)
+        self.listing: ListingUpdate | None = None
 
     def collect(self, fetcher: Fetcher, known: ValidatorLookup) -> Iterator[Collected]:
         """Yield one result per item; raise SourceError if the source as a whole fails."""
-        ...
+        raise NotImplementedError
 
 
 def open_source(settings: Settings, source: SourceSettings) -> Source:

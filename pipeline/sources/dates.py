@@ -10,7 +10,7 @@ A date with no offset is in the site's time zone, never in the machine's.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from email.utils import parsedate_to_datetime
 
 MONTHS: dict[str, int] = {}
@@ -34,11 +34,19 @@ WEEKDAYS = (
 ).split()
 
 _MONTH = r"(?P<month>[a-zåäö]{3,9})\.?"
-_TIME = r"(?:(?:,|\s)\s*(?:kl\.?|klockan|at)?\s*(?P<hour>\d{1,2})[:.](?P<minute>\d{2})(?:[:.](?P<second>\d{2}))?)?"
+_TIME = (
+    r"(?:(?:,|\s)\s*(?:kl\.?|klockan|at)?\s*(?P<hour>\d{1,2})[:.](?P<minute>\d{2})(?:[:.](?P<second>\d{2}))?"
+    r"(?:\s*(?P<ampm>[ap])\.?m\.?\b)?)?"
+)
 _WEEKDAY = r"(?:(?:" + "|".join(sorted(WEEKDAYS, key=len, reverse=True)) + r")\.?,?\s+)?(?:den\s+|the\s+)?"
 
 _DAY_MONTH_YEAR = re.compile(
-    r"^" + _WEEKDAY + r"(?P<day>\d{1,2})(?:st|nd|rd|th|:e|:a)?\.?\s+(?:of\s+)?" + _MONTH + r",?\s+(?P<year>\d{4})" + _TIME,
+    r"^"
+    + _WEEKDAY
+    + r"(?P<day>\d{1,2})(?:st|nd|rd|th|:e|:a)?\.?\s+(?:of\s+)?"
+    + _MONTH
+    + r",?\s+(?P<year>\d{4})"
+    + _TIME,
     re.IGNORECASE,
 )
 _MONTH_DAY_YEAR = re.compile(
@@ -61,12 +69,18 @@ def _from_match(match: re.Match[str], tz: tzinfo) -> datetime | None:
     month = int(month_text) if month_text.isdigit() else MONTHS.get(month_text.lower().rstrip("."))
     if month is None:
         return None
+    hour = int(parts.get("hour") or 0)
+    ampm = (parts.get("ampm") or "").lower()
+    if ampm == "p" and hour < 12:
+        hour += 12
+    elif ampm == "a" and hour == 12:
+        hour = 0
     try:
         return datetime(
             int(parts["year"]),
             month,
             int(parts["day"]),
-            int(parts.get("hour") or 0),
+            hour,
             int(parts.get("minute") or 0),
             int(parts.get("second") or 0),
             tzinfo=tz,
@@ -75,7 +89,7 @@ def _from_match(match: re.Match[str], tz: tzinfo) -> datetime | None:
         return None
 
 
-def parse_date(text: str | None, tz: tzinfo = timezone.utc) -> datetime | None:
+def parse_date(text: str | None, tz: tzinfo = UTC) -> datetime | None:
     """Parse a date as a page writes it; ``None`` when it is not a date.
 
     Naive results are placed in *tz* (the site's time zone).
@@ -102,7 +116,7 @@ def parse_date(text: str | None, tz: tzinfo = timezone.utc) -> datetime | None:
     return None
 
 
-def find_date(text: str | None, tz: tzinfo = timezone.utc) -> datetime | None:
+def find_date(text: str | None, tz: tzinfo = UTC) -> datetime | None:
     """The first date found anywhere inside *text* (for bylines such as "Publicerad 5 mars 2024")."""
     if not text:
         return None
@@ -122,5 +136,4 @@ def utc(value: datetime) -> datetime:
     """*value* in UTC; it must be aware."""
     if value.tzinfo is None:
         raise ValueError("naive datetime")
-    return value.astimezone(timezone.utc)
-
+    return value.astimezone(UTC)

@@ -34,16 +34,49 @@ from pipeline.sources.dates import find_date, parse_date
 from pipeline.sources.sanitize import clean_html, clean_text
 
 ARTICLE_TYPES = {
-    "article", "newsarticle", "blogposting", "opinionnewsarticle", "reportagenewsarticle",
-    "analysisnewsarticle", "reviewnewsarticle", "backgroundnewsarticle", "scholarlyarticle",
-    "techarticle", "report", "socialmediaposting", "liveblogposting", "posting",
+    "article",
+    "newsarticle",
+    "blogposting",
+    "opinionnewsarticle",
+    "reportagenewsarticle",
+    "analysisnewsarticle",
+    "reviewnewsarticle",
+    "backgroundnewsarticle",
+    "scholarlyarticle",
+    "techarticle",
+    "report",
+    "socialmediaposting",
+    "liveblogposting",
+    "posting",
 }
 
 #: The first field of a seed-style byline: what kind of text this is.
 BYLINE_KINDS = {
-    "ledare", "huvudledare", "krönika", "debatt", "kommentar", "analys", "recension", "nyhet",
-    "artikel", "reportage", "intervju", "blogg", "insändare", "leader", "editorial", "opinion",
-    "column", "comment", "analysis", "review", "news", "article", "feature", "blog", "interview",
+    "ledare",
+    "huvudledare",
+    "krönika",
+    "debatt",
+    "kommentar",
+    "analys",
+    "recension",
+    "nyhet",
+    "artikel",
+    "reportage",
+    "intervju",
+    "blogg",
+    "insändare",
+    "leader",
+    "editorial",
+    "opinion",
+    "column",
+    "comment",
+    "analysis",
+    "review",
+    "news",
+    "article",
+    "feature",
+    "blog",
+    "interview",
 }
 _BYLINE_SPLIT = re.compile(r"\s+[·•|–—]\s+|\s*[·•]\s*")
 _NAME_PREFIX = re.compile(r"^(?:av|by|text|skriven av|written by)[:\s]+", re.IGNORECASE)
@@ -63,6 +96,38 @@ CHROME_SELECTORS = (
     "[class*=breadcrumb], [class*=brodsmula], [class*=sidebar], [class*=widget], [class*=puff], [class*=skip-link]"
 )
 SUMMARY_LENGTH = 280
+PLACEHOLDER_IMAGE = re.compile(
+    r"(spacer|pixel|blank|preload|loading|lazy|transparent|1x1|placeholder)[^/]*\.(gif|png|svg)$", re.I
+)
+#: Meta tags (name, property or itemprop, lower-cased) that carry these fields, strongest first.
+META_AUTHOR = (
+    "author",
+    "article:author",
+    "article_author",
+    "dc.creator",
+    "dcterms.creator",
+    "byl",
+    "sailthru.author",
+    "parsely-author",
+)
+META_PUBLISHED = (
+    "article:published_time",
+    "og:published_time",
+    "datepublished",
+    "article_date_original",
+    "article:published",
+    "publish-date",
+    "publishdate",
+    "pubdate",
+    "sailthru.date",
+    "parsely-pub-date",
+    "dc.date.issued",
+    "dcterms.issued",
+    "dc.date",
+    "dcterms.created",
+    "date",
+)
+META_MODIFIED = ("article:modified_time", "og:updated_time", "datemodified", "article_date_updated", "dcterms.modified")
 
 
 @dataclass(frozen=True)
@@ -267,8 +332,15 @@ def _element_date(element: Tag | None, tz: tzinfo) -> datetime | None:
 
 def _time_published(soup: BeautifulSoup, tz: tzinfo) -> datetime | None:
     for selector in (
-        "time[itemprop=datePublished]", "[itemprop=datePublished]", "time.published", "time.dt-published",
-        "time.entry-date", "article time[datetime]", "main time[datetime]", "time[pubdate]", "time[datetime]",
+        "time[itemprop=datePublished]",
+        "[itemprop=datePublished]",
+        "time.published",
+        "time.dt-published",
+        "time.entry-date",
+        "article time[datetime]",
+        "main time[datetime]",
+        "time[pubdate]",
+        "time[datetime]",
     ):
         found = _element_date(soup.select_one(selector), tz)
         if found:
@@ -312,6 +384,12 @@ def _drop_leading_heading(html: str, title: str | None) -> str:
         if first.find_previous(string=lambda s: s.strip()) is None:
             first.decompose()
     return str(soup)
+
+
+def _all_of(soup: BeautifulSoup, selector: str) -> list[Tag]:
+    """Every element matching *selector* that is not inside another match (a body split in parts)."""
+    found = soup.select(selector)
+    return [element for element in found if not any(other in element.parents for other in found)]
 
 
 def _inner_html(element: Tag) -> str:
@@ -360,14 +438,17 @@ def extract_page(
     meta = meta_tags(soup)
 
     canonical_link = soup.find("link", rel="canonical")
+    canonical_href = (canonical_link.get("href") or "").strip() if canonical_link else ""
+    if not re.match(r"^(https?:)?/", canonical_href):
+        canonical_href = ""  # a bare token ("8003098") is a CMS bug, not a URL to trust
     canonical = _first(
-        _http(canonical_link.get("href") if canonical_link else None, page_url),
+        _http(canonical_href, page_url),
         _http(meta.get("og:url"), page_url),
         _http(_url_of(article.get("url") or article.get("mainEntityOfPage"), nodes), page_url),
     )
     base = canonical or page_url
     byline = find_byline(soup.body or soup, tz)
-    selected_body = soup.select_one(select.body) if select.body else None
+    selected_body = _all_of(soup, select.body) if select.body else []
 
     # --- title
     h1 = soup.find("h1")
@@ -384,9 +465,11 @@ def extract_page(
 
     # --- author and role
     people = _people(article.get("author"), nodes)
-    meta_author = meta.get("author") or meta.get("article:author") or meta.get("dc.creator")
+    meta_author = _first(*(meta.get(key) for key in META_AUTHOR))
     if meta_author and re.match(r"^https?://", meta_author):
         meta_author = None  # article:author is often a profile URL, not a name
+    if meta_author:
+        meta_author = _NAME_PREFIX.sub("", meta_author)
     author = _first(
         _select_text(soup, select.author),
         ", ".join(p["name"].strip() for p in people if isinstance(p.get("name"), str)) or None,
@@ -408,29 +491,27 @@ def extract_page(
     published = _first(
         _element_date(soup.select_one(select.date), tz) if select.date else None,
         parse_date(_text(article.get("datePublished")), tz),
-        parse_date(meta.get("article:published_time"), tz),
-        parse_date(meta.get("og:published_time") or meta.get("datepublished") or meta.get("pubdate"), tz),
-        parse_date(meta.get("date") or meta.get("dc.date") or meta.get("dcterms.created"), tz),
+        *(parse_date(meta.get(key), tz) for key in META_PUBLISHED),
         _time_published(soup, tz),
         _element_date(soup.select_one(".published, .dt-published"), tz),
         byline.date if byline else None,
     )
     modified = _first(
         parse_date(_text(article.get("dateModified")), tz),
-        parse_date(meta.get("article:modified_time") or meta.get("og:updated_time"), tz),
+        *(parse_date(meta.get(key), tz) for key in META_MODIFIED),
         _time_modified(soup, tz),
     )
 
     # --- body
     if byline is not None:
         byline.element.decompose()  # a byline is metadata, not body text
-    body_element = _first(
+    body_elements = _first(
         selected_body,
-        soup.select_one("[itemprop=articleBody]"),
-        soup.select_one(".entry-content, .e-content, .post-content, .article-body, .article__body"),
+        _all_of(soup, "[itemprop=articleBody]"),
+        _all_of(soup, ".entry-content, .e-content, .post-content, .article-body, .article__body"),
     )
-    if body_element is not None:
-        body_html = _inner_html(_remove_noise(body_element))
+    if body_elements:
+        body_html = "\n".join(_inner_html(_remove_noise(element)) for element in body_elements)
     else:
         for noise in soup.select(f"{NOISE_SELECTORS}, {CHROME_SELECTORS}"):
             if noise.name not in ("html", "body") and not noise.decomposed:
@@ -477,6 +558,8 @@ def extract_page(
         _http(meta.get("twitter:image"), base),
         first_image["src"] if first_image else None,
     )
+    if image and PLACEHOLDER_IMAGE.search(image.split("?")[0]):
+        image = None  # a lazy-loading or tracking placeholder, not the article's picture
     image_alt = _first(
         clean_text(selected_image.get("alt")) if selected_image else None,
         _text(_resolve(article.get("image"), nodes).get("caption"))

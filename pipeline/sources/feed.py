@@ -11,15 +11,14 @@ import calendar
 import logging
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import feedparser
 from bs4 import BeautifulSoup
 
-from pipeline.config import Settings, SourceSettings
 from pipeline.errors import SourceError
-from pipeline.sources import Collected, Failed, Found, Item, ListingUpdate, Unchanged, ValidatorLookup
+from pipeline.sources import Collected, Failed, Found, Item, ListingUpdate, Source, Unchanged, ValidatorLookup
 from pipeline.sources.dates import parse_date
 from pipeline.sources.extract import shorten
 from pipeline.sources.http import Fetcher, NotModified
@@ -30,24 +29,21 @@ log = logging.getLogger(__name__)
 
 def _struct_to_datetime(value: time.struct_time | None) -> datetime | None:
     # feedparser's *_parsed values are UTC struct_times.
-    return datetime.fromtimestamp(calendar.timegm(value), tz=timezone.utc) if value else None
+    return datetime.fromtimestamp(calendar.timegm(value), tz=UTC) if value else None
 
 
 def _plain(value: str | None) -> str | None:
     if not value:
         return None
-    return clean_text(BeautifulSoup(value, "html.parser").get_text(" ")) if "<" in value or "&" in value else clean_text(value)
+    return (
+        clean_text(BeautifulSoup(value, "html.parser").get_text(" "))
+        if "<" in value or "&" in value
+        else clean_text(value)
+    )
 
 
-class FeedSource:
+class FeedSource(Source):
     """Collects the entries of an RSS or Atom feed."""
-
-    def __init__(self, settings: Settings, source: SourceSettings) -> None:
-        self.settings = settings
-        self.source = source
-        self.name = source.name
-        self.url = settings.source_location(source)
-        self.listing: ListingUpdate | None = None
 
     def collect(self, fetcher: Fetcher, known: ValidatorLookup) -> Iterator[Collected]:
         """Yield one result per entry of the feed (at most ``max_items``)."""
@@ -62,7 +58,10 @@ class FeedSource:
             assert not isinstance(page, NotModified)
         parsed = feedparser.parse(
             page.content,
-            response_headers={"content-location": page.final_url, "content-type": page.content_type or "application/xml"},
+            response_headers={
+                "content-location": page.final_url,
+                "content-type": page.content_type or "application/xml",
+            },
             sanitize_html=False,  # nh3 does it, with the same rules as for pages
         )
         if parsed.bozo and not parsed.entries:

@@ -15,9 +15,8 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 
 from bs4 import BeautifulSoup, Tag
 
-from pipeline.config import Settings, SourceSettings
 from pipeline.errors import SourceError
-from pipeline.sources import Collected, Failed, Found, Item, ListingUpdate, Unchanged, ValidatorLookup
+from pipeline.sources import Collected, Failed, Found, Item, ListingUpdate, Source, Unchanged, ValidatorLookup
 from pipeline.sources.extract import extract_page
 from pipeline.sources.http import Fetcher, NotModified, Page
 
@@ -39,20 +38,15 @@ def _in_chrome(anchor: Tag) -> bool:
     if anchor.find_parent(CHROME):
         return True
     block = anchor.find_parent(PAGE_CHROME)
-    return block is not None and block.find_parent(["article", "main"]) is None and "entry" not in " ".join(
-        block.get("class", [])
+    return (
+        block is not None
+        and block.find_parent(["article", "main"]) is None
+        and "entry" not in " ".join(block.get("class", []))
     )
 
 
-class HtmlSource:
+class HtmlSource(Source):
     """Collects the items an HTML index page links to."""
-
-    def __init__(self, settings: Settings, source: SourceSettings) -> None:
-        self.settings = settings
-        self.source = source
-        self.name = source.name
-        self.url = settings.source_location(source)
-        self.listing: ListingUpdate | None = None
 
     def collect(self, fetcher: Fetcher, known: ValidatorLookup) -> Iterator[Collected]:
         """Yield one result per item link of the index page (at most ``max_items``)."""
@@ -114,9 +108,7 @@ class HtmlSource:
         """Extract one item from its page; SourceError when it has no title or no text."""
         if page.content_type not in HTML_TYPES:
             raise SourceError(f"expected an HTML page, got {page.content_type}", url=page.url)
-        extracted = extract_page(
-            page.content, page.final_url, tz=self.settings.site.tz, select=self.source.select
-        )
+        extracted = extract_page(page.content, page.final_url, tz=self.settings.site.tz, select=self.source.select)
         if not extracted.title:
             raise SourceError("no title found on the page", url=page.url)
         if not extracted.body_html:

@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
 from typing import Literal
@@ -44,7 +44,7 @@ class StoredItem:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
@@ -119,13 +119,9 @@ class Store:
         digest = item.content_hash()
         values = {name: getattr(item, name) for name in _ITEM_FIELDS}
         with self.engine.begin() as connection:
-            row = connection.execute(
-                select(items.c.content_hash, items.c.source).where(items.c.id == item.id)
-            ).first()
+            row = connection.execute(select(items.c.content_hash, items.c.source).where(items.c.id == item.id)).first()
             if row is None:
-                connection.execute(
-                    insert(items).values(**values, content_hash=digest, first_seen=now, updated=now)
-                )
+                connection.execute(insert(items).values(**values, content_hash=digest, first_seen=now, updated=now))
                 outcome: Outcome = "new"
             elif row.source != item.source:
                 log.info("%s is already collected by source %r; %r skips it", item.id, row.source, item.source)
@@ -147,9 +143,7 @@ class Store:
 
     def iter_items(self, *, source: str | None = None, limit: int | None = None) -> Iterator[StoredItem]:
         """Like :meth:`items`, streamed."""
-        query = select(items).order_by(
-            items.c.published.desc().nulls_last(), items.c.first_seen.desc(), items.c.id
-        )
+        query = select(items).order_by(items.c.published.desc().nulls_last(), items.c.first_seen.desc(), items.c.id)
         if source is not None:
             query = query.where(items.c.source == source)
         if limit is not None:
@@ -194,7 +188,8 @@ class Store:
 
     @staticmethod
     def _save_state(
-        connection: Connection, url: str, validators: Validators, links: list[str] | None, now: datetime) -> None:
+        connection: Connection, url: str, validators: Validators, links: list[str] | None, now: datetime
+    ) -> None:
         values = {"etag": validators.etag, "last_modified": validators.last_modified, "checked": now}
         if links is not None:
             values["links"] = json.dumps(links, ensure_ascii=False)
