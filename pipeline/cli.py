@@ -101,13 +101,12 @@ def _run_collect(ctx: Context, sources: tuple[str, ...]) -> CollectReport:
             console=err_console,
             transient=True,
         ) as bar:
-            tasks = {name: bar.add_task(f"collecting {name}", total=settings.source(name).max_items) for name in chosen}
+            tasks = {name: bar.add_task(f"collecting {name}", total=None) for name in chosen}
 
-            def advance(source: str, _url: str, _outcome: str) -> None:
-                bar.advance(tasks[source])
+            def advance(source: str, _url: str, _outcome: str, expected: int | None) -> None:
+                bar.update(tasks[source], advance=1, total=expected)
 
-            report = collect(settings, store, only=chosen, progress=advance)
-            return report
+            return collect(settings, store, only=chosen, progress=advance)
 
 
 def _print_collect(report: CollectReport) -> None:

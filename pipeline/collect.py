@@ -20,8 +20,8 @@ from pipeline.store import Store
 
 log = logging.getLogger(__name__)
 
-#: Called after each item with (source name, item URL, outcome).
-Progress = Callable[[str, str, str], None]
+#: Called after each item with (source name, item URL, outcome, how many the source expects in all).
+Progress = Callable[[str, str, str, int | None], None]
 
 
 @dataclass
@@ -122,7 +122,7 @@ def _collect_source(
                 )
                 outcome, url = "failed", collected.url
             if progress:
-                progress(source_settings.name, url, outcome)
+                progress(source_settings.name, url, outcome, source.expected)
         if source.listing is not None:
             store.save_listing(source.listing.url, source.listing.validators, source.listing.links)
     except SourceError as err:
@@ -133,5 +133,5 @@ def _collect_source(
     if result.error:
         log.info("source %r failed: %s", source_settings.name, result.error)
         if progress:
-            progress(source_settings.name, source.url, "failed")
+            progress(source_settings.name, source.url, "failed", source.expected)
     return result

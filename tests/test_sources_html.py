@@ -284,3 +284,33 @@ def test_local_paths_and_file_urls_read_from_disk(write_config) -> None:
     _assert_seed_leader(items["Utmanande, lärorikt och inspirerande"])
     again, _ = _collect(config)
     assert again.summary() == "collected 2 sources: 0 new, 0 updated, 5 unchanged, 0 failed"
+
+
+def test_body_split_over_several_blocks_and_progress(site_server, write_config, tmp_path) -> None:
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "index.html").write_text(
+        "<html><body>"
+        + "".join(f"<article><h3><a href='p{n}.html'>P{n}</a></h3></article>" for n in (1, 2))
+        + "</body></html>",
+        encoding="utf-8",
+    )
+    for n in (1, 2):
+        (root / f"p{n}.html").write_text(
+            f"<html><head><meta property='og:title' content='Del {n}'><meta name='author' content='By Kim Berg'>"
+            "<meta property='article:published_time' content='2024-03-05T10:00:00+01:00'></head><body>"
+            "<div class='article__body'><p>Första delen av texten.</p></div><aside>Annons</aside>"
+            "<div class='article__body'><p>Andra delen av texten.</p><div class='share'>Dela</div></div></body></html>",
+            encoding="utf-8",
+        )
+    site = site_server(root)
+    settings = load_settings(write_config(source_toml("delar", site.url("/"), category="article")))
+    seen: list[tuple[str, str, int | None]] = []
+    with Store.open(settings.storage_url) as store:
+        collect(
+            settings, store, progress=lambda source, url, outcome, expected: seen.append((source, outcome, expected))
+        )
+        [first, _] = store.items()
+    assert _text(first.item.body_html) == "Första delen av texten. Andra delen av texten."
+    assert first.item.author == "Kim Berg"
+    assert seen == [("delar", "new", 2), ("delar", "new", 2)]

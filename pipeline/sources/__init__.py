@@ -102,8 +102,10 @@ class ListingUpdate:
 class Source:
     """Base of every source: built from its ``[[sources]]`` table, iterated to collect.
 
-    After :meth:`collect` has run to its end, ``listing`` holds what to store for
-    the index page or feed (its validators and the links it listed), or ``None``.
+    While :meth:`collect` runs, ``expected`` is how many results it will yield
+    once it knows (for progress bars). After it has run to its end, ``listing``
+    holds what to store for the index page or feed (its validators and the links
+    it listed), or ``None``.
     """
 
     def __init__(self, settings: Settings, source: SourceSettings) -> None:
@@ -112,6 +114,7 @@ class Source:
         self.name = source.name
         self.url = settings.source_location(source)
         self.listing: ListingUpdate | None = None
+        self.expected: int | None = None
 
     def collect(self, fetcher: Fetcher, known: ValidatorLookup) -> Iterator[Collected]:
         """Yield one result per item; raise SourceError if the source as a whole fails."""

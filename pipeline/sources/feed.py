@@ -51,6 +51,7 @@ class FeedSource(Source):
         if isinstance(page, NotModified):
             stored = known.links(self.url)
             if stored is not None:
+                self.expected = len(stored)
                 for entry_id in stored:
                     yield Unchanged(entry_id)
                 return
@@ -70,7 +71,9 @@ class FeedSource(Source):
             raise SourceError("not an RSS or Atom feed", url=self.url)
         language = parsed.feed.get("language") or self.settings.site.language
         ids: list[str] = []
-        for number, entry in enumerate(parsed.entries[: self.source.max_items], start=1):
+        entries = parsed.entries[: self.source.max_items]
+        self.expected = len(entries)
+        for number, entry in enumerate(entries, start=1):
             try:
                 item = self.read_entry(entry, language.split("-")[0] if language else None)
             except SourceError as err:

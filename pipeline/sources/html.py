@@ -51,7 +51,7 @@ class HtmlSource(Source):
     def collect(self, fetcher: Fetcher, known: ValidatorLookup) -> Iterator[Collected]:
         """Yield one result per item link of the index page (at most ``max_items``)."""
         index = fetcher.get(self.url, known.validators(self.url))
-        links = known.links(self.url) if isinstance(index, NotModified) else None
+        links: list[str] | None = known.links(self.url) if isinstance(index, NotModified) else None
         if isinstance(index, NotModified) and links is None:
             index = fetcher.get(self.url)  # validators without links: read the index again
         if isinstance(index, Page):
@@ -59,7 +59,9 @@ class HtmlSource(Source):
             links = found if found else [self.url]
             self.listing = ListingUpdate(self.url, index.validators, links)
         assert links is not None
-        for url in links[: self.source.max_items]:
+        links = links[: self.source.max_items]
+        self.expected = len(links)
+        for url in links:
             if url == self.url:  # the index page is itself the item
                 yield Unchanged(url) if isinstance(index, NotModified) else self._read(index)
                 continue
