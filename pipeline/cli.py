@@ -12,6 +12,8 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import NoReturn
 
 import click
@@ -20,9 +22,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from pipeline import __version__
 from pipeline.collect import CollectReport, collect
-from pipeline.config import ENV_CONFIG, Settings, load_settings
+from pipeline.config import ENV_CONFIG, ListSettings, Settings, load_settings
 from pipeline.errors import ConfigError, FlygbladError
 from pipeline.feeds import build_feeds, write_feeds
+from pipeline.issues import Draft, build_issue, next_issue
+from pipeline.render import RecipientValues, greeting
+from pipeline.render.mime import MessageTemplate, mailbox
 from pipeline.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -211,3 +216,134 @@ def items_command(ctx: Context, source: str | None, limit: int | None, as_json: 
 def main() -> None:
     """Entry point of the ``flygblad`` console script."""
     cli(prog_name="flygblad")
+
+
+# ---------------------------------------------------------------- issues
+
+PREVIEW_NAME = "Förnamn Efternamn"
+PREVIEW_EMAIL = "mottagare@example.org"
+
+
+def _preview_files(settings: Settings, draft: Draft, out: Path) -> list[Path]:
+    mailing_list = draft.list
+    rendered = draft.rendered
+    base = settings.web_base_url
+    values = RecipientValues(
+        greeting=greeting(settings, rendered.language, PREVIEW_NAME),
+        name=PREVIEW_NAME,
+        email=PREVIEW_EMAIL,
+        view_url=f"{base}/archive/{mailing_list.name}/{draft.number}",
+        unsubscribe_url=f"{base}/unsubscribe/preview",
+    )
+    html, text = rendered.fill(values)
+    template = MessageTemplate(
+        rendered, sender=mailing_list.from_, reply_to=mailing_list.reply_to, date=datetime.now(UTC)
+    )
+    eml = template.message(
+        to=mailbox(PREVIEW_EMAIL, PREVIEW_NAME),
+        message_id=f"preview.{rendered.nonce}.{mailing_list.name}@{template.domain}",
+        values=values,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "issue.html", out / "issue.txt", out / "issue.eml"]
+    paths[0].write_text(html, encoding="utf-8")
+    paths[1].write_text(text, encoding="utf-8")
+    paths[2].write_bytes(eml)
+    return paths
+
+
+@cli.command("preview")
+@click.option("--list", "-l", "list_name", metavar="NAME", help="The list [default: the first in the config].")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("preview"),
+    show_default=True,
+    help="Folder for issue.html, issue.txt and issue.eml.",
+)
+@click.option("--open", "open_browser", is_flag=True, help="Open issue.html in a web browser.")
+@click.pass_obj
+def preview_command(ctx: Context, list_name: str | None, out: Path, open_browser: bool) -> None:
+    """Render the list's next issue to files, exactly as it would be sent, without freezing it."""
+    with _errors():
+        mailing_list = _chosen_list(ctx, list_name)
+        with ctx.store() as store:
+            draft = next_issue(ctx.settings, store, mailing_list)
+        if draft is None:
+            click.echo(f"preview: no new items for list {mailing_list.name!r}: there is no next issue yet")
+            return
+        paths = _preview_files(ctx.settings, draft, out)
+    for warning in draft.rendered.warnings:
+        err_console.print(f"flygblad: warning: {warning}", markup=False, soft_wrap=True)
+    for path in paths:
+        click.echo(str(path))
+    click.echo(
+        f"preview: issue {draft.number} of {mailing_list.name!r}, {len(draft.items)} items"
+        f"{f' ({draft.left_out} more left out by max_items)' if draft.left_out else ''}: {draft.rendered.subject}"
+    )
+    if open_browser:
+        click.launch(str(paths[0]))
+
+
+@cli.command("build")
+@click.option("--list", "-l", "list_name", metavar="NAME", help="The list [default: the first in the config].")
+@click.pass_obj
+def build_command(ctx: Context, list_name: str | None) -> None:
+    """Freeze the list's next issue: what is sent later is exactly these bytes."""
+    with _errors():
+        mailing_list = _chosen_list(ctx, list_name)
+        with ctx.store() as store:
+            issue = build_issue(ctx.settings, store, mailing_list)
+    if issue is None:
+        click.echo(f"build: no new items for list {mailing_list.name!r}: no issue built")
+        return
+    click.echo(f"build: issue {issue.number} of {issue.list!r} frozen, {len(issue.item_ids)} items: {issue.subject}")
+
+
+@cli.command("issues")
+@click.option("--list", "-l", "list_name", metavar="NAME", help="Only issues of this list.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@click.pass_obj
+def issues_command(ctx: Context, list_name: str | None, as_json: bool) -> None:
+    """List frozen issues, newest first."""
+    with _errors():
+        if list_name is not None:
+            ctx.settings.mailing_list(list_name)
+        with ctx.store() as store:
+            found = store.issues(list_name)
+    tz = ctx.settings.site.tz
+    if as_json:
+        rows = [
+            {
+                "list": i.list,
+                "number": i.number,
+                "subject": i.subject,
+                "preheader": i.preheader,
+                "created": i.created.astimezone(tz).isoformat(),
+                "status": i.status,
+                "items": list(i.item_ids),
+                "html_bytes": len(i.html.encode("utf-8")),
+            }
+            for i in found
+        ]
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("list", "number", "created", "status", "items", "subject"):
+        table.add_column(column)
+    for i in found:
+        created = i.created.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+        table.add_row(i.list, str(i.number), created, i.status, str(len(i.item_ids)), i.subject)
+    Console(highlight=False).print(table)
+
+
+def _chosen_list(ctx: Context, name: str | None) -> ListSettings:
+    settings = ctx.settings
+    if name is not None:
+        return settings.mailing_list(name)
+    if not settings.lists:
+        raise ConfigError("no [[lists]] configured", path=str(settings.path), key="lists")
+    return settings.lists[0]

@@ -167,6 +167,95 @@ class HttpSettings(_Table):
     respect_robots: bool = True
 
 
+class OrganisationSettings(_Table):
+    """``[organisation]``: who sends the newsletters; shown in every footer."""
+
+    name: str = Field(min_length=1)
+    address: str = Field(min_length=1)  # postal address: bulk-mail rules require one in the footer
+
+
+def _check_mailbox(value: str | None) -> str | None:
+    """``"Name <address>"`` or a bare address, with the address validated (no DNS)."""
+    if value is None:
+        return None
+    from email.utils import parseaddr
+
+    from email_validator import EmailNotValidError, validate_email
+
+    if "\r" in value or "\n" in value:
+        raise ValueError("must be on one line")
+    name, address = parseaddr(value)
+    if not address or "@" not in address:
+        raise ValueError(f"must be an address such as 'Namn <nyhetsbrev@example.org>', got {value!r}")
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError as err:
+        raise ValueError(f"{address!r} is not a valid address: {err}") from None
+    return value
+
+
+SUBJECT_FIELDS = ("first_title", "list_title", "date", "count", "number")
+
+
+class ListSettings(_Table):
+    """``[[lists]]``: a mailing list and how its issues look."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    name: str
+    title: str = Field(min_length=1)
+    from_: str = Field(alias="from")
+    reply_to: str | None = None
+    sources: tuple[str, ...] | None = Field(default=None, strict=False)
+    language: str | None = None
+    max_items: int = Field(default=20, ge=1, le=100)
+    subject: str = "{first_title}"
+
+    _mailboxes = field_validator("from_", "reply_to")(_check_mailbox)
+
+    @field_validator("name")
+    @classmethod
+    def _list_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"must be lower-case letters, digits, '-' or '_', got {value!r}")
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _list_language(cls, value: str | None) -> str | None:
+        return None if value is None else SiteSettings._language(value)
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        import string
+
+        try:
+            names = {field for _, field, _, _ in string.Formatter().parse(value) if field is not None}
+        except ValueError as err:
+            raise ValueError(f"not a valid subject template: {err}") from None
+        unknown = names - set(SUBJECT_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder {{{sorted(unknown)[0]}}} (use {', '.join('{' + f + '}' for f in SUBJECT_FIELDS)})"
+            )
+        return value
+
+
+class RenderSettings(_Table):
+    """``[render]``: where the newsletter templates are."""
+
+    templates: str = "templates"
+
+
+class WebSettings(_Table):
+    """``[web]``: the public side: the address every link in an email points to."""
+
+    base_url: str | None = None  # default: [site] base_url
+
+    _web_base = field_validator("base_url")(lambda v: None if v is None else _check_http_url(v))
+
+
 class Settings(_Table):
     """The whole, validated configuration. Read-only once loaded."""
 
@@ -177,6 +266,10 @@ class Settings(_Table):
     sources: tuple[SourceSettings, ...] = Field(default=(), strict=False)
     feeds: FeedSettings = FeedSettings()
     http: HttpSettings = HttpSettings()
+    organisation: OrganisationSettings | None = None
+    lists: tuple[ListSettings, ...] = Field(default=(), strict=False)
+    render: RenderSettings = RenderSettings()
+    web: WebSettings = WebSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, arbitrary_types_allowed=True)
 
@@ -187,6 +280,21 @@ class Settings(_Table):
             if source.name in seen:
                 raise ValueError(f"sources[{i + 1}].name: {source.name!r} is used by an earlier source")
             seen.add(source.name)
+        names = {source.name for source in self.sources}
+        lists: set[str] = set()
+        for i, mailing_list in enumerate(self.lists):
+            if mailing_list.name in lists:
+                raise ValueError(f"lists[{i + 1}].name: {mailing_list.name!r} is used by an earlier list")
+            lists.add(mailing_list.name)
+            for source in mailing_list.sources or ():
+                if source not in names:
+                    raise ValueError(
+                        f"lists[{i + 1}].sources: no source named {source!r} (sources: {', '.join(sorted(names)) or 'none'})"
+                    )
+        if self.lists and self.organisation is None:
+            raise ValueError(
+                "organisation: required when [[lists]] are configured (name and postal address for the footer)"
+            )
         return self
 
     @property
@@ -221,6 +329,32 @@ class Settings(_Table):
             return source.url
         return self.resolve(source.url).as_uri()
 
+    @property
+    def web_base_url(self) -> str:
+        """Where links in emails point: ``[web] base_url``, else ``[site] base_url``."""
+        return self.web.base_url or self.site.base_url
+
+    @property
+    def templates_dir(self) -> Path:
+        """The folder of the newsletter templates."""
+        return self.resolve(self.render.templates)
+
+    def mailing_list(self, name: str) -> ListSettings:
+        """The list called *name*, or a ConfigError listing the names there are."""
+        for mailing_list in self.lists:
+            if mailing_list.name == name:
+                return mailing_list
+        names = ", ".join(m.name for m in self.lists) or "none"
+        raise ConfigError(f"no list named {name!r} (lists: {names})", path=str(self.path), key="lists")
+
+    def list_language(self, mailing_list: ListSettings) -> str:
+        """A list's language: its own, else the site's."""
+        return mailing_list.language or self.site.language
+
+    def list_sources(self, mailing_list: ListSettings) -> tuple[str, ...]:
+        """The sources a list takes its items from: its own choice, else all."""
+        return mailing_list.sources if mailing_list.sources is not None else tuple(s.name for s in self.sources)
+
     def source(self, name: str) -> SourceSettings:
         """The source called *name*, or a ConfigError listing the names there are."""
         for source in self.sources:
@@ -254,6 +388,9 @@ def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict
             ("storage", StorageSettings),
             ("feeds", FeedSettings),
             ("http", HttpSettings),
+            ("render", RenderSettings),
+            ("web", WebSettings),
+            ("organisation", OrganisationSettings),
         )
     }
     for table, model in tables.items():

@@ -182,3 +182,39 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+# ---------------------------------------------------------------- the bundled default
+
+
+@pytest.fixture
+def example_settings(tmp_path: Path):
+    """The bundled default config and sample site copied to tmp_path, collected once."""
+    import shutil
+
+    from pipeline.collect import collect
+    from pipeline.config import load_settings
+    from pipeline.store import Store
+
+    shutil.copytree(EXAMPLE_SITE, tmp_path / "examples" / "site")
+    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
+    settings = load_settings(tmp_path / "config.toml")
+    with Store.open(settings.storage_url) as store:
+        report = collect(settings, store)
+        assert report.ok, report.problems()
+    return settings
+
+
+def require(tool: str, variable: str, reason: str) -> None:
+    """Skip when *tool* is missing, unless CI's *variable* says it must be there (then fail)."""
+    if shutil_which(tool):
+        return
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{tool} is required ({variable}=1) but not installed: {reason}")
+    pytest.skip(f"{tool} is not installed: {reason}")
+
+
+def shutil_which(tool: str) -> str | None:
+    import shutil
+
+    return shutil.which(tool) if not tool.startswith("/") else (tool if Path(tool).exists() else None)

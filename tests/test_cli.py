@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,8 +90,59 @@ def test_a_failing_source_exits_1_and_names_it(project: Path) -> None:
     assert (project / "feeds" / "all.atom").is_file(), "the other sources still made their feeds"
 
 
-@pytest.mark.parametrize("command", [[], ["collect"], ["feeds"], ["run"], ["items"]])
+@pytest.mark.parametrize(
+    "command", [[], ["collect"], ["feeds"], ["run"], ["items"], ["preview"], ["build"], ["issues"]]
+)
 def test_every_command_has_help(project: Path, command: list[str]) -> None:
     result = flygblad(*command, "--help", cwd=project)
     assert result.returncode == 0
     assert result.stdout.startswith("Usage: flygblad")
+
+
+def test_preview_build_and_issues(project: Path) -> None:
+    assert flygblad("collect", cwd=project).returncode == 0
+    result = flygblad("preview", "--list", "nyhetsbrev", cwd=project)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["preview/issue.html", "preview/issue.txt", "preview/issue.eml"]
+    assert lines[3] == "preview: issue 1 of 'nyhetsbrev', 8 items: Utmanande, lärorikt och inspirerande"
+    html = (project / "preview" / "issue.html").read_text(encoding="utf-8")
+    assert html.index("Utmanande, lärorikt och inspirerande") < html.index("Robotlyftet ger resultat")
+    assert (project / "preview" / "issue.txt").read_text(encoding="utf-8").count("Läs mer: https://") == 5
+    assert b"multipart/alternative" in (project / "preview" / "issue.eml").read_bytes()
+    assert json.loads(flygblad("issues", "--json", cwd=project).stdout) == [], "a preview freezes nothing"
+
+    built = flygblad("build", "--list", "nyhetsbrev", cwd=project)
+    assert (
+        built.stdout.strip() == "build: issue 1 of 'nyhetsbrev' frozen, 8 items: Utmanande, lärorikt och inspirerande"
+    )
+    again = flygblad("build", cwd=project)
+    assert again.returncode == 0
+    assert again.stdout.strip() == "build: no new items for list 'nyhetsbrev': no issue built"
+    none = flygblad("preview", cwd=project)
+    assert none.stdout.strip() == "preview: no new items for list 'nyhetsbrev': there is no next issue yet"
+
+    [issue] = json.loads(flygblad("issues", "--list", "nyhetsbrev", "--json", cwd=project).stdout)
+    assert (issue["list"], issue["number"], issue["status"]) == ("nyhetsbrev", 1, "frozen")
+    assert issue["subject"] == "Utmanande, lärorikt och inspirerande"
+    assert issue["items"][0] == "https://www.produktionslyftet.example/ledare/utmanande-larorikt-och-inspirerande"
+    assert issue["html_bytes"] < 102 * 1024
+    wrong = flygblad("preview", "--list", "nope", cwd=project)
+    assert wrong.returncode == 2 and "no list named 'nope' (lists: nyhetsbrev)" in wrong.stderr
+
+
+def test_broken_template_names_file_and_line_and_freezes_nothing(project: Path) -> None:
+    templates = project / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    leader = templates / "partials" / "leader.mjml.j2"
+    leader.write_text(
+        leader.read_text(encoding="utf-8").replace("{{ item.title }}</a></h1>", "{{ item.title }</a></h1>"),
+        encoding="utf-8",
+    )
+    assert flygblad("collect", cwd=project).returncode == 0
+    result = flygblad("build", cwd=project)
+    assert result.returncode == 1
+    assert re.fullmatch(
+        r"flygblad: .*/templates/partials/leader\.mjml\.j2:7: template syntax error: .*\n", result.stderr
+    )
+    assert json.loads(flygblad("issues", "--json", cwd=project).stdout) == []

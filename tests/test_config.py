@@ -158,3 +158,56 @@ def test_cli_config_flag_and_environment(tmp_path: Path) -> None:
     assert "missing.toml: config file not found" in result.stderr
     usage = _flygblad("items", "--limit", "0", cwd=tmp_path)
     assert usage.returncode == 2
+
+
+LISTS = GOOD + textwrap.dedent(
+    """
+    [organisation]
+    name = "Sajten"
+    address = "Box 1, 111 11 Stad"
+
+    [[lists]]
+    name = "brev"
+    title = "Sajtens brev"
+    from = "Sajten <brev@sajten.example>"
+    sources = ["ledare"]
+    """
+)
+
+
+def test_lists_config(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, LISTS))
+    [mailing_list] = settings.lists
+    assert mailing_list.from_ == "Sajten <brev@sajten.example>"
+    assert settings.list_language(mailing_list) == "sv" and settings.list_sources(mailing_list) == ("ledare",)
+    assert settings.web_base_url == "https://sajten.example"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "phrase"),
+    [
+        (
+            'from = "Sajten <brev@sajten.example>"',
+            'from = "Sajten <brev@sajten..example>"',
+            "lists[1].from",
+            "not a valid address",
+        ),
+        ('from = "Sajten <brev@sajten.example>"', 'from = "Sajten"', "lists[1].from", "must be an address"),
+        ('sources = ["ledare"]', 'sources = ["ledarna"]', "lists[1].sources", "no source named 'ledarna'"),
+        ('sources = ["ledare"]', 'subject = "{title}"', "lists[1].subject", "unknown placeholder {title}"),
+        ("[organisation]", "[organization]", "organization", "unknown key (did you mean 'organisation'?)"),
+        ('title = "Sajtens brev"', 'title = "Sajtens brev"\nfrom_ = "x"', "lists[1].from_", "unknown key"),
+    ],
+)
+def test_bad_lists_config(tmp_path: Path, old: str, new: str, key: str, phrase: str) -> None:
+    assert old in LISTS
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_write(tmp_path, LISTS.replace(old, new, 1)))
+    assert str(caught.value).startswith(f"{tmp_path / 'config.toml'}: {key}: "), str(caught.value)
+    assert phrase in str(caught.value)
+
+
+def test_lists_need_an_organisation(tmp_path: Path) -> None:
+    text = LISTS.replace('[organisation]\nname = "Sajten"\naddress = "Box 1, 111 11 Stad"\n', "")
+    with pytest.raises(ConfigError, match=r"organisation: required when \[\[lists\]\] are configured"):
+        load_settings(_write(tmp_path, text))

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from alembic import command
 from alembic.config import Config
@@ -25,12 +25,26 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from pipeline.errors import StoreError
 from pipeline.sources import Item, Validators
-from pipeline.store.schema import fetch_state, items
+from pipeline.store.schema import fetch_state, issue_items, issues, items
 
 log = logging.getLogger(__name__)
 
 Outcome = Literal["new", "updated", "unchanged"]
 _ITEM_FIELDS = [f.name for f in fields(Item)]
+_ISSUE_FIELDS = (
+    "id",
+    "list",
+    "number",
+    "subject",
+    "preheader",
+    "html",
+    "text",
+    "nonce",
+    "language",
+    "created",
+    "cutoff",
+    "status",
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,29 @@ class StoredItem:
     content_hash: str
     first_seen: datetime
     updated: datetime
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A frozen issue of a list: its items, subject, preheader and rendered HTML and text.
+
+    ``html`` and ``text`` hold the per-recipient placeholders (see
+    :mod:`pipeline.render`); ``nonce`` is their per-issue secret part.
+    """
+
+    id: int
+    list: str
+    number: int
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    nonce: str
+    language: str
+    created: datetime
+    cutoff: datetime
+    status: str
+    item_ids: tuple[str, ...]
 
 
 def _now() -> datetime:
@@ -150,18 +187,116 @@ class Store:
             query = query.limit(limit)
         with self.engine.connect() as connection:
             for row in connection.execute(query):
-                mapping = row._mapping
-                yield StoredItem(
-                    item=Item(**{name: mapping[name] for name in _ITEM_FIELDS}),
-                    content_hash=mapping["content_hash"],
-                    first_seen=mapping["first_seen"],
-                    updated=mapping["updated"],
-                )
+                yield self._stored(row._mapping)
 
     def count_items(self) -> int:
         """How many items the store holds."""
         with self.engine.connect() as connection:
             return int(connection.execute(select(func.count()).select_from(items)).scalar_one())
+
+    def items_first_seen_after(self, sources: Iterable[str], since: datetime | None) -> list[StoredItem]:
+        """Items of *sources* first seen after *since* (all of them when it is None)."""
+        query = select(items).where(items.c.source.in_(list(sources)))
+        if since is not None:
+            query = query.where(items.c.first_seen > since)
+        with self.engine.connect() as connection:
+            return [self._stored(row._mapping) for row in connection.execute(query.order_by(items.c.id))]
+
+    def items_by_id(self, ids: Sequence[str]) -> list[StoredItem]:
+        """The items with these ids, in the order given."""
+        with self.engine.connect() as connection:
+            rows = {
+                row.id: self._stored(row._mapping)
+                for row in connection.execute(select(items).where(items.c.id.in_(list(ids))))
+            }
+        return [rows[i] for i in ids if i in rows]
+
+    @staticmethod
+    def _stored(mapping: Mapping[str, Any]) -> StoredItem:
+        return StoredItem(
+            item=Item(**{name: mapping[name] for name in _ITEM_FIELDS}),
+            content_hash=mapping["content_hash"],
+            first_seen=mapping["first_seen"],
+            updated=mapping["updated"],
+        )
+
+    # ------------------------------------------------------------ issues
+
+    def freeze_issue(
+        self,
+        list_name: str,
+        *,
+        subject: str,
+        preheader: str,
+        html: str,
+        text: str,
+        nonce: str,
+        language: str,
+        item_ids: Sequence[str],
+        cutoff: datetime,
+        created: datetime | None = None,
+    ) -> Issue:
+        """Store a rendered issue as the list's next number, with its items, in one transaction."""
+        created = created or _now()
+        with self.engine.begin() as connection:
+            last = connection.execute(select(func.max(issues.c.number)).where(issues.c.list == list_name)).scalar()
+            number = int(last or 0) + 1
+            issue_id = connection.execute(
+                insert(issues).values(
+                    list=list_name,
+                    number=number,
+                    subject=subject,
+                    preheader=preheader,
+                    html=html,
+                    text=text,
+                    nonce=nonce,
+                    language=language,
+                    created=created,
+                    cutoff=cutoff,
+                    status="frozen",
+                )
+            ).inserted_primary_key[0]
+            connection.execute(
+                insert(issue_items),
+                [{"issue_id": issue_id, "item_id": item_id, "position": n} for n, item_id in enumerate(item_ids)],
+            )
+        issue = self.issue(list_name, number)
+        assert issue is not None
+        return issue
+
+    def issue(self, list_name: str, number: int | None = None) -> Issue | None:
+        """Issue *number* of a list, or its latest issue when *number* is None."""
+        query = select(issues).where(issues.c.list == list_name)
+        query = (
+            query.where(issues.c.number == number)
+            if number is not None
+            else query.order_by(issues.c.number.desc()).limit(1)
+        )
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+            if row is None:
+                return None
+            ids = (
+                connection.execute(
+                    select(issue_items.c.item_id)
+                    .where(issue_items.c.issue_id == row.id)
+                    .order_by(issue_items.c.position)
+                )
+                .scalars()
+                .all()
+            )
+        return Issue(**{k: row._mapping[k] for k in _ISSUE_FIELDS}, item_ids=tuple(ids))
+
+    def issues(self, list_name: str | None = None) -> list[Issue]:
+        """Every frozen issue (of one list), newest first."""
+        query = select(issues.c.list, issues.c.number).order_by(
+            issues.c.created.desc(), issues.c.list, issues.c.number.desc()
+        )
+        if list_name is not None:
+            query = query.where(issues.c.list == list_name)
+        with self.engine.connect() as connection:
+            keys = connection.execute(query).all()
+        return [issue for key in keys if (issue := self.issue(key.list, key.number)) is not None]
 
     # ------------------------------------------------------------ fetch state
 
@@ -206,4 +341,4 @@ def _safe(url: str) -> str:
         return "(unparseable url)"
 
 
-__all__ = ["Outcome", "Store", "StoredItem"]
+__all__ = ["Issue", "Outcome", "Store", "StoredItem"]

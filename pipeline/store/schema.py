@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, Text
+from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -80,4 +80,32 @@ fetch_state = Table(
     Column("last_modified", Text),
     Column("links", Text),  # JSON array, for index pages and feeds
     Column("checked", UTCDateTime(), nullable=False),
+)
+
+#: A frozen issue of a list: what a preview showed is what is sent, byte for byte.
+issues = Table(
+    "issues",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("list", String(100), nullable=False),
+    Column("number", Integer, nullable=False),  # 1, 2, 3 … per list
+    Column("subject", Text, nullable=False),
+    Column("preheader", Text, nullable=False),
+    Column("html", Text, nullable=False),  # with per-recipient placeholders
+    Column("text", Text, nullable=False),
+    Column("nonce", String(32), nullable=False),  # the placeholders' per-issue secret part
+    Column("language", String(20), nullable=False),
+    Column("created", UTCDateTime(), nullable=False),
+    # The newest first_seen among the items this issue considered: the next issue takes newer ones.
+    Column("cutoff", UTCDateTime(), nullable=False),
+    Column("status", String(20), nullable=False),  # frozen, sending, sent
+    UniqueConstraint("list", "number", name="uq_issues_list_number"),
+)
+
+issue_items = Table(
+    "issue_items",
+    metadata,
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("item_id", Text, ForeignKey("items.id"), primary_key=True),
+    Column("position", Integer, nullable=False),
 )

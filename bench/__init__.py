@@ -1,0 +1,1 @@
+"""flygblad's benchmarks: each module measures one stage; timings live here, never in tests."""

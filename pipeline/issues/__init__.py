@@ -1,0 +1,96 @@
+"""Issues: what is new for a list, rendered once and frozen.
+
+Interface of this stage:
+
+* :func:`next_issue` decides what the list's next issue holds (the items first
+  seen since its previous issue: leaders first, then articles, newest first, at
+  most ``max_items``) and renders it, without storing anything: a preview;
+* :func:`build_issue` does the same and freezes the result in the store, so the
+  later send uses the very bytes the preview showed;
+* :class:`~pipeline.store.Issue` is a frozen issue.
+
+No new items means no issue: both return ``None``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pipeline.config import ListSettings, Settings
+from pipeline.render import Rendered, order_items, render_issue
+from pipeline.store import Issue, Store, StoredItem
+
+
+@dataclass(frozen=True)
+class Draft:
+    """The next issue of a list, rendered but not frozen."""
+
+    list: ListSettings
+    number: int
+    items: list[StoredItem]
+    left_out: int  # new items beyond max_items
+    cutoff: datetime  # the newest first_seen considered; the issue after this one starts there
+    rendered: Rendered
+
+
+def new_items(
+    settings: Settings, store: Store, mailing_list: ListSettings
+) -> tuple[list[StoredItem], list[StoredItem]]:
+    """The items for the list's next issue in issue order, and the new items max_items left out.
+
+    "New" is first seen after the previous issue's cutoff: the store's own clock
+    decides, so an issue built with a back-dated ``now`` changes nothing.
+    """
+    previous = store.issue(mailing_list.name)
+    found = store.items_first_seen_after(settings.list_sources(mailing_list), previous.cutoff if previous else None)
+    ordered = order_items(found)
+    return ordered[: mailing_list.max_items], ordered[mailing_list.max_items :]
+
+
+def next_issue(
+    settings: Settings, store: Store, mailing_list: ListSettings, *, now: datetime | None = None
+) -> Draft | None:
+    """Render the list's next issue without freezing it; ``None`` when nothing is new."""
+    chosen, left_out = new_items(settings, store, mailing_list)
+    if not chosen:
+        return None
+    previous = store.issue(mailing_list.name)
+    number = (previous.number if previous else 0) + 1
+    rendered = render_issue(settings, mailing_list, chosen, date=now or datetime.now(UTC), number=number)
+    cutoff = max(s.first_seen for s in chosen + left_out)
+    return Draft(mailing_list, number, chosen, len(left_out), cutoff, rendered)
+
+
+def build_issue(
+    settings: Settings, store: Store, mailing_list: ListSettings, *, now: datetime | None = None
+) -> Issue | None:
+    """Render the list's next issue and freeze it; ``None`` (and nothing stored) when nothing is new.
+
+    A render error raises before anything is stored.
+    """
+    now = now or datetime.now(UTC)
+    draft = next_issue(settings, store, mailing_list, now=now)
+    if draft is None:
+        return None
+    rendered = draft.rendered
+    return store.freeze_issue(
+        mailing_list.name,
+        subject=rendered.subject,
+        preheader=rendered.preheader,
+        html=rendered.html,
+        text=rendered.text,
+        nonce=rendered.nonce,
+        language=rendered.language,
+        item_ids=[s.item.id for s in draft.items],
+        cutoff=draft.cutoff,
+        created=now,
+    )
+
+
+def rendered_of(issue: Issue) -> Rendered:
+    """A frozen issue as a :class:`Rendered`, to fill in recipients' values."""
+    return Rendered(issue.subject, issue.preheader, issue.html, issue.text, issue.nonce, issue.language)
+
+
+__all__ = ["Draft", "Issue", "build_issue", "new_items", "next_issue", "rendered_of"]

@@ -1,0 +1,263 @@
+"""Render: an issue's items as a responsive email (HTML via MJML, and plain text).
+
+Interface of this stage:
+
+* :func:`render_issue` renders once per issue: Jinja2 → MJML → HTML with CSS
+  inlined, plus the text part, and checks the content rules. Per-recipient
+  values (greeting, unsubscribe and view-in-browser URLs) are left as
+  placeholder tokens that carry a per-issue nonce, so collected text can never
+  forge one;
+* :class:`Rendered` is the result, and :meth:`Rendered.fill` puts one
+  recipient's values in (escaped) without rendering again;
+* :mod:`pipeline.render.mime` turns a rendered issue into MIME messages.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+
+from babel.dates import format_date
+from bs4 import BeautifulSoup
+
+from pipeline.config import ListSettings, Settings
+from pipeline.errors import RenderError
+from pipeline.render.checks import content_problems
+from pipeline.render.compiler import check_structure, compile_mjml
+from pipeline.render.templates import environment, render_template, strings
+from pipeline.sources.extract import shorten
+from pipeline.sources.sanitize import clean_text
+from pipeline.store import StoredItem
+
+HTML_TEMPLATE = "newsletter.mjml.j2"
+TEXT_TEMPLATE = "newsletter.txt.j2"
+#: The values each recipient gets; templates use them as ``recipient.<field>``.
+RECIPIENT_FIELDS = ("greeting", "name", "email", "view_url", "unsubscribe_url")
+PREHEADER_LENGTH = 110
+
+
+@dataclass(frozen=True)
+class RecipientValues:
+    """One recipient's values, filled into a rendered issue."""
+
+    greeting: str
+    name: str
+    email: str
+    view_url: str
+    unsubscribe_url: str
+
+    def as_dict(self) -> dict[str, str]:
+        """The values by field name."""
+        return {name: getattr(self, name) for name in RECIPIENT_FIELDS}
+
+
+def token(nonce: str, name: str) -> str:
+    """The placeholder that stands for one recipient field in a rendered issue."""
+    return f"%%fb-{nonce}-{name}%%"
+
+
+def token_pattern(nonce: str) -> re.Pattern[str]:
+    """Matches every placeholder of one rendered issue; group 1 is the field."""
+    fields = "|".join(RECIPIENT_FIELDS)
+    return re.compile(rf"%%fb-{re.escape(nonce)}-({fields})%%")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """An issue rendered once: HTML and text with placeholders, subject and preheader."""
+
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    nonce: str
+    language: str
+    warnings: tuple[str, ...] = field(default=())
+
+    def fill(self, values: RecipientValues) -> tuple[str, str]:
+        """(html, text) for one recipient: values HTML-escaped in the HTML, as they are in the text."""
+        pattern = token_pattern(self.nonce)
+        data = values.as_dict()
+        html = pattern.sub(lambda m: html_lib.escape(data[m.group(1)], quote=True), self.html)
+        text = pattern.sub(lambda m: data[m.group(1)], self.text)
+        return html, text
+
+
+@dataclass(frozen=True)
+class EmailItem:
+    """What a template sees of one item: plain values, dates already written out."""
+
+    title: str
+    url: str
+    category: str
+    author: str | None
+    role: str | None
+    date_text: str
+    summary: str
+    lead_text: str
+    lead_source: str
+    image: str | None
+    image_alt: str
+
+
+def long_date(value: datetime, language: str, tz: tzinfo) -> str:
+    """``20 december 2018`` (sv), ``December 20, 2018`` (en): the date as the reader's language writes it."""
+    try:
+        return format_date(value.astimezone(tz).date(), format="long", locale=language.replace("-", "_"))
+    except (ValueError, LookupError):
+        return format_date(value.astimezone(tz).date(), format="long", locale="en")
+
+
+def _first_paragraph(body_html: str) -> str:
+    soup = BeautifulSoup(body_html, "html.parser")
+    for paragraph in soup.find_all("p"):
+        text = clean_text(paragraph.get_text(" "))
+        if text:
+            return text
+    return clean_text(soup.get_text(" ")) or ""
+
+
+def email_item(stored: StoredItem, *, language: str, tz: tzinfo, base_url: str, warnings: list[str]) -> EmailItem:
+    """The template's view of an item; an image that would break in an inbox is left out, with a warning."""
+    item = stored.item
+    image = item.image
+    if image and not (image.startswith("https://") or image.startswith(base_url + "/")):
+        warnings.append(f"{item.url}: image {image} left out of the email (not an https URL)")
+        image = None
+    lead = _first_paragraph(item.body_html)
+    return EmailItem(
+        title=item.title,
+        url=item.url,
+        category=item.category,
+        author=item.author,
+        role=item.author_role,
+        date_text=long_date(item.published, language, tz) if item.published else "",
+        summary=item.summary or shorten(lead) or "",
+        lead_text=lead,
+        lead_source=item.body_html,
+        image=image,
+        image_alt=item.image_alt or item.title,
+    )
+
+
+def order_items(items: Sequence[StoredItem]) -> list[StoredItem]:
+    """Leaders first, then articles; newest first within each."""
+
+    def newest(stored: StoredItem) -> float:
+        return -(stored.item.published or stored.first_seen).timestamp()
+
+    return sorted(items, key=lambda s: (s.item.category != "leader", newest(s), s.item.id))
+
+
+def subject_for(mailing_list: ListSettings, items: Sequence[EmailItem], *, date_text: str, number: int | None) -> str:
+    """The subject from the list's template (``{first_title}`` by default), on one line."""
+    values = {
+        "first_title": items[0].title if items else "",
+        "list_title": mailing_list.title,
+        "date": date_text,
+        "count": str(len(items)),
+        "number": str(number) if number is not None else "",
+    }
+    return " ".join(mailing_list.subject.format(**values).split())
+
+
+def render_issue(
+    settings: Settings,
+    mailing_list: ListSettings,
+    items: Sequence[StoredItem],
+    *,
+    date: datetime,
+    number: int | None = None,
+    nonce: str | None = None,
+) -> Rendered:
+    """Render one issue of *mailing_list* from *items*: once, for every recipient.
+
+    Raises RenderError naming the template file and line for a template or
+    MJML error, or listing the content rules the result breaks.
+    """
+    if not items:
+        raise RenderError(f"list {mailing_list.name!r}: an issue needs at least one item")
+    organisation = settings.organisation
+    if organisation is None:
+        raise RenderError("[organisation] is not configured")
+    nonce = nonce or secrets.token_hex(8)
+    content = " ".join(str(v) for s in items for v in vars(s.item).values() if v)
+    while f"fb-{nonce}-" in content:  # collected text must never contain a live placeholder
+        nonce = secrets.token_hex(8)
+    language = settings.list_language(mailing_list)
+    tz = settings.site.tz
+    warnings: list[str] = []
+    views = [
+        email_item(s, language=language, tz=tz, base_url=settings.web_base_url, warnings=warnings)
+        for s in order_items(items)
+    ]
+    t = strings(settings.templates_dir, language)
+    date_text = long_date(date, language, tz)
+    subject = subject_for(mailing_list, views, date_text=date_text, number=number)
+    preheader = shorten(views[0].summary or views[0].lead_text, PREHEADER_LENGTH) or subject
+    recipient: Mapping[str, str] = {name: token(nonce, name) for name in RECIPIENT_FIELDS}
+    context = {
+        "lang": language,
+        "subject": subject,
+        "preheader": preheader,
+        "list_title": mailing_list.title,
+        "list_name": mailing_list.name,
+        "organisation": organisation.name,
+        "address": organisation.address,
+        "date_text": date_text,
+        "number": number,
+        "t": t,
+        "why": t["why"].format(list=mailing_list.title),
+        "leaders": [v for v in views if v.category == "leader"],
+        "articles": [v for v in views if v.category != "leader"],
+        "recipient": recipient,
+    }
+    env = environment(settings.templates_dir)
+    for name in env.list_templates(filter_func=lambda n: n.endswith(".mjml.j2")):
+        source, filename, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+        check_structure(source, filename or name)
+    mjml_source = render_template(env, HTML_TEMPLATE, context)
+    html = compile_mjml(mjml_source, HTML_TEMPLATE)
+    text = render_template(env, TEXT_TEMPLATE, context)
+    text = re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+    sample = Rendered(subject, preheader, html, text, nonce, language).fill(_sample_values(settings))[0]
+    problems = content_problems(sample, base_url=settings.web_base_url, placeholder=token_pattern(nonce))
+    if problems:
+        raise RenderError(f"list {mailing_list.name!r}: the email breaks content rules: " + "; ".join(problems))
+    return Rendered(subject, preheader, html, text, nonce, language, tuple(warnings))
+
+
+def greeting(settings: Settings, language: str, name: str | None) -> str:
+    """``Hej Anna!`` or ``Hej!`` in the list's language."""
+    t = strings(settings.templates_dir, language)
+    return t["greeting_named"].format(name=name) if name else t["greeting"]
+
+
+def _sample_values(settings: Settings) -> RecipientValues:
+    """Values of a realistic length, for checking the size and links of the email."""
+    base = settings.web_base_url
+    return RecipientValues(
+        greeting="Hej Förnamn Efternamn!",
+        name="Förnamn Efternamn",
+        email="forname.efternamn@example.org",
+        view_url=f"{base}/archive/list/1",
+        unsubscribe_url=f"{base}/unsubscribe/{'x' * 64}",
+    )
+
+
+__all__ = [
+    "EmailItem",
+    "RECIPIENT_FIELDS",
+    "RecipientValues",
+    "greeting",
+    "Rendered",
+    "long_date",
+    "order_items",
+    "render_issue",
+    "token",
+    "token_pattern",
+]

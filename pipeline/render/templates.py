@@ -1,0 +1,133 @@
+"""The Jinja2 side of rendering: environment, filters, strings, and errors that name file and line.
+
+Collected content is data, never template code: it is only ever passed in as
+variables, MJML templates are autoescaped, and the only way article HTML enters
+a template is the :func:`lead_html` filter, which sanitizes it again with nh3
+(so nothing but paragraph-level markup reaches MJML).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+import textwrap
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from bs4 import BeautifulSoup
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    UndefinedError,
+    select_autoescape,
+)
+from markupsafe import Markup
+
+from pipeline.errors import RenderError
+from pipeline.sources.sanitize import clean_html, clean_text
+
+#: The templates that ship with flygblad, used for any file a configured folder lacks.
+BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
+STRINGS = "strings.toml"
+FALLBACK_LANGUAGE = "en"
+#: What may remain of article HTML in the lead paragraph of an email.
+LEAD_TAGS = {"a", "b", "strong", "i", "em", "br", "sub", "sup"}
+
+
+def lead_html(item: Any) -> Markup:
+    """The audited door for article HTML: the item's first paragraph, sanitized to inline markup."""
+    html = getattr(item, "lead_source", "") or ""
+    soup = BeautifulSoup(html, "html.parser")
+    first = next((p for p in soup.find_all("p") if clean_text(p.get_text(" "))), None)
+    fragment = "".join(str(c) for c in first.contents) if first is not None else html
+    cleaned = clean_html(fragment)
+    allowed = "|".join(sorted(LEAD_TAGS))
+    cleaned = re.sub(rf"</?(?!(?:{allowed})\b)[a-z0-9]+[^>]*>", "", cleaned)
+    # nh3 has escaped every "<" that is not an allowed tag, so no MJML tag can be formed here.
+    return Markup(cleaned)  # noqa: S704 - sanitized just above
+
+
+def wrap(text: str | None, width: int = 72) -> str:
+    """Wrap plain text for the text part, keeping blank-line paragraph breaks."""
+    if not text:
+        return ""
+    paragraphs = re.split(r"\n\s*\n", str(text))
+    return "\n\n".join(
+        textwrap.fill(" ".join(p.split()), width=width, break_long_words=False, break_on_hyphens=False)
+        for p in paragraphs
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def environment(templates_dir: Path) -> Environment:
+    """The Jinja2 environment: the configured folder first, then flygblad's own templates.
+
+    Cached per folder, so templates are compiled once per process (Jinja2 checks
+    their mtimes and recompiles a template that changed).
+    """
+    loaders = [FileSystemLoader(str(templates_dir))] if templates_dir.is_dir() else []
+    if templates_dir.resolve() != BUILTIN_TEMPLATES:
+        loaders.append(FileSystemLoader(str(BUILTIN_TEMPLATES)))
+    env = Environment(
+        loader=ChoiceLoader(loaders),
+        autoescape=select_autoescape(enabled_extensions=("mjml.j2", "html.j2", "mjml", "html"), default=False),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=False,
+    )
+    env.filters["lead_html"] = lead_html
+    env.filters["wrap"] = wrap
+    return env
+
+
+def strings(templates_dir: Path, language: str) -> dict[str, str]:
+    """The UI strings for *language* (``sv``, ``en``, ``en-GB`` → ``en``), English filling gaps."""
+    path = templates_dir / STRINGS if (templates_dir / STRINGS).is_file() else BUILTIN_TEMPLATES / STRINGS
+    try:
+        catalogue: Mapping[str, Mapping[str, str]] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise RenderError(f"{path}: cannot read the newsletter strings: {err}") from err
+    base = language.split("-")[0].lower()
+    merged = dict(catalogue.get(FALLBACK_LANGUAGE, {}))
+    merged.update(catalogue.get(base, {}))
+    merged.update(catalogue.get(language, {}))
+    return merged
+
+
+def _template_frame(tb: TracebackType | None) -> tuple[str, int] | None:
+    """The innermost template file and line in a traceback (Jinja2 rewrites frames to them)."""
+    found = None
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name.endswith(".j2") or "/templates/" in name:
+            found = (name, tb.tb_lineno)
+        tb = tb.tb_next
+    return found
+
+
+def render_template(env: Environment, name: str, context: Mapping[str, Any]) -> str:
+    """Render one template; any error becomes a RenderError naming the template file and line."""
+    try:
+        return env.get_template(name).render(context)
+    except TemplateSyntaxError as err:
+        where = err.filename or err.name or name
+        raise RenderError(f"{where}:{err.lineno}: template syntax error: {err.message}") from err
+    except TemplateNotFound as err:
+        raise RenderError(f"template not found: {err.name}") from err
+    except UndefinedError as err:
+        frame = _template_frame(sys.exc_info()[2])
+        where = f"{frame[0]}:{frame[1]}" if frame else name
+        raise RenderError(f"{where}: {err.message}") from err
+    except TemplateError as err:
+        frame = _template_frame(sys.exc_info()[2])
+        where = f"{frame[0]}:{frame[1]}" if frame else name
+        raise RenderError(f"{where}: template error: {err}") from err
