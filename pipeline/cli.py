@@ -29,6 +29,7 @@ from pipeline.issues import Draft, build_issue, next_issue
 from pipeline.render import RecipientValues, greeting
 from pipeline.render.mime import MessageTemplate, mailbox
 from pipeline.store import Store
+from pipeline.subscribers import STATUSES, ImportReport, SubscriberError, batches, candidate, read_csv
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -347,3 +348,114 @@ def _chosen_list(ctx: Context, name: str | None) -> ListSettings:
     if not settings.lists:
         raise ConfigError("no [[lists]] configured", path=str(settings.path), key="lists")
     return settings.lists[0]
+
+
+# ---------------------------------------------------------------- subscribers
+
+
+@cli.group("subscribers")
+def subscribers_group() -> None:
+    """Add, import, list and remove a list's subscribers."""
+
+
+def _print_import(report: ImportReport) -> None:
+    for line in report.problems:
+        err_console.print(f"flygblad: {line}", markup=False, soft_wrap=True)
+
+
+@subscribers_group.command("add")
+@click.option("--list", "-l", "list_name", required=True, metavar="NAME", help="The list.")
+@click.option("--name", "-n", default=None, help="The subscriber's name.")
+@click.option("--language", default=None, help="The subscriber's language (sv, en …).")
+@click.option(
+    "--status",
+    type=click.Choice(["active", "unconfirmed"]),
+    default="active",
+    show_default=True,
+    help="active: you vouch for their consent; unconfirmed: they must confirm first.",
+)
+@click.argument("email")
+@click.pass_obj
+def subscribers_add(
+    ctx: Context, list_name: str, name: str | None, language: str | None, status: str, email: str
+) -> None:
+    """Add one address to a list (or update its name)."""
+    report = ImportReport()
+    with _errors():
+        ctx.settings.mailing_list(list_name)
+        try:
+            row = candidate(email, name, language)
+        except SubscriberError as err:
+            _fail(str(err), EXIT_FAILED)
+        with ctx.store() as store:
+            store.upsert_subscribers(list_name, [row], status=status, report=report)
+    click.echo(f"subscribers add: {report.summary()}")
+
+
+@subscribers_group.command("import")
+@click.option("--list", "-l", "list_name", required=True, metavar="NAME", help="The list.")
+@click.option(
+    "--status",
+    type=click.Choice(["active", "unconfirmed"]),
+    default="active",
+    show_default=True,
+    help="The status of new subscribers.",
+)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def subscribers_import(ctx: Context, list_name: str, status: str, file: Path) -> None:
+    """Import a CSV file with the header email,name[,language]; bad rows are reported and skipped."""
+    report = ImportReport()
+    with _errors():
+        ctx.settings.mailing_list(list_name)
+        with ctx.store() as store:
+            for batch in batches(read_csv(file, report.problems)):
+                store.upsert_subscribers(list_name, batch, status=status, report=report)
+    _print_import(report)
+    click.echo(f"subscribers import: {report.summary()}")
+    sys.exit(EXIT_FAILED if report.problems else EXIT_OK)
+
+
+@subscribers_group.command("list")
+@click.option("--list", "-l", "list_name", required=True, metavar="NAME", help="The list.")
+@click.option("--status", type=click.Choice(STATUSES), default=None, help="Only subscribers with this status.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one array, streamed) instead of lines.")
+@click.pass_obj
+def subscribers_list(ctx: Context, list_name: str, status: str | None, as_json: bool) -> None:
+    """List a list's subscribers, oldest first."""
+    with _errors():
+        ctx.settings.mailing_list(list_name)
+        tz = ctx.settings.site.tz
+        with ctx.store() as store:
+            rows = store.iter_subscribers(list_name, status=status)
+            if as_json:
+                click.echo("[", nl=False)
+                for n, s in enumerate(rows):
+                    record = {
+                        "email": s.email,
+                        "name": s.name,
+                        "language": s.language,
+                        "status": s.status,
+                        "created": s.created.astimezone(tz).isoformat(),
+                        "changed": s.changed.astimezone(tz).isoformat(),
+                    }
+                    click.echo(("," if n else "") + "\n  " + json.dumps(record, ensure_ascii=False), nl=False)
+                click.echo("\n]")
+                return
+            for s in rows:
+                click.echo(f"{s.email}\t{s.name or ''}\t{s.status}")
+
+
+@subscribers_group.command("remove")
+@click.option("--list", "-l", "list_name", required=True, metavar="NAME", help="The list.")
+@click.argument("email")
+@click.pass_obj
+def subscribers_remove(ctx: Context, list_name: str, email: str) -> None:
+    """Delete an address from a list (its data is gone; a later import adds it again)."""
+    with _errors():
+        ctx.settings.mailing_list(list_name)
+        with ctx.store() as store:
+            removed = store.remove_subscriber(list_name, email.strip())
+    if not removed:
+        _fail(f"{email} is not on list {list_name!r}", EXIT_FAILED)
+    click.echo(f"subscribers remove: {email} removed from {list_name!r}")

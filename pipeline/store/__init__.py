@@ -25,12 +25,14 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from pipeline.errors import StoreError
 from pipeline.sources import Item, Validators
-from pipeline.store.schema import fetch_state, issue_items, issues, items
+from pipeline.store.schema import fetch_state, issue_items, issues, items, subscribers
+from pipeline.subscribers import SUPPRESSED, Candidate, ImportReport, Subscriber
 
 log = logging.getLogger(__name__)
 
 Outcome = Literal["new", "updated", "unchanged"]
 _ITEM_FIELDS = [f.name for f in fields(Item)]
+_SUBSCRIBER_FIELDS = ("id", "list", "email", "name", "language", "status", "created", "changed")
 _ISSUE_FIELDS = (
     "id",
     "list",
@@ -297,6 +299,129 @@ class Store:
         with self.engine.connect() as connection:
             keys = connection.execute(query).all()
         return [issue for key in keys if (issue := self.issue(key.list, key.number)) is not None]
+
+    # ------------------------------------------------------------ subscribers
+
+    def upsert_subscribers(
+        self,
+        list_name: str,
+        batch: Sequence[Candidate],
+        *,
+        status: str = "active",
+        report: ImportReport,
+        now: datetime | None = None,
+    ) -> None:
+        """Add new addresses and update known ones, in one transaction per batch.
+
+        A suppressed address (unsubscribed, bounced, complained) keeps its status.
+        """
+        now = now or _now()
+        unique: dict[str, Candidate] = {}
+        for c in batch:  # the same address twice in a batch: one row, the later name and language win
+            first = unique.get(c.key)
+            if first is not None:
+                report.duplicates += 1
+                c = Candidate(first.email, c.name or first.name, c.language or first.language)
+            unique[c.key] = c
+        with self.engine.begin() as connection:
+            known = {
+                row.email_key: row
+                for row in connection.execute(
+                    select(
+                        subscribers.c.id,
+                        subscribers.c.email_key,
+                        subscribers.c.name,
+                        subscribers.c.language,
+                        subscribers.c.status,
+                    ).where(subscribers.c.list == list_name, subscribers.c.email_key.in_(list(unique)))
+                )
+            }
+            new = [
+                {
+                    "list": list_name,
+                    "email": c.email,
+                    "email_key": key,
+                    "name": c.name,
+                    "language": c.language,
+                    "status": status,
+                    "created": now,
+                    "changed": now,
+                }
+                for key, c in unique.items()
+                if key not in known
+            ]
+            if new:
+                connection.execute(insert(subscribers), new)
+            report.added += len(new)
+            for key, c in unique.items():
+                row = known.get(key)
+                if row is None:
+                    continue
+                values = {}
+                if c.name and c.name != row.name:
+                    values["name"] = c.name
+                if c.language and c.language != row.language:
+                    values["language"] = c.language
+                if row.status in SUPPRESSED:
+                    report.suppressed += 1
+                elif status == "active" and row.status != "active":
+                    values["status"] = "active"  # the communicator vouches for the consent
+                if values:
+                    connection.execute(
+                        update(subscribers).where(subscribers.c.id == row.id).values(**values, changed=now)
+                    )
+                    if row.status not in SUPPRESSED:
+                        report.updated += 1
+                elif row.status not in SUPPRESSED:
+                    report.unchanged += 1
+
+    def iter_subscribers(self, list_name: str, *, status: str | None = None, batch: int = 1000) -> Iterator[Subscriber]:
+        """A list's subscribers by id, streamed in batches (keyset pagination, no long-open cursor)."""
+        last = 0
+        while True:
+            query = select(subscribers).where(subscribers.c.list == list_name, subscribers.c.id > last)
+            if status is not None:
+                query = query.where(subscribers.c.status == status)
+            with self.engine.connect() as connection:
+                rows = connection.execute(query.order_by(subscribers.c.id).limit(batch)).all()
+            for row in rows:
+                yield Subscriber(**{k: row._mapping[k] for k in _SUBSCRIBER_FIELDS})
+            if len(rows) < batch:
+                return
+            last = rows[-1].id
+
+    def subscriber(self, list_name: str, email: str) -> Subscriber | None:
+        """One subscriber of a list by address (any case)."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(subscribers).where(subscribers.c.list == list_name, subscribers.c.email_key == email.lower())
+            ).first()
+        return Subscriber(**{k: row._mapping[k] for k in _SUBSCRIBER_FIELDS}) if row else None
+
+    def set_subscriber_status(self, subscriber_id: int, status: str, now: datetime | None = None) -> None:
+        """Change one subscriber's status (bounced, unsubscribed …)."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(subscribers)
+                .where(subscribers.c.id == subscriber_id)
+                .values(status=status, changed=now or _now())
+            )
+
+    def remove_subscriber(self, list_name: str, email: str) -> bool:
+        """Delete a subscriber from a list; False when the address is not on it."""
+        with self.engine.begin() as connection:
+            done = connection.execute(
+                subscribers.delete().where(subscribers.c.list == list_name, subscribers.c.email_key == email.lower())
+            )
+        return done.rowcount > 0
+
+    def count_subscribers(self, list_name: str, status: str | None = None) -> int:
+        """How many subscribers a list has (with a status)."""
+        query = select(func.count()).select_from(subscribers).where(subscribers.c.list == list_name)
+        if status is not None:
+            query = query.where(subscribers.c.status == status)
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
 
     # ------------------------------------------------------------ fetch state
 

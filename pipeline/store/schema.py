@@ -109,3 +109,20 @@ issue_items = Table(
     Column("item_id", Text, ForeignKey("items.id"), primary_key=True),
     Column("position", Integer, nullable=False),
 )
+
+#: The people on a list. ``email_key`` is the address lower-cased: one row per address per list.
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("list", String(100), nullable=False),
+    Column("email", Text, nullable=False),
+    Column("email_key", Text, nullable=False),
+    Column("name", Text),
+    Column("language", String(20)),
+    Column("status", String(20), nullable=False),  # unconfirmed, active, unsubscribed, bounced, complained
+    Column("created", UTCDateTime(), nullable=False),
+    Column("changed", UTCDateTime(), nullable=False),
+    UniqueConstraint("list", "email_key", name="uq_subscribers_list_email_key"),
+    Index("ix_subscribers_list_status_id", "list", "status", "id"),
+)

@@ -1,0 +1,170 @@
+"""Subscribers: who is on a list, read from the command line or a CSV file.
+
+An address is checked with email-validator (syntax only, no DNS look-up) and
+kept once per list, case-insensitively. A CSV file is streamed in batches, so a
+million rows never sit in memory; a bad row is reported with its line number
+and skipped while the good rows still land. Importing again updates names and
+languages, never duplicates, and never brings back an address that
+unsubscribed, bounced or complained.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from email_validator import EmailNotValidError, validate_email
+
+from pipeline.errors import FlygbladError
+
+Status = Literal["unconfirmed", "active", "unsubscribed", "bounced", "complained"]
+STATUSES: tuple[Status, ...] = ("unconfirmed", "active", "unsubscribed", "bounced", "complained")
+#: Statuses an import or add never changes: the person said no, or the address does not work.
+SUPPRESSED: frozenset[str] = frozenset({"unsubscribed", "bounced", "complained"})
+BATCH = 1000
+_LANGUAGE = re.compile(r"^[a-zA-Z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+class SubscriberError(FlygbladError):
+    """A subscriber could not be added: names the address or the file and line."""
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """One person on one list."""
+
+    id: int
+    list: str
+    email: str
+    name: str | None
+    language: str | None
+    status: str
+    created: datetime
+    changed: datetime
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A checked address with what came with it, ready to be stored."""
+
+    email: str
+    name: str | None = None
+    language: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The address as the list knows it: lower-cased."""
+        return self.email.lower()
+
+
+@dataclass
+class ImportReport:
+    """What an add or import did."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    suppressed: int = 0
+    duplicates: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for the end of the command."""
+        return (
+            f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{self.suppressed} kept suppressed, {self.duplicates} duplicate rows, {len(self.problems)} rejected"
+        )
+
+
+def check_address(raw: str) -> str:
+    """The address, normalised by email-validator; SubscriberError saying why it is not one."""
+    value = raw.strip()
+    if not value:
+        raise SubscriberError("no address")
+    if "\r" in value or "\n" in value:
+        raise SubscriberError(f"{value!r} contains a line break")
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as err:
+        raise SubscriberError(f"{value!r} is not a valid address: {err}") from None
+
+
+def candidate(email: str, name: str | None = None, language: str | None = None) -> Candidate:
+    """Check one address with its name and language."""
+    address = check_address(email)
+    name = " ".join((name or "").split()) or None
+    if name and any(c in name for c in "\r\n<>"):
+        raise SubscriberError(f"name {name!r} contains characters a name cannot have")
+    language = (language or "").strip() or None
+    if language and not _LANGUAGE.match(language):
+        raise SubscriberError(f"language {language!r} is not a language tag such as 'sv' or 'en'")
+    return Candidate(address, name, language)
+
+
+def _decoded_lines(path: Path, problems: list[str]) -> Iterator[str]:
+    """The file's lines as text, a UTF-8 BOM dropped; a line that is not UTF-8 is reported and skipped."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError:
+                problems.append(f"{path}: line {number}: not UTF-8 text (save the file as UTF-8)")
+                yield "\n"
+
+
+def read_csv(path: Path, problems: list[str]) -> Iterator[Candidate]:
+    """Stream the checked rows of a CSV file (header ``email,name[,language]``).
+
+    Bad rows are appended to *problems* with their line number and skipped.
+    """
+    try:
+        lines = _decoded_lines(path, problems)
+        reader = csv.DictReader(lines)
+        header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    except OSError as err:
+        raise SubscriberError(f"{path}: cannot read: {err.strerror}") from err
+    if "email" not in header:
+        raise SubscriberError(f"{path}: line 1: the header must name an 'email' column (email,name,language)")
+    reader.fieldnames = header
+    for row in reader:
+        if not any((value or "").strip() for key, value in row.items() if key):
+            continue  # a blank line
+        try:
+            yield candidate(row.get("email") or "", row.get("name"), row.get("language"))
+        except SubscriberError as err:
+            problems.append(f"{path}: line {reader.line_num}: {err}")
+
+
+def batches(rows: Iterable[Candidate], size: int = BATCH) -> Iterator[list[Candidate]]:
+    """Rows in lists of at most *size*."""
+    batch: list[Candidate] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+__all__ = [
+    "BATCH",
+    "Candidate",
+    "ImportReport",
+    "STATUSES",
+    "SUPPRESSED",
+    "Status",
+    "Subscriber",
+    "SubscriberError",
+    "batches",
+    "candidate",
+    "check_address",
+    "read_csv",
+]
