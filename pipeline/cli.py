@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,18 +19,28 @@ from typing import NoReturn
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from pipeline import __version__
 from pipeline.collect import CollectReport, collect
 from pipeline.config import ENV_CONFIG, ListSettings, Settings, load_settings
+from pipeline.delivery import sender_for
+from pipeline.delivery.send import Outbox, send_issue
 from pipeline.errors import ConfigError, FlygbladError
 from pipeline.feeds import build_feeds, write_feeds
 from pipeline.issues import Draft, build_issue, next_issue
 from pipeline.render import RecipientValues, greeting
 from pipeline.render.mime import MessageTemplate, mailbox
-from pipeline.store import Store
-from pipeline.subscribers import STATUSES, ImportReport, SubscriberError, batches, candidate, read_csv
+from pipeline.store import Issue, Store
+from pipeline.subscribers import STATUSES, ImportReport, SubscriberError, batches, candidate, check_address, read_csv
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -159,12 +170,13 @@ def feeds_command(ctx: Context) -> None:
 @cli.command("run")
 @click.pass_obj
 def run_command(ctx: Context) -> None:
-    """Collect, then write the feeds: the main job."""
+    """The main job: collect, write the feeds, then send each list's new issue."""
     with _errors():
         report = _run_collect(ctx, ())
         _print_collect(report)
         _run_feeds(ctx)
-    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+        sent_ok = all([_send_list(ctx, m, resend_uncertain=False, wait=True) for m in ctx.settings.lists])
+    sys.exit(EXIT_OK if report.ok and sent_ok else EXIT_FAILED)
 
 
 # ---------------------------------------------------------------- items
@@ -459,3 +471,148 @@ def subscribers_remove(ctx: Context, list_name: str, email: str) -> None:
     if not removed:
         _fail(f"{email} is not on list {list_name!r}", EXIT_FAILED)
     click.echo(f"subscribers remove: {email} removed from {list_name!r}")
+
+
+# ---------------------------------------------------------------- send
+
+
+def _issue_to_send(
+    store: Store, settings: Settings, mailing_list: ListSettings, resend_uncertain: bool
+) -> Issue | None:
+    """The issue a send works on: one already started or frozen, else the next one, frozen now.
+
+    With ``--resend-uncertain``, the latest issue that has uncertain recipients.
+    """
+    latest = store.issue(mailing_list.name)
+    if latest is not None and latest.status in ("sending", "frozen"):
+        return latest
+    if resend_uncertain and latest is not None and store.outbox_counts(latest.id).get("uncertain"):
+        return latest
+    if not store.count_subscribers(mailing_list.name, "active"):
+        return None  # an issue nobody receives would use up its items: wait for subscribers
+    return build_issue(settings, store, mailing_list)
+
+
+def _draft_issue(draft: Draft) -> Issue:
+    rendered = draft.rendered
+    return Issue(
+        id=0,
+        list=draft.list.name,
+        number=draft.number,
+        subject=rendered.subject,
+        preheader=rendered.preheader,
+        html=rendered.html,
+        text=rendered.text,
+        nonce=rendered.nonce,
+        language=rendered.language,
+        created=datetime.now(UTC),
+        cutoff=draft.cutoff,
+        status="draft",
+        item_ids=tuple(s.item.id for s in draft.items),
+    )
+
+
+def _send_list(ctx: Context, mailing_list: ListSettings, *, resend_uncertain: bool, wait: bool) -> bool:
+    """Send one list's issue; False when the send stopped before its end."""
+    settings = ctx.settings
+    with ctx.store() as store:
+        issue = _issue_to_send(store, settings, mailing_list, resend_uncertain)
+        if issue is None:
+            if not store.count_subscribers(mailing_list.name, "active"):
+                click.echo(f"send: list {mailing_list.name!r} has no active subscribers: nothing to send")
+            else:
+                click.echo(f"send: no new items for list {mailing_list.name!r}: nothing to send")
+            return True
+        sender = sender_for(settings)
+        if sys.stderr.isatty():
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=err_console,
+                transient=True,
+            ) as bar:
+                task = bar.add_task(f"sending issue {issue.number} of {mailing_list.name}", total=None, rate="")
+                started = time.monotonic()
+
+                def advance(done: int, total: int) -> None:
+                    rate = done / max(time.monotonic() - started, 1e-6)
+                    bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} msg/s")
+
+                report = send_issue(
+                    settings, store, issue, sender, resend_uncertain=resend_uncertain, progress=advance, wait=wait
+                )
+        else:
+            report = send_issue(settings, store, issue, sender, resend_uncertain=resend_uncertain, wait=wait)
+    for email in report.uncertain:
+        err_console.print(
+            f"flygblad: uncertain: {email} (the run that sent it stopped before the answer; "
+            "send --resend-uncertain sends it again)",
+            markup=False,
+            soft_wrap=True,
+        )
+    click.echo(report.summary())
+    if report.paused:
+        err_console.print(f"flygblad: {report.paused}", markup=False, soft_wrap=True)
+        return False
+    return True
+
+
+@cli.command("send")
+@click.option("--list", "-l", "list_name", metavar="NAME", help="The list [default: the first in the config].")
+@click.option("--dry-run", is_flag=True, help="Render and count recipients; send nothing, freeze nothing.")
+@click.option(
+    "--test",
+    "test_address",
+    metavar="ADDRESS",
+    help="Send the next issue to this one address only, subject marked [TEST]; freezes nothing, touches no ledger.",
+)
+@click.option("--resend-uncertain", is_flag=True, help="Send again to recipients whose fate a crash left unknown.")
+@click.option("--no-wait", "no_wait", is_flag=True, help="Leave deferred messages for the next run instead of waiting.")
+@click.pass_obj
+def send_command(
+    ctx: Context, list_name: str | None, dry_run: bool, test_address: str | None, resend_uncertain: bool, no_wait: bool
+) -> None:
+    """Send the list's issue to its active subscribers: resumes a stopped send, else freezes the next issue."""
+    ok = True
+    with _errors():
+        settings = ctx.settings
+        mailing_list = _chosen_list(ctx, list_name)
+        if test_address is not None or dry_run:
+            with ctx.store() as store:
+                latest = store.issue(mailing_list.name)
+                resumable = latest if latest is not None and latest.status in ("frozen", "sending") else None
+                draft = None if resumable else next_issue(settings, store, mailing_list)
+                issue = resumable or (_draft_issue(draft) if draft else None)
+                if issue is None:
+                    click.echo(f"send: no new items for list {mailing_list.name!r}: nothing to send")
+                    return
+                if dry_run:
+                    recipients = (
+                        sum(store.outbox_counts(issue.id).get(s, 0) for s in ("pending", "deferred"))
+                        if issue.status == "sending"
+                        else store.count_subscribers(mailing_list.name, "active")
+                    )
+                    click.echo(
+                        f"send --dry-run: issue {issue.number} of {mailing_list.name!r} "
+                        f"({len(issue.item_ids)} items, {issue.subject!r}) would go to {recipients} recipients; "
+                        "nothing sent"
+                    )
+                    return
+            try:
+                address = check_address(test_address or "")
+            except SubscriberError as err:
+                _fail(str(err), EXIT_USAGE)
+            outbox = Outbox(settings, mailing_list, issue, date=datetime.now(UTC), subject_prefix="[TEST] ")
+            message = outbox.message(0, address, None)
+            with sender_for(settings) as sender:
+                [result] = sender.send([message])
+            click.echo(
+                f"send --test: issue {issue.number} of {mailing_list.name!r} to {address}: "
+                f"{result.status} {result.reply}".rstrip()
+            )
+            sys.exit(EXIT_OK if result.status == "sent" else EXIT_FAILED)
+        ok = _send_list(ctx, mailing_list, resend_uncertain=resend_uncertain, wait=not no_wait)
+    sys.exit(EXIT_OK if ok else EXIT_FAILED)

@@ -249,11 +249,108 @@ class RenderSettings(_Table):
 
 
 class WebSettings(_Table):
-    """``[web]``: the public side: the address every link in an email points to."""
+    """``[web]``: the public side: the address every link in an email points to, and its secret."""
 
     base_url: str | None = None  # default: [site] base_url
+    secret_env: str = "FLYGBLAD_SECRET"
+    secret_file: str | None = None
+    unsubscribe_mailto: str | None = None
 
     _web_base = field_validator("base_url")(lambda v: None if v is None else _check_http_url(v))
+    _mailto = field_validator("unsubscribe_mailto")(_check_mailbox)
+
+    @field_validator("secret_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not re.match(r"^[A-Z_][A-Z0-9_]*$", value):
+            raise ValueError(f"must be the name of an environment variable, such as FLYGBLAD_SECRET, got {value!r}")
+        return value
+
+
+#: The keys each built-in sender takes, besides the shared ones.
+SENDER_KEYS = {
+    "file": {"dir"},
+    "memory": set(),
+    "smtp": {"host", "port", "security", "username", "password_env", "timeout", "connections"},
+    "postmark": {"api_key_env", "base_url", "timeout", "message_stream"},
+    "sendgrid": {"api_key_env", "base_url", "timeout"},
+    "mailgun": {"api_key_env", "base_url", "timeout", "domain"},
+}
+SHARED_SENDER_KEYS = {
+    "kind",
+    "rate_per_second",
+    "max_retries",
+    "retry_base_seconds",
+    "max_consecutive_failures",
+    "batch_size",
+}
+
+
+class SenderSettings(_Table):
+    """``[sender]``: how messages leave: a file per message (default), SMTP, or a provider's API.
+
+    A third-party sender (entry point group ``flygblad.senders``) takes its own
+    keys from an ``[sender.options]`` table.
+    """
+
+    kind: str = "file"
+    # shared
+    rate_per_second: float | None = Field(default=None, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=50)
+    retry_base_seconds: float = Field(default=60.0, ge=0)
+    max_consecutive_failures: int = Field(default=50, ge=1)
+    batch_size: int | None = Field(default=None, ge=1, le=1000)
+    # file
+    dir: str = "outbox"
+    # smtp
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str | None = None
+    password_env: str | None = None
+    timeout: float = Field(default=30.0, gt=0)
+    connections: int = Field(default=2, ge=1, le=64)
+    # HTTP APIs
+    api_key_env: str | None = None
+    base_url: str | None = None
+    message_stream: str = "broadcast"
+    domain: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict, strict=False)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if not re.match(r"^[a-z][a-z0-9_-]*$", value):
+            raise ValueError(f"must be a sender name such as 'file', 'smtp' or 'postmark', got {value!r}")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _api_base(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value)
+
+    @model_validator(mode="after")
+    def _keys_fit_the_kind(self) -> SenderSettings:
+        allowed = SENDER_KEYS.get(self.kind)
+        if allowed is None:
+            return self  # a third-party sender: it checks its own options
+        for key in sorted(self.model_fields_set - SHARED_SENDER_KEYS - allowed):
+            raise ValueError(
+                f"sender.{key}: not a setting of the {self.kind!r} sender (it takes: "
+                f"{', '.join(sorted(allowed | SHARED_SENDER_KEYS - {'kind'}))})"
+            )
+        if self.kind in ("postmark", "sendgrid", "mailgun") and not self.api_key_env:
+            raise ValueError(
+                f"sender.api_key_env: required for the {self.kind!r} sender (the variable that holds the API key)"
+            )
+        if self.kind == "mailgun" and not self.domain:
+            raise ValueError("sender.domain: required for the 'mailgun' sender (your sending domain)")
+        return self
+
+    @property
+    def smtp_port(self) -> int:
+        """The SMTP port: the configured one, else 465 for ssl, 587 for starttls, 25 for none."""
+        return self.port or {"ssl": 465, "starttls": 587, "none": 25}[self.security]
 
 
 class Settings(_Table):
@@ -270,6 +367,7 @@ class Settings(_Table):
     lists: tuple[ListSettings, ...] = Field(default=(), strict=False)
     render: RenderSettings = RenderSettings()
     web: WebSettings = WebSettings()
+    sender: SenderSettings = SenderSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, arbitrary_types_allowed=True)
 
@@ -335,6 +433,11 @@ class Settings(_Table):
         return self.web.base_url or self.site.base_url
 
     @property
+    def outbox_dir(self) -> Path:
+        """Where the file sender writes its .eml files."""
+        return self.resolve(self.sender.dir)
+
+    @property
     def templates_dir(self) -> Path:
         """The folder of the newsletter templates."""
         return self.resolve(self.render.templates)
@@ -391,6 +494,7 @@ def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict
             ("render", RenderSettings),
             ("web", WebSettings),
             ("organisation", OrganisationSettings),
+            ("sender", SenderSettings),
         )
     }
     for table, model in tables.items():
@@ -454,7 +558,7 @@ def _message(error: Mapping[str, Any]) -> tuple[str, str]:
         message += f", got {error.get('input')!r}"
     # A model-level check names its key itself ("sources[2].name: ...").
     match = re.match(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): (.*)$", message)
-    if match and not key:
+    if match and (not key or match.group(1).startswith(key)):
         return match.group(1), match.group(2)
     return key or "(top level)", message
 

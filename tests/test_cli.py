@@ -36,6 +36,7 @@ def test_run_on_the_bundled_default(project: Path) -> None:
     assert result.stdout.splitlines() == [
         "collected 3 sources: 8 new, 0 updated, 0 unchanged, 0 failed",
         f"feeds: 12 files in {project / 'feeds'}, 12 rewritten, 0 unchanged",
+        "send: list 'nyhetsbrev' has no active subscribers: nothing to send",
     ]
     atom = feedparser.parse((project / "feeds" / "all.atom").read_bytes())
     seed = next(e for e in atom.entries if e.title == "Utmanande, lärorikt och inspirerande")
@@ -146,3 +147,32 @@ def test_broken_template_names_file_and_line_and_freezes_nothing(project: Path) 
         r"flygblad: .*/templates/partials/leader\.mjml\.j2:7: template syntax error: .*\n", result.stderr
     )
     assert json.loads(flygblad("issues", "--json", cwd=project).stdout) == []
+
+
+def test_subscribers_and_send_with_the_file_sender(project: Path) -> None:
+    (project / "subs.csv").write_text("email,name\nanna@example.org,Anna\nbo@example.org,\nnot-an-address,X\n",
+                                      encoding="utf-8")
+    imported = flygblad("subscribers", "import", "--list", "nyhetsbrev", "subs.csv", cwd=project)
+    assert imported.returncode == 1, "a rejected row makes the exit code say so"
+    assert imported.stderr.strip() == "flygblad: subs.csv: line 4: 'not-an-address' is not a valid address: An email address must have an @-sign."
+    assert imported.stdout.strip().startswith("subscribers import: 2 added")
+    assert flygblad("collect", cwd=project).returncode == 0
+    dry = flygblad("send", "--dry-run", cwd=project)
+    assert dry.stdout.strip().endswith("would go to 2 recipients; nothing sent")
+    test = flygblad("send", "--test", "me@example.org", cwd=project)
+    assert test.returncode == 0 and test.stdout.startswith("send --test: issue 1 of 'nyhetsbrev' to me@example.org: sent")
+    [test_file] = (project / "outbox").iterdir()
+    assert b"Subject: [TEST] Utmanande" in test_file.read_bytes()
+    assert json.loads(flygblad("issues", "--json", cwd=project).stdout) == [], "--test freezes nothing"
+    test_file.unlink()
+
+    run = flygblad("run", cwd=project)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "send: issue 1 of 'nyhetsbrev': 2 sent, 0 deferred, 0 bounced, 0 failed, 0 uncertain (done)"
+    files = sorted(p.name for p in (project / "outbox").iterdir())
+    assert len(files) == 2 and all(name.startswith("nyhetsbrev.1.") for name in files)
+    assert (project / "var" / "secret").stat().st_mode & 0o777 == 0o600
+    again = flygblad("run", cwd=project)
+    assert again.stdout.splitlines()[-1] == "send: no new items for list 'nyhetsbrev': nothing to send"
+    listed = flygblad("subscribers", "list", "--list", "nyhetsbrev", "--json", cwd=project)
+    assert [s["email"] for s in json.loads(listed.stdout)] == ["anna@example.org", "bo@example.org"]

@@ -45,7 +45,12 @@ def _header(name: str, value: str) -> bytes:
 
 
 def _ascii_header(name: str, value: str) -> bytes:
-    """A header whose value is already ASCII (a :func:`mailbox`, a Message-ID): no folding machinery."""
+    """A header whose value is ASCII (a :func:`mailbox`, a Message-ID, a URL), written as it is.
+
+    The policy's folder would RFC 2047-encode a long URL in List-Unsubscribe,
+    which mail clients then cannot use; a line up to RFC 5322's 998 characters
+    is legal, so these are left alone. A non-ASCII value goes through the folder.
+    """
     if "\r" in value or "\n" in value:
         raise RenderError(f"{name} header value contains a line break: {value!r}")
     try:
@@ -105,7 +110,7 @@ class MessageTemplate:
             *([_header("Reply-To", mailbox(*reversed(parseaddr(reply_to))))] if reply_to else []),
             _header("Subject", subject if subject is not None else rendered.subject),
             _header("Date", format_datetime(date)),
-            *[_header(k, v) for k, v in (headers.items() if isinstance(headers, Mapping) else headers)],
+            *[_ascii_header(k, v) for k, v in (headers.items() if isinstance(headers, Mapping) else headers)],
             b"MIME-Version: 1.0\r\n",
             _header("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
         ]
@@ -143,7 +148,7 @@ class MessageTemplate:
                 self._head,
                 _ascii_header("To", to),
                 _ascii_header("Message-ID", f"<{message_id}>"),
-                *(_header(k, v) for k, v in extra_headers),
+                *(_ascii_header(k, v) for k, v in extra_headers),
                 b"\r\n",
                 self._text_head,
                 *self._body(self._text, plain, escaped),

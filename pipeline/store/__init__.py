@@ -19,19 +19,30 @@ from typing import Any, Literal
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, create_engine, event, func, insert, literal, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from pipeline.errors import StoreError
 from pipeline.sources import Item, Validators
-from pipeline.store.schema import fetch_state, issue_items, issues, items, subscribers
+from pipeline.store.schema import UTCDateTime, fetch_state, issue_items, issues, items, outbox, subscribers
 from pipeline.subscribers import SUPPRESSED, Candidate, ImportReport, Subscriber
 
 log = logging.getLogger(__name__)
 
 Outcome = Literal["new", "updated", "unchanged"]
 _ITEM_FIELDS = [f.name for f in fields(Item)]
+_OUTBOX_FIELDS = (
+    "issue_id",
+    "subscriber_id",
+    "email",
+    "name",
+    "status",
+    "attempts",
+    "message_id",
+    "last_reply",
+    "next_attempt",
+)
 _SUBSCRIBER_FIELDS = ("id", "list", "email", "name", "language", "status", "created", "changed")
 _ISSUE_FIELDS = (
     "id",
@@ -80,6 +91,33 @@ class Issue:
     cutoff: datetime
     status: str
     item_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One recipient of one issue, as the ledger has it."""
+
+    issue_id: int
+    subscriber_id: int
+    email: str
+    name: str | None
+    status: str
+    attempts: int
+    message_id: str | None
+    last_reply: str | None
+    next_attempt: datetime | None
+
+
+@dataclass(frozen=True)
+class LedgerUpdate:
+    """An outcome to record: the row, its new status and what the sender said."""
+
+    subscriber_id: int
+    status: str  # sent, deferred, bounced, failed
+    message_id: str
+    provider_id: str | None = None
+    reply: str = ""
+    next_attempt: datetime | None = None
 
 
 def _now() -> datetime:
@@ -423,6 +461,161 @@ class Store:
         with self.engine.connect() as connection:
             return int(connection.execute(query).scalar_one())
 
+    # ------------------------------------------------------------ outbox
+
+    def start_outbox(self, issue_id: int, list_name: str, now: datetime | None = None) -> int:
+        """Write one pending row per active subscriber and mark the issue sending, in one transaction.
+
+        Only a frozen issue gets rows: an issue already sending keeps the
+        recipients it started with, so a resume never adds or drops anyone.
+        Returns the number of rows written (0 on a resume).
+        """
+        now = now or _now()
+        with self.engine.begin() as connection:
+            started = connection.execute(
+                update(issues).where(issues.c.id == issue_id, issues.c.status == "frozen").values(status="sending")
+            ).rowcount
+            if not started:
+                return 0
+            chosen = select(
+                literal(issue_id),
+                subscribers.c.id,
+                subscribers.c.email,
+                subscribers.c.name,
+                literal("pending"),
+                literal(0),
+                literal(now, UTCDateTime()),
+            ).where(subscribers.c.list == list_name, subscribers.c.status == "active")
+            done = connection.execute(
+                insert(outbox).from_select(
+                    ["issue_id", "subscriber_id", "email", "name", "status", "attempts", "changed"], chosen
+                )
+            )
+            return int(done.rowcount or 0)
+
+    def abandon_claims(self, issue_id: int, now: datetime | None = None) -> int:
+        """Rows a dead run claimed but never recorded become ``uncertain``: they may or may not have gone."""
+        with self.engine.begin() as connection:
+            done = connection.execute(
+                update(outbox)
+                .where(outbox.c.issue_id == issue_id, outbox.c.status == "sending")
+                .values(
+                    status="uncertain",
+                    changed=now or _now(),
+                    last_reply="the sending run stopped before an answer was recorded",
+                )
+            )
+        return int(done.rowcount or 0)
+
+    def requeue_uncertain(self, issue_id: int, now: datetime | None = None) -> int:
+        """Put ``uncertain`` rows back in the queue (``--resend-uncertain``)."""
+        with self.engine.begin() as connection:
+            done = connection.execute(
+                update(outbox)
+                .where(outbox.c.issue_id == issue_id, outbox.c.status == "uncertain")
+                .values(status="pending", changed=now or _now())
+            )
+        return int(done.rowcount or 0)
+
+    def claim(self, issue_id: int, limit: int, now: datetime | None = None, worker: str = "") -> list[OutboxRow]:
+        """Take up to *limit* rows that are due (pending, or deferred and due) and mark them ``sending``.
+
+        The claim is committed before anything is sent: if the process dies
+        after this, the rows are found ``sending`` and become ``uncertain``,
+        never silently pending (which could mail twice) or sent (which could skip).
+        """
+        now = now or _now()
+        due = or_(outbox.c.status == "pending", and_(outbox.c.status == "deferred", outbox.c.next_attempt <= now))
+        query = (
+            select(outbox.c.subscriber_id)
+            .where(outbox.c.issue_id == issue_id, due)
+            .order_by(outbox.c.subscriber_id)
+            .limit(limit)
+        )
+        if self.engine.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        with self.engine.begin() as connection:
+            ids = list(connection.execute(query).scalars())
+            if not ids:
+                return []
+            connection.execute(
+                update(outbox)
+                .where(outbox.c.issue_id == issue_id, outbox.c.subscriber_id.in_(ids))
+                .values(status="sending", claimed_at=now, worker=worker, attempts=outbox.c.attempts + 1, changed=now)
+            )
+            rows = connection.execute(
+                select(outbox)
+                .where(outbox.c.issue_id == issue_id, outbox.c.subscriber_id.in_(ids))
+                .order_by(outbox.c.subscriber_id)
+            ).all()
+        return [OutboxRow(**{k: r._mapping[k] for k in _OUTBOX_FIELDS}) for r in rows]
+
+    def record(self, issue_id: int, outcomes: Sequence[LedgerUpdate], now: datetime | None = None) -> None:
+        """Write what happened to claimed rows; a bounce also suppresses the subscriber. One transaction."""
+        now = now or _now()
+        with self.engine.begin() as connection:
+            for o in outcomes:
+                values: dict[str, Any] = {
+                    "status": o.status,
+                    "message_id": o.message_id,
+                    "provider_id": o.provider_id,
+                    "last_reply": o.reply[:1000],
+                    "next_attempt": o.next_attempt,
+                    "changed": now,
+                }
+                if o.status == "sent":
+                    values["sent_at"] = now
+                connection.execute(
+                    update(outbox)
+                    .where(outbox.c.issue_id == issue_id, outbox.c.subscriber_id == o.subscriber_id)
+                    .values(**values)
+                )
+                if o.status == "bounced":
+                    connection.execute(
+                        update(subscribers)
+                        .where(subscribers.c.id == o.subscriber_id)
+                        .values(status="bounced", changed=now)
+                    )
+
+    def next_due(self, issue_id: int) -> datetime | None:
+        """When the earliest deferred row of an issue is due again."""
+        with self.engine.connect() as connection:
+            return connection.execute(
+                select(func.min(outbox.c.next_attempt)).where(
+                    outbox.c.issue_id == issue_id, outbox.c.status == "deferred"
+                )
+            ).scalar()
+
+    def outbox_counts(self, issue_id: int) -> dict[str, int]:
+        """How many rows of an issue have each status."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(outbox.c.status, func.count()).where(outbox.c.issue_id == issue_id).group_by(outbox.c.status)
+            ).all()
+        return {status: int(count) for status, count in rows}
+
+    def outbox_rows(self, issue_id: int, status: str | None = None) -> list[OutboxRow]:
+        """The ledger rows of an issue (with a status), by subscriber id."""
+        query = select(outbox).where(outbox.c.issue_id == issue_id)
+        if status is not None:
+            query = query.where(outbox.c.status == status)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query.order_by(outbox.c.subscriber_id)).all()
+        return [OutboxRow(**{k: r._mapping[k] for k in _OUTBOX_FIELDS}) for r in rows]
+
+    def finish_issue(self, issue_id: int) -> bool:
+        """Mark the issue sent when no row is left to send; True when it is done."""
+        with self.engine.begin() as connection:
+            open_rows = connection.execute(
+                select(func.count())
+                .select_from(outbox)
+                .where(outbox.c.issue_id == issue_id, outbox.c.status.in_(("pending", "sending", "deferred")))
+            ).scalar_one()
+            if open_rows:
+                return False
+            connection.execute(update(issues).where(issues.c.id == issue_id).values(status="sent"))
+        return True
+
     # ------------------------------------------------------------ fetch state
 
     def validators(self, url: str) -> Validators | None:
@@ -466,4 +659,4 @@ def _safe(url: str) -> str:
         return "(unparseable url)"
 
 
-__all__ = ["Issue", "Outcome", "Store", "StoredItem"]
+__all__ = ["Issue", "Outcome", "OutboxRow", "LedgerUpdate", "Store", "StoredItem"]

@@ -126,3 +126,25 @@ subscribers = Table(
     UniqueConstraint("list", "email_key", name="uq_subscribers_list_email_key"),
     Index("ix_subscribers_list_status_id", "list", "status", "id"),
 )
+
+#: The outbox ledger: one row per (issue, subscriber), each outcome committed as it happens.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("subscriber_id", Integer, primary_key=True),
+    Column("email", Text, nullable=False),
+    Column("name", Text),
+    # pending, sending, sent, deferred, bounced, failed, uncertain
+    Column("status", String(20), nullable=False),
+    Column("message_id", Text),
+    Column("provider_id", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_reply", Text),
+    Column("next_attempt", UTCDateTime()),
+    Column("claimed_at", UTCDateTime()),
+    Column("worker", String(100)),
+    Column("sent_at", UTCDateTime()),
+    Column("changed", UTCDateTime(), nullable=False),
+    Index("ix_outbox_issue_status", "issue_id", "status", "subscriber_id"),
+)

@@ -1,0 +1,229 @@
+"""Sending an issue: the outbox ledger, crash-safe.
+
+The rules that make a crash harmless:
+
+1. When an issue starts sending, one ``pending`` row per active subscriber is
+   written, and the issue becomes ``sending``, in one transaction.
+2. Rows are *claimed* (``sending``) and the claim committed before their
+   messages are handed to the sender; each outcome is committed as soon as the
+   sender returns it.
+3. A run that starts and finds rows still ``sending`` knows the run that
+   claimed them died: they become ``uncertain`` (they may have gone). They are
+   listed, and only ``--resend-uncertain`` sends them again. At most one
+   sender batch (the messages in flight at once) can be uncertain.
+
+So nobody who was sent gets the issue again, and nobody is skipped in silence.
+Temporary failures are ``deferred`` and retried with exponential backoff and
+jitter, up to ``max_retries``; after too many failures in a row the send pauses
+instead of burning through the list.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from pipeline.config import ListSettings, Settings
+from pipeline.delivery import Message, Sender, SendResult
+from pipeline.errors import DeliveryError
+from pipeline.issues import rendered_of
+from pipeline.render import RecipientValues, greeting
+from pipeline.render.mime import MessageTemplate, mailbox
+from pipeline.store import Issue, LedgerUpdate, OutboxRow, Store
+from pipeline.tokens import Tokens, load_secret
+
+log = logging.getLogger(__name__)
+
+#: Called after each batch with (rows done so far, rows in all).
+Progress = Callable[[int, int], None]
+FINAL = ("sent", "bounced", "failed")
+
+
+@dataclass
+class SendReport:
+    """What a send did, and where the issue's ledger stands."""
+
+    list: str
+    number: int
+    counts: dict[str, int] = field(default_factory=dict)
+    uncertain: list[str] = field(default_factory=list)
+    paused: str | None = None
+    finished: bool = False
+
+    def summary(self) -> str:
+        """``sent: issue 3 of 'nyhetsbrev': 1998 sent, 0 deferred, 1 bounced, 0 failed, 1 uncertain``."""
+        c = self.counts
+        parts = ", ".join(f"{c.get(s, 0)} {s}" for s in ("sent", "deferred", "bounced", "failed", "uncertain"))
+        pending = c.get("pending", 0) + c.get("sending", 0)
+        state = "done" if self.finished else f"stopped, {pending} not yet sent"
+        return f"send: issue {self.number} of {self.list!r}: {parts} ({state})"
+
+
+class Outbox:
+    """Builds each recipient's message of one issue: the template once, then substitution."""
+
+    def __init__(
+        self, settings: Settings, mailing_list: ListSettings, issue: Issue, *, date: datetime, subject_prefix: str = ""
+    ) -> None:
+        self.settings = settings
+        self.list = mailing_list
+        self.issue = issue
+        self.rendered = rendered_of(issue)
+        self.tokens = Tokens(load_secret(settings))
+        base = settings.web_base_url
+        self.view_url = f"{base}/archive/{mailing_list.name}/{issue.number}"
+        self.unsubscribe_base = f"{base}/unsubscribe/"
+        domain = mailing_list.from_.rpartition("@")[2].rstrip(">").strip() or "localhost"
+        self.domain = domain
+        list_id = f"{mailing_list.title} <{mailing_list.name}.{domain}>"
+        self.template = MessageTemplate(
+            self.rendered,
+            sender=mailing_list.from_,
+            reply_to=mailing_list.reply_to,
+            date=date,
+            subject=subject_prefix + self.rendered.subject,
+            headers=[("List-Id", list_id), ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")],
+        )
+        self.envelope_from = mailing_list.from_.rpartition("<")[2].rstrip(">").strip()
+        self.mailto = settings.web.unsubscribe_mailto
+
+    def message_id(self, subscriber_id: int) -> str:
+        """Deterministic from (issue, subscriber): a resend carries the same Message-ID."""
+        return f"{self.issue.list}.{self.issue.number}.{subscriber_id}.{self.issue.nonce[:8]}@{self.domain}"
+
+    def message(self, subscriber_id: int, email: str, name: str | None) -> Message:
+        """One subscriber's message."""
+        unsubscribe_url = self.unsubscribe_base + self.tokens.unsubscribe(subscriber_id, self.list.name)
+        values = RecipientValues(
+            greeting=greeting(self.settings, self.rendered.language, name),
+            name=name or "",
+            email=email,
+            view_url=self.view_url,
+            unsubscribe_url=unsubscribe_url,
+        )
+        targets = [f"<{unsubscribe_url}>"]
+        if self.mailto:
+            address = self.mailto.rpartition("<")[2].rstrip(">").strip()
+            targets.append(f"<mailto:{address}?subject=unsubscribe>")
+        list_unsubscribe = ("List-Unsubscribe", ", ".join(targets))
+        message_id = self.message_id(subscriber_id)
+        to = mailbox(email, name)
+        data = self.template.message(to=to, message_id=message_id, values=values, extra_headers=[list_unsubscribe])
+        return Message(
+            key=(self.issue.id, subscriber_id),
+            sender=self.envelope_from,
+            recipient=email,
+            to=to,
+            message_id=message_id,
+            data=data,
+            subject=self.template_subject,
+            from_header=self.list.from_,
+            headers=(list_unsubscribe, ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")),
+            parts=lambda: self.rendered.fill(values),
+        )
+
+    @property
+    def template_subject(self) -> str:
+        return self.rendered.subject
+
+
+def _backoff(settings: Settings, attempts: int, retry_after: float | None) -> timedelta:
+    base = settings.sender.retry_base_seconds * (2 ** max(0, attempts - 1)) * random.uniform(0.8, 1.2)
+    return timedelta(seconds=max(base, retry_after or 0))
+
+
+def _outcome(settings: Settings, row: OutboxRow, result: SendResult, now: datetime) -> LedgerUpdate:
+    status = result.status
+    reply = result.reply
+    next_attempt = None
+    if status == "deferred":
+        if row.attempts > settings.sender.max_retries:
+            status, reply = "failed", f"gave up after {row.attempts} attempts: {reply}"
+        else:
+            next_attempt = now + _backoff(settings, row.attempts, result.retry_after)
+    elif status == "rejected":
+        status = "failed"
+    return LedgerUpdate(row.subscriber_id, status, result.message.message_id, result.provider_id, reply, next_attempt)
+
+
+def send_issue(
+    settings: Settings,
+    store: Store,
+    issue: Issue,
+    sender: Sender,
+    *,
+    resend_uncertain: bool = False,
+    progress: Progress | None = None,
+    wait: bool = True,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    sleep: Callable[[float], None] = time.sleep,
+) -> SendReport:
+    """Send (or resume sending) a frozen issue to its list through *sender*."""
+    mailing_list = settings.mailing_list(issue.list)
+    report = SendReport(issue.list, issue.number)
+    store.start_outbox(issue.id, issue.list, now=clock())
+    abandoned = store.abandon_claims(issue.id, now=clock())
+    if abandoned:
+        log.warning("%d messages of issue %d were in flight when a run stopped: now uncertain", abandoned, issue.number)
+    if resend_uncertain:
+        store.requeue_uncertain(issue.id, now=clock())
+    outbox = Outbox(settings, mailing_list, issue, date=clock())
+    total = sum(store.outbox_counts(issue.id).values())
+    done = sum(v for k, v in store.outbox_counts(issue.id).items() if k in FINAL)
+    failures_in_row = 0
+    interval = 1.0 / settings.sender.rate_per_second if settings.sender.rate_per_second else 0.0
+    with sender:
+        while True:
+            rows = store.claim(issue.id, sender.batch_size, now=clock())
+            if not rows:
+                due = store.next_due(issue.id)
+                if due is None or not wait:
+                    break
+                sleep(max(0.0, min((due - clock()).total_seconds(), 300.0)))
+                continue
+            started = time.monotonic()
+            messages = [outbox.message(r.subscriber_id, r.email, r.name) for r in rows]
+            try:
+                results = sender.send(messages)
+            except DeliveryError as err:
+                results = [SendResult(m, "deferred", reply=str(err)) for m in messages]
+            if len(results) != len(messages):
+                raise DeliveryError(
+                    f"sender {sender.name!r} returned {len(results)} results for {len(messages)} messages"
+                )
+            by_key = {r.subscriber_id: r for r in rows}
+            now = clock()
+            outcomes = [_outcome(settings, by_key[res.message.key[1]], res, now) for res in results]
+            store.record(issue.id, outcomes, now=now)
+            for o in outcomes:
+                if o.status in ("sent", "bounced"):
+                    failures_in_row = 0
+                else:
+                    failures_in_row += 1
+            done += sum(1 for o in outcomes if o.status in FINAL)
+            if progress:
+                progress(done, total)
+            if sender.fatal:
+                report.paused = f"stopped: {sender.fatal}"
+                break
+            if failures_in_row >= settings.sender.max_consecutive_failures:
+                last = outcomes[-1].reply
+                report.paused = (
+                    f"paused after {failures_in_row} failures in a row (last: {last}); run send again to resume"
+                )
+                break
+            if interval:
+                remaining = interval * len(messages) - (time.monotonic() - started)
+                if remaining > 0:
+                    sleep(remaining)
+    report.finished = report.paused is None and store.finish_issue(issue.id)
+    report.counts = store.outbox_counts(issue.id)
+    report.uncertain = [r.email for r in store.outbox_rows(issue.id, "uncertain")]
+    return report
+
+
+__all__ = ["Outbox", "SendReport", "send_issue"]

@@ -1,0 +1,71 @@
+"""Signed tokens for links in emails: unsubscribe (and, later, confirm).
+
+Tokens are signed with itsdangerous (HMAC) under the site's secret, bound to
+the subscriber and the list, and cannot be guessed or altered. The secret comes
+from the environment variable named by ``[web] secret_env``; failing that, from
+``[web] secret_file``, which is created with a random secret (mode 0600) the
+first time it is needed, so a single-machine install works out of the box.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from pipeline.config import Settings
+from pipeline.errors import ConfigError
+
+UNSUBSCRIBE_SALT = "flygblad-unsubscribe"
+
+
+def load_secret(settings: Settings) -> str:
+    """The signing secret; ConfigError saying how to set one when there is none."""
+    web = settings.web
+    value = os.environ.get(web.secret_env, "").strip()
+    if value:
+        if len(value) < 16:
+            raise ConfigError(
+                f"${web.secret_env} is too short: use at least 16 random characters",
+                path=str(settings.path),
+                key="web.secret_env",
+            )
+        return value
+    if web.secret_file:
+        path = settings.resolve(web.secret_file)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_urlsafe(48) + "\n")
+        return Path(path).read_text(encoding="utf-8").strip()
+    raise ConfigError(
+        f"no secret for signing unsubscribe links: set the environment variable {web.secret_env} "
+        f"(for example: export {web.secret_env}=$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')) "
+        "or name a [web] secret_file",
+        path=str(settings.path),
+        key="web.secret_env",
+    )
+
+
+class Tokens:
+    """Makes and reads the signed tokens of one site."""
+
+    def __init__(self, secret: str) -> None:
+        self._unsubscribe = URLSafeSerializer(secret, salt=UNSUBSCRIBE_SALT)
+
+    def unsubscribe(self, subscriber_id: int, list_name: str) -> str:
+        """The token in a subscriber's unsubscribe link (it does not expire: RFC 8058 links must keep working)."""
+        return self._unsubscribe.dumps([subscriber_id, list_name])
+
+    def read_unsubscribe(self, token: str) -> tuple[int, str] | None:
+        """(subscriber id, list) from a token, or None for a forged or altered one."""
+        try:
+            subscriber_id, list_name = self._unsubscribe.loads(token)
+        except (BadSignature, ValueError, TypeError):
+            return None
+        if not isinstance(subscriber_id, int) or not isinstance(list_name, str):
+            return None
+        return subscriber_id, list_name

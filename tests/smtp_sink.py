@@ -1,0 +1,97 @@
+"""A real SMTP server on 127.0.0.1 for the tests (aiosmtpd), with faults on demand.
+
+``SinkHandler.rules`` maps a recipient to what the server does with it:
+``"451"`` (temporary refusal, a number of times), ``"550"`` (permanent),
+``"drop"`` (close the connection), ``"stall"`` (answer too late).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+def free_port() -> int:
+    """aiosmtpd's Controller(port=0) does not work: pick a free port first."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class SinkHandler:
+    """Accepts mail, or refuses it as the rules say; keeps every accepted message."""
+
+    rules: dict[str, list[str]] = field(default_factory=dict)
+    accepted: list[tuple[str, bytes]] = field(default_factory=list)
+    refused: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stall_seconds: float = 5.0
+
+    def rule(self, recipient: str, *answers: str) -> None:
+        """Answer *recipient* with these rules in turn (then accept)."""
+        self.rules[recipient.lower()] = list(answers)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        answers = self.rules.get(address.lower())
+        answer = answers.pop(0) if answers else None
+        if answer == "451":
+            self.refused[address] += 1
+            return "451 4.7.1 Try again later"
+        if answer == "550":
+            self.refused[address] += 1
+            if answers is not None:
+                answers.insert(0, "550")  # permanent: stays refused
+            return "550 5.1.1 No such user here"
+        if answer == "drop":
+            self.refused[address] += 1
+            server.transport.close()
+            return "421 closing"
+        if answer == "stall":
+            await asyncio.sleep(self.stall_seconds)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.lock:
+            for recipient in envelope.rcpt_tos:
+                self.accepted.append((recipient, envelope.original_content or envelope.content))
+        return "250 2.0.0 Ok: queued as FB" + str(len(self.accepted))
+
+    def messages(self) -> list[EmailMessage]:
+        """Every accepted message, parsed."""
+        return [BytesParser(policy=policy.default).parsebytes(data) for _, data in self.accepted]  # type: ignore[misc]
+
+    def count(self) -> Counter[str]:
+        """How many messages each recipient got."""
+        with self.lock:
+            return Counter(recipient for recipient, _ in self.accepted)
+
+
+class Sink:
+    """A running SMTP sink: ``with Sink() as sink: ... sink.port``."""
+
+    def __init__(self) -> None:
+        self.handler = SinkHandler()
+        self.port = free_port()
+        self.controller = Controller(
+            self.handler, hostname="127.0.0.1", port=self.port, decode_data=False, data_size_limit=10_000_000
+        )
+
+    def __enter__(self) -> Sink:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.controller.stop()
