@@ -150,17 +150,23 @@ def test_broken_template_names_file_and_line_and_freezes_nothing(project: Path) 
 
 
 def test_subscribers_and_send_with_the_file_sender(project: Path) -> None:
-    (project / "subs.csv").write_text("email,name\nanna@example.org,Anna\nbo@example.org,\nnot-an-address,X\n",
-                                      encoding="utf-8")
+    (project / "subs.csv").write_text(
+        "email,name\nanna@example.org,Anna\nbo@example.org,\nnot-an-address,X\n", encoding="utf-8"
+    )
     imported = flygblad("subscribers", "import", "--list", "nyhetsbrev", "subs.csv", cwd=project)
     assert imported.returncode == 1, "a rejected row makes the exit code say so"
-    assert imported.stderr.strip() == "flygblad: subs.csv: line 4: 'not-an-address' is not a valid address: An email address must have an @-sign."
+    assert (
+        imported.stderr.strip()
+        == "flygblad: subs.csv: line 4: 'not-an-address' is not a valid address: An email address must have an @-sign."
+    )
     assert imported.stdout.strip().startswith("subscribers import: 2 added")
     assert flygblad("collect", cwd=project).returncode == 0
     dry = flygblad("send", "--dry-run", cwd=project)
     assert dry.stdout.strip().endswith("would go to 2 recipients; nothing sent")
     test = flygblad("send", "--test", "me@example.org", cwd=project)
-    assert test.returncode == 0 and test.stdout.startswith("send --test: issue 1 of 'nyhetsbrev' to me@example.org: sent")
+    assert test.returncode == 0 and test.stdout.startswith(
+        "send --test: issue 1 of 'nyhetsbrev' to me@example.org: sent"
+    )
     [test_file] = (project / "outbox").iterdir()
     assert b"Subject: [TEST] Utmanande" in test_file.read_bytes()
     assert json.loads(flygblad("issues", "--json", cwd=project).stdout) == [], "--test freezes nothing"
@@ -168,7 +174,10 @@ def test_subscribers_and_send_with_the_file_sender(project: Path) -> None:
 
     run = flygblad("run", cwd=project)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines()[-1] == "send: issue 1 of 'nyhetsbrev': 2 sent, 0 deferred, 0 bounced, 0 failed, 0 uncertain (done)"
+    assert (
+        run.stdout.splitlines()[-1]
+        == "send: issue 1 of 'nyhetsbrev': 2 sent, 0 deferred, 0 bounced, 0 failed, 0 uncertain (done)"
+    )
     files = sorted(p.name for p in (project / "outbox").iterdir())
     assert len(files) == 2 and all(name.startswith("nyhetsbrev.1.") for name in files)
     assert (project / "var" / "secret").stat().st_mode & 0o777 == 0o600

@@ -53,8 +53,15 @@ class Message:
     data: bytes  # the complete message, CRLF line ends
     subject: str = ""
     from_header: str = ""
-    headers: tuple[tuple[str, str], ...] = ()  # the list headers an API must add itself
+    headers: tuple[tuple[str, str], ...] = ()  # per-recipient headers an API must add itself
+    list_headers: tuple[tuple[str, str], ...] = ()  # the same for every recipient (List-Id)
+    reply_to: str | None = None
     parts: Callable[[], tuple[str, str]] | None = field(default=None, compare=False, repr=False)  # (html, text)
+    # For APIs that personalise one body for many recipients (SendGrid, Mailgun):
+    template: tuple[str, str] | None = field(default=None, compare=False, repr=False)  # (html, text), placeholders in
+    nonce: str = ""  # the placeholders' per-issue part
+    values: tuple[tuple[str, str], ...] = ()  # this recipient's value for each placeholder field
+    name: str | None = None
 
 
 @dataclass(frozen=True)

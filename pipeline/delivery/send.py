@@ -79,14 +79,16 @@ class Outbox:
         self.unsubscribe_base = f"{base}/unsubscribe/"
         domain = mailing_list.from_.rpartition("@")[2].rstrip(">").strip() or "localhost"
         self.domain = domain
-        list_id = f"{mailing_list.title} <{mailing_list.name}.{domain}>"
+        self.list_id = f"{mailing_list.title} <{mailing_list.name}.{domain}>"
+        self.subject = subject_prefix + self.rendered.subject
+        self.shared_template = (self.rendered.html, self.rendered.text)  # one object: APIs batch by it
         self.template = MessageTemplate(
             self.rendered,
             sender=mailing_list.from_,
             reply_to=mailing_list.reply_to,
             date=date,
-            subject=subject_prefix + self.rendered.subject,
-            headers=[("List-Id", list_id), ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")],
+            subject=self.subject,
+            headers=[("List-Id", self.list_id), ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")],
         )
         self.envelope_from = mailing_list.from_.rpartition("<")[2].rstrip(">").strip()
         self.mailto = settings.web.unsubscribe_mailto
@@ -120,15 +122,17 @@ class Outbox:
             to=to,
             message_id=message_id,
             data=data,
-            subject=self.template_subject,
+            subject=self.subject,
             from_header=self.list.from_,
             headers=(list_unsubscribe, ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")),
+            list_headers=(("List-Id", self.list_id),),
+            reply_to=self.list.reply_to,
             parts=lambda: self.rendered.fill(values),
+            template=self.shared_template,
+            nonce=self.rendered.nonce,
+            values=tuple(values.as_dict().items()),
+            name=name,
         )
-
-    @property
-    def template_subject(self) -> str:
-        return self.rendered.subject
 
 
 def _backoff(settings: Settings, attempts: int, retry_after: float | None) -> timedelta:

@@ -1,0 +1,121 @@
+"""The shared base of the HTTP-API senders (django-anymail's ``base_requests``).
+
+It owns what every provider has in common: the ``requests.Session`` (reused
+for every batch), the API key from the environment, timeouts, and turning the
+HTTP outcome into per-recipient results: a timeout, a dropped connection, 5xx,
+429 and 503 (with their Retry-After) are ``deferred``; 401/403 stop the send (a
+key that is refused will be refused for everyone); any other 4xx fails the
+batch with the provider's own words. A provider fills in only
+:meth:`build_payload`, :meth:`post` and :meth:`parse_result`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+
+from pipeline import __version__
+from pipeline.config import SenderSettings, Settings
+from pipeline.delivery import Message, Sender, SendResult
+from pipeline.errors import ConfigError, DeliveryError
+
+
+def retry_after(response: requests.Response) -> float | None:
+    """Seconds from a Retry-After header (a number or an HTTP date), if any."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def placeholder(nonce: str, field: str) -> str:
+    """The placeholder a rendered issue carries for one recipient field (see pipeline.render)."""
+    return f"%%fb-{nonce}-{field}%%"
+
+
+def retoken(content: str, nonce: str, fields: Sequence[str], replacement: str) -> str:
+    """Replace each placeholder with *replacement* formatted with its field (``%recipient.{field}%``)."""
+    pattern = re.compile(rf"%%fb-{re.escape(nonce)}-({'|'.join(map(re.escape, fields))})%%")
+    return pattern.sub(lambda m: replacement.format(field=m.group(1)), content)
+
+
+class ApiSender(Sender):
+    """Base of the HTTP-API senders."""
+
+    default_base_url = ""
+    max_batch = 500
+
+    def __init__(self, settings: SenderSettings, app: Settings) -> None:
+        super().__init__(settings, app)
+        variable = settings.api_key_env or ""
+        key = os.environ.get(variable, "").strip()
+        if not key:
+            raise ConfigError(
+                f"${variable} is not set (it should hold the {self.name} API key)", key="sender.api_key_env"
+            )
+        self.api_key = key
+        self.base_url = (settings.base_url or self.default_base_url).rstrip("/")
+        if not settings.batch_size:
+            self.batch_size = self.max_batch
+        self.batch_size = min(self.batch_size, self.max_batch)
+        self.session: requests.Session | None = None
+
+    def open(self) -> None:
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = f"flygblad/{__version__}"
+        super().open()
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        super().close()
+
+    # ------------------------------------------------------------ what a provider fills in
+
+    def build_payload(self, messages: Sequence[Message]) -> Any:
+        """The request body for one batch."""
+        raise NotImplementedError
+
+    def post(self, payload: Any) -> requests.Response:
+        """Send the request (the session, the URL and the authentication)."""
+        raise NotImplementedError
+
+    def parse_result(self, messages: Sequence[Message], response: requests.Response) -> list[SendResult]:
+        """Per-recipient results from a 2xx response."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ the loop
+
+    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+        if self.session is None:
+            raise DeliveryError(f"the {self.name} sender was not opened")
+        payload = self.build_payload(messages)
+        try:
+            response = self.post(payload)
+        except requests.Timeout as err:
+            return [SendResult(m, "deferred", reply=f"{self.name} timed out: {err}") for m in messages]
+        except requests.ConnectionError as err:
+            return [SendResult(m, "deferred", reply=f"cannot reach {self.name}: {err}") for m in messages]
+        status = response.status_code
+        if 200 <= status < 300:
+            return self.parse_result(messages, response)
+        words = f"{self.name} answered {status}: {response.text[:300].strip()}"
+        if status in (429, 503) or status >= 500:
+            wait = retry_after(response)
+            return [SendResult(m, "deferred", reply=words, retry_after=wait) for m in messages]
+        if status in (401, 403):
+            self.fatal = f"{self.name} refused the API key ({status})"
+            return [SendResult(m, "deferred", reply=words) for m in messages]
+        return [SendResult(m, "failed", reply=words) for m in messages]

@@ -1,0 +1,80 @@
+"""``kind = "mailgun"``: Mailgun's batch sending, ``POST /v3/{domain}/messages``.
+
+One request carries the issue's HTML and text for up to 1000 recipients, each a
+``to`` field; ``recipient-variables`` hold each recipient's values, which the
+body (``%recipient.field%``, HTML-escaped values under ``field_h``) and the
+List-Unsubscribe header pick up, so every recipient gets a message of their
+own. Mailgun answers with one id for the batch ("Queued. Thank you."); bounces
+arrive later by webhook.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import requests
+
+from pipeline.delivery import Message, SendResult
+from pipeline.delivery.api import ApiSender, retoken
+from pipeline.errors import DeliveryError
+
+
+class MailgunSender(ApiSender):
+    """Sends through Mailgun's messages API with recipient variables."""
+
+    name = "mailgun"
+    default_base_url = "https://api.mailgun.net"
+    max_batch = 1000
+
+    def build_payload(self, messages: Sequence[Message]) -> list[tuple[str, str]]:
+        first = messages[0]
+        if first.template is None:
+            raise DeliveryError("mailgun needs the issue's template to personalise one body for many recipients")
+        if any(m.template is not first.template for m in messages):
+            raise DeliveryError("mailgun: a batch must hold one issue")
+        fields = [field for field, _ in first.values]
+        html = retoken(first.template[0], first.nonce, fields, "%recipient.{field}_h%")
+        text = retoken(first.template[1], first.nonce, fields, "%recipient.{field}%")
+        variables: dict[str, dict[str, str]] = {}
+        form: list[tuple[str, str]] = [
+            ("from", first.from_header),
+            ("subject", first.subject),
+            ("text", text),
+            ("html", html),
+        ]
+        for m in messages:
+            form.append(("to", m.to))
+            values = dict(m.values)
+            values.update({f"{k}_h": html_lib.escape(v, quote=True) for k, v in m.values})
+            values["list_unsubscribe"] = dict(m.headers).get("List-Unsubscribe", "")
+            values["message_id"] = m.message_id
+            variables[m.recipient] = values
+        form.append(("recipient-variables", json.dumps(variables, ensure_ascii=False)))
+        form.append(("h:List-Unsubscribe", "%recipient.list_unsubscribe%"))
+        form.append(("h:List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+        for name, value in first.list_headers:
+            form.append((f"h:{name}", value))
+        if first.reply_to:
+            form.append(("h:Reply-To", first.reply_to))
+        return form
+
+    def post(self, payload: Any) -> requests.Response:
+        assert self.session is not None
+        return self.session.post(
+            f"{self.base_url}/v3/{self.settings.domain}/messages",
+            data=payload,
+            auth=("api", self.api_key),
+            timeout=self.settings.timeout,
+        )
+
+    def parse_result(self, messages: Sequence[Message], response: requests.Response) -> list[SendResult]:
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        provider_id = answer.get("id")
+        words = f"mailgun: {answer.get('message', response.text[:200])}"
+        return [SendResult(m, "sent", provider_id=provider_id, reply=words) for m in messages]

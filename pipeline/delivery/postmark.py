@@ -1,0 +1,76 @@
+"""``kind = "postmark"``: Postmark's batch endpoint, ``POST /email/batch``.
+
+Up to 500 messages a request, each with its own HTML and text, headers and
+message stream; the answer is one result per message, in order: ``ErrorCode``
+0 is accepted, 406 (inactive recipient: it bounced or complained before) is a
+bounce, anything else is a rejection with Postmark's words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import requests
+
+from pipeline.delivery import Message, SendResult
+from pipeline.delivery.api import ApiSender
+
+INACTIVE_RECIPIENT = 406
+
+
+class PostmarkSender(ApiSender):
+    """Sends through Postmark's batch API."""
+
+    name = "postmark"
+    default_base_url = "https://api.postmarkapp.com"
+    max_batch = 500
+
+    def build_payload(self, messages: Sequence[Message]) -> list[dict[str, Any]]:
+        payload = []
+        for m in messages:
+            html, text = m.parts() if m.parts else ("", m.data.decode("utf-8", "replace"))
+            entry: dict[str, Any] = {
+                "From": m.from_header,
+                "To": m.to,
+                "Subject": m.subject,
+                "HtmlBody": html,
+                "TextBody": text,
+                "Headers": [{"Name": k, "Value": v} for k, v in (*m.list_headers, *m.headers)],
+                "MessageStream": self.settings.message_stream,
+                "Metadata": {"flygblad-message-id": m.message_id},
+            }
+            if m.reply_to:
+                entry["ReplyTo"] = m.reply_to
+            payload.append(entry)
+        return payload
+
+    def post(self, payload: Any) -> requests.Response:
+        assert self.session is not None
+        return self.session.post(
+            f"{self.base_url}/email/batch",
+            json=payload,
+            headers={"X-Postmark-Server-Token": self.api_key, "Accept": "application/json"},
+            timeout=self.settings.timeout,
+        )
+
+    def parse_result(self, messages: Sequence[Message], response: requests.Response) -> list[SendResult]:
+        try:
+            answers = response.json()
+        except ValueError:
+            return [
+                SendResult(m, "failed", reply=f"postmark: unreadable answer {response.text[:200]!r}") for m in messages
+            ]
+        if not isinstance(answers, list) or len(answers) != len(messages):
+            return [SendResult(m, "failed", reply="postmark: the answer does not match the batch") for m in messages]
+        results = []
+        for message, answer in zip(messages, answers, strict=True):
+            code = int(answer.get("ErrorCode", -1))
+            words = f"postmark {code}: {answer.get('Message', '')}"
+            if code == 0:
+                results.append(SendResult(message, "sent", provider_id=answer.get("MessageID"), reply=words))
+            elif code == INACTIVE_RECIPIENT:
+                results.append(SendResult(message, "bounced", reply=words))
+            else:
+                results.append(SendResult(message, "rejected", reply=words))
+        return results

@@ -1,0 +1,85 @@
+"""``kind = "sendgrid"``: SendGrid's v3 ``POST /v3/mail/send``, one body for up to 1000 recipients.
+
+The issue's HTML and text go once; each recipient is a personalization with
+its own ``substitutions`` (their greeting and links fill the issue's
+placeholders; the HTML gets HTML-escaped values under their own tokens) and
+headers (their List-Unsubscribe). SendGrid answers 202 with one X-Message-Id
+for the request and no per-recipient verdict at send time: every recipient of
+an accepted request is ``sent``; bounces arrive later by webhook.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+from collections.abc import Sequence
+from email.utils import parseaddr
+from typing import Any
+
+import requests
+
+from pipeline.delivery import Message, SendResult
+from pipeline.delivery.api import ApiSender, placeholder, retoken
+from pipeline.errors import DeliveryError
+
+
+def _address(value: str) -> dict[str, str]:
+    name, email = parseaddr(value)
+    return {"email": email, "name": name} if name else {"email": email}
+
+
+class SendGridSender(ApiSender):
+    """Sends through SendGrid's v3 Mail Send API."""
+
+    name = "sendgrid"
+    default_base_url = "https://api.sendgrid.com"
+    max_batch = 1000
+
+    def build_payload(self, messages: Sequence[Message]) -> dict[str, Any]:
+        first = messages[0]
+        if first.template is None:
+            raise DeliveryError("sendgrid needs the issue's template to personalise one body for many recipients")
+        if any(m.template is not first.template for m in messages):
+            raise DeliveryError("sendgrid: a batch must hold one issue")
+        fields = [field for field, _ in first.values]
+        html = retoken(first.template[0], first.nonce, fields, placeholder(first.nonce, "{field}-h"))
+        text = first.template[1]
+        personalizations = []
+        for m in messages:
+            substitutions = {}
+            for field, value in m.values:
+                substitutions[placeholder(m.nonce, field)] = value
+                substitutions[placeholder(m.nonce, f"{field}-h")] = html_lib.escape(value, quote=True)
+            personalizations.append(
+                {
+                    "to": [{"email": m.recipient, "name": m.name} if m.name else {"email": m.recipient}],
+                    "substitutions": substitutions,
+                    "headers": dict(m.headers),
+                    "custom_args": {"flygblad_message_id": m.message_id},
+                }
+            )
+        payload: dict[str, Any] = {
+            "personalizations": personalizations,
+            "from": _address(first.from_header),
+            "subject": first.subject,
+            "content": [{"type": "text/plain", "value": text}, {"type": "text/html", "value": html}],
+            "headers": dict(first.list_headers),
+        }
+        if first.reply_to:
+            payload["reply_to"] = _address(first.reply_to)
+        return payload
+
+    def post(self, payload: Any) -> requests.Response:
+        assert self.session is not None
+        return self.session.post(
+            f"{self.base_url}/v3/mail/send",
+            json=payload,
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            timeout=self.settings.timeout,
+        )
+
+    def parse_result(self, messages: Sequence[Message], response: requests.Response) -> list[SendResult]:
+        provider_id = response.headers.get("X-Message-Id")
+        return [
+            SendResult(m, "sent", provider_id=provider_id, reply=f"sendgrid {response.status_code} accepted")
+            for m in messages
+        ]

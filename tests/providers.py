@@ -1,0 +1,199 @@
+"""Local stand-ins for the providers' HTTP APIs, speaking their documented shapes.
+
+Each fake checks authentication and the request's structure as the provider
+documents it, applies the provider's personalisation (Postmark: a body per
+message; SendGrid: ``substitutions``; Mailgun: ``%recipient.x%``), and records
+what each recipient would receive. Faults are queued: ``queue(status, headers)``
+makes the next request answer that way.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+API_KEY = "test-api-key-123"
+
+
+@dataclass
+class Received:
+    """What one recipient got."""
+
+    subject: str
+    html: str
+    text: str
+    headers: dict[str, str]
+
+
+@dataclass
+class FakeProvider:
+    server: HTTPServer
+    name: str
+    received: dict[str, list[Received]] = field(default_factory=dict)
+    faults: list[tuple[int, dict[str, str], str]] = field(default_factory=list)
+    inactive: set[str] = field(default_factory=set)
+    requests: int = 0
+
+    def queue(self, status: int, headers: dict[str, str] | None = None, body: str = "") -> None:
+        """Answer the next request with this status instead of handling it."""
+        self.faults.append((status, headers or {}, body))
+
+    def deliver(self, recipient: str, got: Received) -> None:
+        self.received.setdefault(recipient.lower(), []).append(got)
+
+    def sender_block(self) -> dict[str, object]:
+        return {
+            "kind": self.name,
+            "api_key_env": "FLYGBLAD_TEST_API_KEY",
+            "base_url": self.server.url_for("/").rstrip("/"),
+            "timeout": 5,
+            **({"domain": "mg.example.org"} if self.name == "mailgun" else {}),
+        }
+
+    def handle(self, request: Request) -> Response:
+        self.requests += 1
+        if self.faults:
+            status, headers, body = self.faults.pop(0)
+            return Response(body or json.dumps({"Message": "fault"}), status=status, headers=headers)
+        return getattr(self, f"_{self.name}")(request)
+
+    # ------------------------------------------------------------ Postmark
+
+    def _postmark(self, request: Request) -> Response:
+        if request.path != "/email/batch" or request.method != "POST":
+            return Response("not found", 404)
+        if request.headers.get("X-Postmark-Server-Token") != API_KEY:
+            return Response(
+                json.dumps({"ErrorCode": 10, "Message": "No Account or Server API tokens were supplied"}), 401
+            )
+        messages = request.get_json()
+        if not isinstance(messages, list) or not 1 <= len(messages) <= 500:
+            return Response(json.dumps({"ErrorCode": 300, "Message": "Invalid batch"}), 422)
+        answers = []
+        for n, m in enumerate(messages):
+            for key in ("From", "To", "Subject", "MessageStream"):
+                if not m.get(key):
+                    return Response(json.dumps({"ErrorCode": 300, "Message": f"Missing {key}"}), 422)
+            address = re.search(r"<([^>]+)>", m["To"])
+            to = address.group(1) if address else m["To"]
+            if to.lower() in self.inactive:
+                answers.append(
+                    {
+                        "ErrorCode": 406,
+                        "Message": "You tried to send to recipient(s) that have been marked as inactive.",
+                        "To": m["To"],
+                    }
+                )
+                continue
+            headers = {h["Name"]: h["Value"] for h in m.get("Headers", [])}
+            self.deliver(to, Received(m["Subject"], m.get("HtmlBody", ""), m.get("TextBody", ""), headers))
+            answers.append(
+                {
+                    "ErrorCode": 0,
+                    "Message": "OK",
+                    "MessageID": f"pm-{self.requests}-{n}",
+                    "To": m["To"],
+                    "SubmittedAt": "2026-11-24T10:00:00Z",
+                }
+            )
+        return Response(json.dumps(answers), 200, content_type="application/json")
+
+    # ------------------------------------------------------------ SendGrid
+
+    def _sendgrid(self, request: Request) -> Response:
+        if request.path != "/v3/mail/send" or request.method != "POST":
+            return Response("not found", 404)
+        if request.headers.get("Authorization") != f"Bearer {API_KEY}":
+            return Response(
+                json.dumps(
+                    {"errors": [{"message": "The provided authorization grant is invalid, expired, or revoked"}]}
+                ),
+                401,
+            )
+        body: dict[str, Any] = request.get_json()
+        personalizations = body.get("personalizations", [])
+        if not 1 <= len(personalizations) <= 1000:
+            return Response(
+                json.dumps(
+                    {
+                        "errors": [
+                            {"message": "You must have at least one personalization.", "field": "personalizations"}
+                        ]
+                    }
+                ),
+                400,
+            )
+        if not body.get("from", {}).get("email") or not body.get("subject") or not body.get("content"):
+            return Response(json.dumps({"errors": [{"message": "missing from, subject or content"}]}), 400)
+        content = {c["type"]: c["value"] for c in body["content"]}
+        seen = set()
+        for p in personalizations:
+            [to] = p["to"]
+            if to["email"].lower() in seen:
+                return Response(
+                    json.dumps(
+                        {
+                            "errors": [
+                                {
+                                    "message": "Each unique email address in the personalizations array should only be included once."
+                                }
+                            ]
+                        }
+                    ),
+                    400,
+                )
+            seen.add(to["email"].lower())
+            html, text = content.get("text/html", ""), content.get("text/plain", "")
+            for token, value in p.get("substitutions", {}).items():
+                html, text = html.replace(token, value), text.replace(token, value)
+            headers = {**body.get("headers", {}), **p.get("headers", {})}
+            self.deliver(to["email"], Received(body["subject"], html, text, headers))
+        return Response("", 202, headers={"X-Message-Id": f"sg-{self.requests}"})
+
+    # ------------------------------------------------------------ Mailgun
+
+    def _mailgun(self, request: Request) -> Response:
+        if request.path != "/v3/mg.example.org/messages" or request.method != "POST":
+            return Response(json.dumps({"message": "not found"}), 404)
+        expected = "Basic " + base64.b64encode(f"api:{API_KEY}".encode()).decode()
+        if request.headers.get("Authorization") != expected:
+            return Response("Forbidden", 401)
+        form = request.form
+        recipients = form.getlist("to")
+        if not 1 <= len(recipients) <= 1000:
+            return Response(json.dumps({"message": "'to' parameter is missing"}), 400)
+        variables = json.loads(form.get("recipient-variables", "{}"))
+
+        def fill(value: str, values: dict[str, str]) -> str:
+            return re.sub(r"%recipient\.([A-Za-z0-9_]+)%", lambda m: str(values.get(m.group(1), "")), value)
+
+        for to in recipients:
+            address = re.search(r"<([^>]+)>", to)
+            email = address.group(1) if address else to
+            values = variables.get(email)
+            if values is None:
+                return Response(json.dumps({"message": f"recipient-variables has no entry for {email}"}), 400)
+            headers = {k[2:]: fill(v, values) for k, v in form.items(multi=True) if k.startswith("h:")}
+            self.deliver(
+                email,
+                Received(
+                    form["subject"], fill(form.get("html", ""), values), fill(form.get("text", ""), values), headers
+                ),
+            )
+        return Response(
+            json.dumps({"id": f"<mg-{self.requests}@mg.example.org>", "message": "Queued. Thank you."}),
+            200,
+            content_type="application/json",
+        )
+
+
+def fake(server: HTTPServer, name: str) -> FakeProvider:
+    provider = FakeProvider(server, name)
+    server.expect_request(re.compile(".*")).respond_with_handler(provider.handle)
+    return provider

@@ -1,0 +1,178 @@
+"""One suite that every sender passes: SMTP against a real server, the APIs against local stand-ins.
+
+(Django's BaseEmailBackendTests: the same expectations, whatever carries the mail.)
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from pipeline.config import Settings, load_settings
+from pipeline.delivery import sender_for
+from pipeline.delivery.send import send_issue
+from pipeline.issues import build_issue
+from pipeline.store import Store
+from pipeline.subscribers import ImportReport, candidate
+from pipeline.tokens import Tokens
+from tests.providers import API_KEY, Received, fake
+from tests.smtp_sink import Sink
+
+SECRET = "test-secret-0123456789abcdef"
+API_SENDERS = ["postmark", "sendgrid", "mailgun"]
+
+
+class SmtpProvider:
+    """The SMTP sink behind the same face as the API fakes."""
+
+    name = "smtp"
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    def sender_block(self) -> dict[str, object]:
+        return {
+            "kind": "smtp",
+            "host": "127.0.0.1",
+            "port": self.sink.port,
+            "security": "none",
+            "connections": 2,
+            "timeout": 2,
+        }
+
+    @property
+    def received(self) -> dict[str, list[Received]]:
+        out: dict[str, list[Received]] = {}
+        for message in self.sink.handler.messages():
+            html = message.get_body(("html",)).get_content()
+            text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+            headers = {k: str(v) for k, v in message.items()}
+            to = message["To"].addresses[0].addr_spec.lower()
+            out.setdefault(to, []).append(Received(str(message["Subject"]), html, text, headers))
+        return out
+
+
+def _write_sender(settings: Settings, block: dict[str, object], **extra: object) -> Settings:
+    options = {**block, "retry_base_seconds": 0, "max_retries": 3, **extra}
+    lines = ["[sender]"] + [f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}" for k, v in options.items()]
+    text = re.sub(r"\[sender\][^\[]*", "\n".join(lines) + "\n\n", settings.path.read_text(encoding="utf-8"))
+    settings.path.write_text(text, encoding="utf-8")
+    return load_settings(settings.path)
+
+
+@pytest.fixture(params=["smtp", *API_SENDERS])
+def provider(request, httpserver: HTTPServer, monkeypatch):
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
+    if request.param == "smtp":
+        with Sink() as sink:
+            yield SmtpProvider(sink)
+        return
+    yield fake(httpserver, request.param)
+
+
+def _subscribe(settings: Settings, names: list[str]) -> list[str]:
+    emails = [f"reader{n}@example.org" for n in range(len(names))]
+    with Store.open(settings.storage_url) as store:
+        store.upsert_subscribers(
+            "nyhetsbrev", [candidate(e, n or None) for e, n in zip(emails, names, strict=True)], report=ImportReport()
+        )
+    return emails
+
+
+def _send(settings: Settings, *, real_sleep: bool = False):
+    with Store.open(settings.storage_url) as store:
+        issue = store.issue("nyhetsbrev") or build_issue(settings, store, settings.lists[0])
+        report = send_issue(
+            settings, store, issue, sender_for(settings), sleep=time.sleep if real_sleep else (lambda s: None)
+        )
+        return report, {r.email: r for r in store.outbox_rows(issue.id)}
+
+
+def test_every_recipient_gets_their_own_message(example_settings, provider) -> None:
+    settings = _write_sender(example_settings, provider.sender_block())
+    names = [f"Läsare {n}" for n in range(29)] + ["Bo & Co"]
+    emails = _subscribe(settings, names)
+    report, rows = _send(settings)
+    assert report.finished and report.counts == {"sent": 30}, report
+    received = provider.received
+    assert Counter({e: len(received.get(e, [])) for e in emails}) == Counter({e: 1 for e in emails})
+    tokens = Tokens(SECRET)
+    for email, name in zip(emails, names, strict=True):
+        [got] = received[email]
+        assert got.subject == "Utmanande, lärorikt och inspirerande"
+        unsubscribe = re.fullmatch(
+            r"<(https://www\.produktionslyftet\.example/unsubscribe/(\S+))>", got.headers["List-Unsubscribe"]
+        )
+        assert unsubscribe, got.headers
+        assert tokens.read_unsubscribe(unsubscribe.group(2)) == (rows[email].subscriber_id, "nyhetsbrev")
+        assert got.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert got.headers["List-Id"] == "Produktionslyftets nyhetsbrev <nyhetsbrev.produktionslyftet.example>"
+        assert unsubscribe.group(1) in got.html and unsubscribe.group(1) in got.text
+        assert f"Hej {name}!" in got.text
+        assert f"Hej {name.replace('&', '&amp;')}!" in got.html
+        assert "%%fb-" not in got.html + got.text and "%recipient." not in got.html + got.text
+        assert rows[email].status == "sent"
+
+
+TEMPORARY = {
+    "smtp": lambda p, emails: p.sink.handler.rule(emails[0], "451"),
+    "postmark": lambda p, emails: p.queue(429, {"Retry-After": "1"}),
+    "sendgrid": lambda p, emails: p.queue(503, {"Retry-After": "1"}),
+    "mailgun": lambda p, emails: p.queue(500),
+}
+
+
+def test_a_temporary_failure_is_deferred_then_delivered(example_settings, provider) -> None:
+    settings = _write_sender(example_settings, provider.sender_block())
+    emails = _subscribe(settings, [f"L {n}" for n in range(5)])
+    TEMPORARY[provider.name](provider, emails)
+    started = time.monotonic()
+    report, rows = _send(settings, real_sleep=True)
+    assert report.finished and report.counts == {"sent": 5}
+    assert rows[emails[0]].attempts == 2, "the first try was deferred, the retry delivered"
+    assert all(len(provider.received[e]) == 1 for e in emails)
+    if provider.name in ("postmark", "sendgrid"):
+        assert time.monotonic() - started >= 0.9, "Retry-After was honoured"
+
+
+@pytest.mark.parametrize("kind", API_SENDERS)
+def test_a_refused_api_key_stops_the_send(example_settings, httpserver, monkeypatch, kind: str) -> None:
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", "wrong-key")
+    provider = fake(httpserver, kind)
+    settings = _write_sender(example_settings, provider.sender_block())
+    _subscribe(settings, ["A", "B"])
+    report, rows = _send(settings)
+    assert report.paused == f"stopped: {kind} refused the API key (401)"
+    assert {r.status for r in rows.values()} == {"deferred"}, "nobody was marked sent or failed"
+    assert provider.requests == 1, "one refusal is enough"
+
+
+def test_postmark_inactive_recipient_bounces(example_settings, httpserver, monkeypatch) -> None:
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
+    provider = fake(httpserver, "postmark")
+    settings = _write_sender(example_settings, provider.sender_block())
+    emails = _subscribe(settings, ["A", "B", "C"])
+    provider.inactive.add(emails[1])
+    report, rows = _send(settings)
+    assert report.counts == {"sent": 2, "bounced": 1}
+    assert rows[emails[1]].last_reply.startswith("postmark 406")
+    with Store.open(settings.storage_url) as store:
+        assert store.subscriber("nyhetsbrev", emails[1]).status == "bounced"
+
+
+def test_batches_respect_the_provider_limit(example_settings, httpserver, monkeypatch) -> None:
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
+    provider = fake(httpserver, "sendgrid")
+    settings = _write_sender(example_settings, provider.sender_block(), batch_size=7)
+    _subscribe(settings, [f"L{n}" for n in range(20)])
+    report, _ = _send(settings)
+    assert report.counts == {"sent": 20}
+    assert provider.requests == 3, "20 recipients in batches of 7"
