@@ -353,6 +353,36 @@ class SenderSettings(_Table):
         return self.port or {"ssl": 465, "starttls": 587, "none": 25}[self.security]
 
 
+DKIM_HEADERS = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "List-Id",
+    "Reply-To",
+    "MIME-Version",
+    "Content-Type",
+)
+
+
+class DkimSettings(_Table):
+    """``[dkim]``: sign every message (SMTP and file senders) with DKIM (RFC 6376)."""
+
+    domain: str = Field(min_length=3)
+    selector: str = Field(min_length=1)
+    private_key_path: str
+
+    @field_validator("domain", "selector")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$", value):
+            raise ValueError(f"must be a DNS name, got {value!r}")
+        return value
+
+
 class Settings(_Table):
     """The whole, validated configuration. Read-only once loaded."""
 
@@ -368,6 +398,7 @@ class Settings(_Table):
     render: RenderSettings = RenderSettings()
     web: WebSettings = WebSettings()
     sender: SenderSettings = SenderSettings()
+    dkim: DkimSettings | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, arbitrary_types_allowed=True)
 
@@ -495,6 +526,7 @@ def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict
             ("web", WebSettings),
             ("organisation", OrganisationSettings),
             ("sender", SenderSettings),
+            ("dkim", DkimSettings),
         )
     }
     for table, model in tables.items():

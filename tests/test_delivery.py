@@ -226,3 +226,38 @@ def test_sigkill_mid_send_then_resume(mail, sink, kill_after: int) -> None:
     assert set(counts) == set(emails), "--resend-uncertain completes the list"
     assert all(n == 1 for e, n in counts.items() if e not in uncertain)
     assert all(n <= 2 for n in counts.values())
+
+
+# ---------------------------------------------------------------- DKIM
+
+
+def test_dkim_signature_verifies(mail, sink, tmp_path) -> None:
+    import base64
+
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (mail.base_dir / "dkim.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    config = mail.path
+    config.write_text(config.read_text(encoding="utf-8") + '\n[dkim]\ndomain = "produktionslyftet.example"\n'
+                      'selector = "fb2026"\nprivate_key_path = "dkim.pem"\n', encoding="utf-8")
+    settings = load_settings(config)
+    _subscribe(settings, 3)
+    report, _ = _send(settings)
+    assert report.counts == {"sent": 3}
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"fb2026._domainkey.produktionslyftet.example."
+        return b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+    for _, data in sink.handler.accepted:
+        assert data.startswith(b"DKIM-Signature: ")
+        signed = re.search(rb"h=([^;]+);", data.replace(b"\r\n", b"")).group(1).replace(b" ", b"").lower().split(b":")
+        assert {b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe", b"list-unsubscribe-post"} <= set(signed)
+        assert dkim.verify(data, dnsfunc=dns)
+        tampered = data.replace(b"Subject: Utmanande", b"Subject: Utmanade", 1)
+        assert not dkim.verify(tampered, dnsfunc=dns)
