@@ -85,6 +85,8 @@ class Sender:
 
     name = "base"
     batch_size = 1
+    #: How many threads may call :meth:`send` at once (each SMTP connection is one).
+    concurrency = 1
 
     def __init__(self, settings: SenderSettings, app: Settings) -> None:
         self.settings = settings

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -33,8 +35,9 @@ from pipeline.config import DKIM_HEADERS, ListSettings, Settings
 from pipeline.delivery import Message, Sender, SendResult
 from pipeline.errors import ConfigError, DeliveryError
 from pipeline.issues import rendered_of
-from pipeline.render import RecipientValues, greeting
+from pipeline.render import RecipientValues
 from pipeline.render.mime import MessageTemplate, mailbox
+from pipeline.render.templates import strings
 from pipeline.store import Issue, LedgerUpdate, OutboxRow, Store
 from pipeline.tokens import Tokens, load_secret
 
@@ -76,6 +79,7 @@ class Outbox:
         self.issue = issue
         self.rendered = rendered_of(issue)
         self.tokens = Tokens(load_secret(settings))
+        self.strings = strings(settings.templates_dir, self.rendered.language)
         base = settings.web_base_url
         self.view_url = f"{base}/archive/{mailing_list.name}/{issue.number}"
         self.unsubscribe_base = f"{base}/unsubscribe/"
@@ -137,7 +141,7 @@ class Outbox:
         """One subscriber's message."""
         unsubscribe_url = self.unsubscribe_base + self.tokens.unsubscribe(subscriber_id, self.list.name)
         values = RecipientValues(
-            greeting=greeting(self.settings, self.rendered.language, name),
+            greeting=self.strings["greeting_named"].format(name=name) if name else self.strings["greeting"],
             name=name or "",
             email=email,
             view_url=self.view_url,
@@ -192,6 +196,36 @@ def _outcome(settings: Settings, row: OutboxRow, result: SendResult, now: dateti
     return LedgerUpdate(row.subscriber_id, status, result.message.message_id, result.provider_id, reply, next_attempt)
 
 
+@dataclass
+class _LoopState:
+    """What the send workers share: progress, the failure streak, and whether to stop."""
+
+    done: int = 0
+    failures_in_row: int = 0
+    paused: str | None = None
+    stop: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(
+        self, outcomes: list[LedgerUpdate], settings: Settings, sender: Sender, total: int, progress: Progress | None
+    ) -> None:
+        with self.lock:
+            for o in outcomes:
+                self.failures_in_row = 0 if o.status in ("sent", "bounced") else self.failures_in_row + 1
+            self.done += sum(1 for o in outcomes if o.status in FINAL)
+            if progress:
+                progress(self.done, total)
+            if sender.fatal and not self.stop:
+                self.paused, self.stop = f"stopped: {sender.fatal}", True
+            elif self.failures_in_row >= settings.sender.max_consecutive_failures and not self.stop:
+                self.paused = (
+                    f"paused after {self.failures_in_row} failures in a row (last: {outcomes[-1].reply}); "
+                    "run send again to resume"
+                )
+                self.stop = True
+            return self.stop
+
+
 def send_issue(
     settings: Settings,
     store: Store,
@@ -214,18 +248,21 @@ def send_issue(
     if resend_uncertain:
         store.requeue_uncertain(issue.id, now=clock())
     outbox = Outbox(settings, mailing_list, issue, date=clock())
-    total = sum(store.outbox_counts(issue.id).values())
-    done = sum(v for k, v in store.outbox_counts(issue.id).items() if k in FINAL)
-    failures_in_row = 0
+    counts = store.outbox_counts(issue.id)
+    total = sum(counts.values())
+    state = _LoopState(done=sum(v for k, v in counts.items() if k in FINAL))
     interval = 1.0 / settings.sender.rate_per_second if settings.sender.rate_per_second else 0.0
-    with sender:
-        while True:
-            rows = store.claim(issue.id, sender.batch_size, now=clock())
+    workers = max(1, getattr(sender, "concurrency", 1))
+
+    def work(worker: str) -> None:
+        rows = store.claim(issue.id, sender.batch_size, now=clock(), worker=worker)
+        while not state.stop:
             if not rows:
                 due = store.next_due(issue.id)
                 if due is None or not wait:
-                    break
-                sleep(max(0.0, min((due - clock()).total_seconds(), 300.0)))
+                    return
+                sleep(max(0.05, min((due - clock()).total_seconds(), 300.0)))
+                rows = store.claim(issue.id, sender.batch_size, now=clock(), worker=worker)
                 continue
             started = time.monotonic()
             messages = [outbox.message(r.subscriber_id, r.email, r.name) for r in rows]
@@ -240,28 +277,25 @@ def send_issue(
             by_key = {r.subscriber_id: r for r in rows}
             now = clock()
             outcomes = [_outcome(settings, by_key[res.message.key[1]], res, now) for res in results]
-            store.record(issue.id, outcomes, now=now)
-            for o in outcomes:
-                if o.status in ("sent", "bounced"):
-                    failures_in_row = 0
-                else:
-                    failures_in_row += 1
-            done += sum(1 for o in outcomes if o.status in FINAL)
-            if progress:
-                progress(done, total)
-            if sender.fatal:
-                report.paused = f"stopped: {sender.fatal}"
-                break
-            if failures_in_row >= settings.sender.max_consecutive_failures:
-                last = outcomes[-1].reply
-                report.paused = (
-                    f"paused after {failures_in_row} failures in a row (last: {last}); run send again to resume"
-                )
-                break
+            stopping = state.count(outcomes, settings, sender, total, progress)
+            # The outcomes and the next claim: one commit per message (none claimed when stopping).
+            rows = store.record_and_claim(
+                issue.id, outcomes, 0 if stopping else sender.batch_size, now=now, worker=worker
+            )
             if interval:
-                remaining = interval * len(messages) - (time.monotonic() - started)
+                remaining = interval * len(messages) * workers - (time.monotonic() - started)
                 if remaining > 0:
                     sleep(remaining)
+        store.release(issue.id, [r.subscriber_id for r in rows])  # claimed, never sent: back to pending
+
+    with sender:
+        if workers == 1:
+            work("main")
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send") as pool:
+                for future in [pool.submit(work, f"worker-{n}") for n in range(workers)]:
+                    future.result()
+    report.paused = state.paused
     report.finished = report.paused is None and store.finish_issue(issue.id)
     report.counts = store.outbox_counts(issue.id)
     report.uncertain = [r.email for r in store.outbox_rows(issue.id, "uncertain")]

@@ -1,8 +1,11 @@
 """``kind = "smtp"``: any SMTP server, over several reused connections.
 
-Each connection is a thread with its own ``smtplib`` session, opened once and
-reused for every message (reconnecting after a drop). A batch is split across
-the connections. Replies map to outcomes per recipient:
+The send loop runs ``connections`` workers; each calls :meth:`SmtpSender.send`
+from its own thread, which has its own ``smtplib`` session, opened once and
+reused for every message (reconnecting after a drop). A worker claims one
+message at a time, so at most ``connections`` messages are ever in flight, and
+its ledger writes overlap the other workers' network time. Replies map to
+outcomes per recipient:
 
 * 2xx: ``sent`` (the server's reply, often with its queue id, is kept);
 * 4xx, a dropped connection or a timeout: ``deferred`` (retried later);
@@ -18,7 +21,6 @@ import smtplib
 import ssl
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from pipeline.delivery import Message, Sender, SendResult
 from pipeline.errors import ConfigError, DeliveryError
@@ -56,14 +58,7 @@ class _Connection:
             try:
                 if self.smtp is None:
                     self.smtp = self._connect()
-                options = ["SMTPUTF8"] if not message.recipient.isascii() else []
-                if "8bitmime" in self.smtp.esmtp_features:
-                    options.append("BODY=8BITMIME")
-                refused = self.smtp.sendmail(message.sender, [message.recipient], message.data, mail_options=options)
-                if refused:
-                    code, text = refused[message.recipient]
-                    return self._refused(message, code, text)
-                return SendResult(message, "sent", reply="250 accepted")
+                return self._transaction(self.smtp, message)
             except smtplib.SMTPRecipientsRefused as err:
                 code, text = err.recipients[message.recipient]
                 return self._refused(message, code, text)
@@ -92,6 +87,42 @@ class _Connection:
                 self.reset()
                 return SendResult(message, "deferred", reply=f"{type(err).__name__}: {err}")
         return SendResult(message, "deferred", reply="connection lost")
+
+    def _transaction(self, smtp: smtplib.SMTP, message: Message) -> SendResult:
+        """MAIL, RCPT, DATA for one message, raising smtplib's exceptions as ``sendmail`` does.
+
+        Messages from :mod:`pipeline.render.mime` are SMTP-transparent (no line
+        starts with a dot), so their bytes go out as they are, without the
+        per-message dot-stuffing pass ``sendmail`` makes; anything else is quoted.
+        """
+        options = ["SMTPUTF8"] if not message.recipient.isascii() else []
+        if "8bitmime" in smtp.esmtp_features:
+            options.append("BODY=8BITMIME")
+        code, reply = smtp.mail(message.sender, options)
+        if code != 250:
+            if code == 421:
+                self.reset()
+            raise smtplib.SMTPSenderRefused(code, reply, message.sender)
+        code, reply = smtp.rcpt(message.recipient)
+        if code not in (250, 251):
+            if code == 421:
+                self.reset()
+                raise smtplib.SMTPServerDisconnected(_reply(code, reply))
+            raise smtplib.SMTPRecipientsRefused({message.recipient: (code, reply)})
+        data = message.data
+        if data.startswith(b".") or b"\r\n." in data:
+            data = smtplib.quotedata(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+        if not data.endswith(b"\r\n"):
+            data += b"\r\n"
+        smtp.putcmd("data")
+        code, reply = smtp.getreply()
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        smtp.send(data + b".\r\n")
+        code, reply = smtp.getreply()
+        if code != 250:
+            raise smtplib.SMTPDataError(code, reply)
+        return SendResult(message, "sent", reply=_reply(code, reply))
 
     def _refused(self, message: Message, code: int, text: bytes | str) -> SendResult:
         self._rset()
@@ -136,17 +167,12 @@ class SmtpSender(Sender):
                 raise ConfigError(
                     f"${settings.password_env} is not set (it should hold the SMTP password)", key="sender.password_env"
                 )
-        self.connections = settings.connections
+        self.concurrency = settings.connections
         if not settings.batch_size:
-            self.batch_size = settings.connections * 8
-        self._pool: ThreadPoolExecutor | None = None
+            self.batch_size = 1  # one message in flight per connection: the most a crash can leave uncertain
         self._local = threading.local()
         self._all: list[_Connection] = []
         self._lock = threading.Lock()
-
-    def open(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=self.connections, thread_name_prefix="smtp")
-        super().open()
 
     def _connection(self) -> _Connection:
         connection = getattr(self._local, "connection", None)
@@ -157,26 +183,17 @@ class SmtpSender(Sender):
                 self._all.append(connection)
         return connection
 
-    def _send_share(self, messages: Sequence[Message]) -> list[SendResult]:
+    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+        """Send on the calling thread's own connection (made on first use, then reused)."""
+        if not self._opened:
+            raise DeliveryError("the SMTP sender was not opened")
         connection = self._connection()
         return [connection.send(m) for m in messages]
 
-    def send(self, messages: Sequence[Message]) -> list[SendResult]:
-        if self._pool is None:
-            raise DeliveryError("the SMTP sender was not opened")
-        shares = [list(messages[i :: self.connections]) for i in range(self.connections)]
-        futures = [self._pool.submit(self._send_share, share) for share in shares if share]
-        by_id: dict[str, SendResult] = {}
-        for future in futures:
-            for result in future.result():
-                by_id[result.message.message_id] = result
-        return [by_id[m.message_id] for m in messages]
-
     def close(self) -> None:
-        if self._pool is not None:
+        with self._lock:
             for connection in self._all:
                 connection.quit()
-            self._pool.shutdown(wait=True)
-            self._pool = None
-        self._all.clear()
+            self._all.clear()
+        self._local = threading.local()
         super().close()

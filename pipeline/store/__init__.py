@@ -8,8 +8,10 @@ when a store is opened, so a new database and an old one end up the same.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -19,7 +21,19 @@ from typing import Any, Literal
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, and_, create_engine, event, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -42,6 +56,36 @@ _OUTBOX_FIELDS = (
     "message_id",
     "last_reply",
     "next_attempt",
+)
+
+
+def _record_params(issue_id: int, o: LedgerUpdate, now: datetime) -> dict[str, Any]:
+    return {
+        "b_issue": issue_id,
+        "b_subscriber": o.subscriber_id,
+        "status": o.status,
+        "message_id": o.message_id,
+        "provider_id": o.provider_id,
+        "last_reply": o.reply[:1000],
+        "next_attempt": o.next_attempt,
+        "sent_at": now if o.status == "sent" else None,
+        "changed": now,
+    }
+
+
+#: One prepared UPDATE for every outcome of a batch (executemany).
+_RECORD = (
+    update(outbox)
+    .where(outbox.c.issue_id == bindparam("b_issue"), outbox.c.subscriber_id == bindparam("b_subscriber"))
+    .values(
+        status=bindparam("status"),
+        message_id=bindparam("message_id"),
+        provider_id=bindparam("provider_id"),
+        last_reply=bindparam("last_reply"),
+        next_attempt=bindparam("next_attempt"),
+        sent_at=func.coalesce(bindparam("sent_at", type_=UTCDateTime()), outbox.c.sent_at),
+        changed=bindparam("changed"),
+    )
 )
 _SUBSCRIBER_FIELDS = ("id", "list", "email", "name", "language", "status", "created", "changed")
 _ISSUE_FIELDS = (
@@ -128,6 +172,9 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers (the web side, a second command) work while a collect writes.
     cursor.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode NORMAL keeps the database consistent through a crash of the process (what
+    # the outbox ledger guards against); only a power cut can lose the last commits.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
@@ -138,6 +185,9 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # SQLite has one writer at a time and its busy handler sleeps in steps of
+        # milliseconds: threads of this process take turns here instead.
+        self._writing = threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> Store:
@@ -518,64 +568,85 @@ class Store:
         return int(done.rowcount or 0)
 
     def claim(self, issue_id: int, limit: int, now: datetime | None = None, worker: str = "") -> list[OutboxRow]:
-        """Take up to *limit* rows that are due (pending, or deferred and due) and mark them ``sending``.
+        """Take up to *limit* rows that are due (pending, else deferred and due) and mark them ``sending``.
 
-        The claim is committed before anything is sent: if the process dies
-        after this, the rows are found ``sending`` and become ``uncertain``,
-        never silently pending (which could mail twice) or sent (which could skip).
+        Committed before anything is sent: if the process dies after this, the
+        rows are found ``sending`` and become ``uncertain``, never silently
+        pending (which could mail twice) or sent (which could skip).
+        """
+        return self.record_and_claim(issue_id, (), limit, now=now, worker=worker)
+
+    def record(self, issue_id: int, outcomes: Sequence[LedgerUpdate], now: datetime | None = None) -> None:
+        """Write what happened to claimed rows; a bounce also suppresses the subscriber. One transaction."""
+        if outcomes:
+            self.record_and_claim(issue_id, outcomes, 0, now=now)
+
+    def record_and_claim(
+        self,
+        issue_id: int,
+        outcomes: Sequence[LedgerUpdate],
+        limit: int,
+        *,
+        now: datetime | None = None,
+        worker: str = "",
+    ) -> list[OutboxRow]:
+        """Record *outcomes*, then claim up to *limit* due rows, in one transaction.
+
+        A sending worker does this once per message: the outcome of the message
+        it just sent and the claim of the next one cost a single commit. Each
+        claim is one UPDATE … RETURNING over a sub-select that walks the
+        (issue, status, subscriber) index; on PostgreSQL the sub-select skips
+        rows another worker has locked.
         """
         now = now or _now()
-        due = or_(outbox.c.status == "pending", and_(outbox.c.status == "deferred", outbox.c.next_attempt <= now))
-        query = (
+        with self._writing, self.engine.begin() as connection:
+            if outcomes:
+                connection.execute(_RECORD, [_record_params(issue_id, o, now) for o in outcomes])
+                bounced = [o.subscriber_id for o in outcomes if o.status == "bounced"]
+                if bounced:
+                    connection.execute(
+                        update(subscribers).where(subscribers.c.id.in_(bounced)).values(status="bounced", changed=now)
+                    )
+            if limit <= 0:
+                return []
+            rows = connection.execute(
+                self._claim_statement(issue_id, outbox.c.status == "pending", limit, now, worker)
+            ).all()
+            if not rows:
+                due = and_(outbox.c.status == "deferred", outbox.c.next_attempt <= now)
+                rows = connection.execute(self._claim_statement(issue_id, due, limit, now, worker)).all()
+        return sorted((OutboxRow(*row) for row in rows), key=lambda r: r.subscriber_id)
+
+    def _claim_statement(self, issue_id: int, condition: Any, limit: int, now: datetime, worker: str) -> Any:
+        chosen = (
             select(outbox.c.subscriber_id)
-            .where(outbox.c.issue_id == issue_id, due)
+            .where(outbox.c.issue_id == issue_id, condition)
             .order_by(outbox.c.subscriber_id)
             .limit(limit)
         )
         if self.engine.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        with self.engine.begin() as connection:
-            ids = list(connection.execute(query).scalars())
-            if not ids:
-                return []
+            chosen = chosen.with_for_update(skip_locked=True)
+        return (
+            update(outbox)
+            .where(outbox.c.issue_id == issue_id, outbox.c.subscriber_id.in_(chosen.scalar_subquery()))
+            .values(status="sending", claimed_at=now, worker=worker, attempts=outbox.c.attempts + 1, changed=now)
+            .returning(*(outbox.c[k] for k in _OUTBOX_FIELDS))
+        )
+
+    def release(self, issue_id: int, subscriber_ids: Sequence[int], now: datetime | None = None) -> None:
+        """Give back claimed rows that were never handed to the sender (a send that stopped)."""
+        if not subscriber_ids:
+            return
+        with self._writing, self.engine.begin() as connection:
             connection.execute(
                 update(outbox)
-                .where(outbox.c.issue_id == issue_id, outbox.c.subscriber_id.in_(ids))
-                .values(status="sending", claimed_at=now, worker=worker, attempts=outbox.c.attempts + 1, changed=now)
-            )
-            rows = connection.execute(
-                select(outbox)
-                .where(outbox.c.issue_id == issue_id, outbox.c.subscriber_id.in_(ids))
-                .order_by(outbox.c.subscriber_id)
-            ).all()
-        return [OutboxRow(**{k: r._mapping[k] for k in _OUTBOX_FIELDS}) for r in rows]
-
-    def record(self, issue_id: int, outcomes: Sequence[LedgerUpdate], now: datetime | None = None) -> None:
-        """Write what happened to claimed rows; a bounce also suppresses the subscriber. One transaction."""
-        now = now or _now()
-        with self.engine.begin() as connection:
-            for o in outcomes:
-                values: dict[str, Any] = {
-                    "status": o.status,
-                    "message_id": o.message_id,
-                    "provider_id": o.provider_id,
-                    "last_reply": o.reply[:1000],
-                    "next_attempt": o.next_attempt,
-                    "changed": now,
-                }
-                if o.status == "sent":
-                    values["sent_at"] = now
-                connection.execute(
-                    update(outbox)
-                    .where(outbox.c.issue_id == issue_id, outbox.c.subscriber_id == o.subscriber_id)
-                    .values(**values)
+                .where(
+                    outbox.c.issue_id == issue_id,
+                    outbox.c.subscriber_id.in_(list(subscriber_ids)),
+                    outbox.c.status == "sending",
                 )
-                if o.status == "bounced":
-                    connection.execute(
-                        update(subscribers)
-                        .where(subscribers.c.id == o.subscriber_id)
-                        .values(status="bounced", changed=now)
-                    )
+                .values(status="pending", attempts=outbox.c.attempts - 1, changed=now or _now())
+            )
 
     def next_due(self, issue_id: int) -> datetime | None:
         """When the earliest deferred row of an issue is due again."""
