@@ -36,6 +36,15 @@ class SinkHandler:
     refused: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stall_seconds: float = 5.0
+    pipelining: bool = True  # advertise RFC 2920 PIPELINING (aiosmtpd reads pipelined commands in order)
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
 
     def rule(self, recipient: str, *answers: str) -> None:
         """Answer *recipient* with these rules in turn (then accept)."""
@@ -82,8 +91,8 @@ class SinkHandler:
 class Sink:
     """A running SMTP sink: ``with Sink() as sink: ... sink.port``."""
 
-    def __init__(self) -> None:
-        self.handler = SinkHandler()
+    def __init__(self, pipelining: bool = True) -> None:
+        self.handler = SinkHandler(pipelining=pipelining)
         self.port = free_port()
         self.controller = Controller(
             self.handler, hostname="127.0.0.1", port=self.port, decode_data=False, data_size_limit=10_000_000

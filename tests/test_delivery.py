@@ -25,9 +25,9 @@ from tests.smtp_sink import Sink
 SECRET = "test-secret-0123456789abcdef"
 
 
-@pytest.fixture
-def sink():
-    with Sink() as running:
+@pytest.fixture(params=["pipelining", "one-command-at-a-time"])
+def sink(request):
+    with Sink(pipelining=request.param == "pipelining") as running:
         yield running
 
 
@@ -239,12 +239,18 @@ def test_dkim_signature_verifies(mail, sink, tmp_path) -> None:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    (mail.base_dir / "dkim.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+    (mail.base_dir / "dkim.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
     public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     config = mail.path
-    config.write_text(config.read_text(encoding="utf-8") + '\n[dkim]\ndomain = "produktionslyftet.example"\n'
-                      'selector = "fb2026"\nprivate_key_path = "dkim.pem"\n', encoding="utf-8")
+    config.write_text(
+        config.read_text(encoding="utf-8") + '\n[dkim]\ndomain = "produktionslyftet.example"\n'
+        'selector = "fb2026"\nprivate_key_path = "dkim.pem"\n',
+        encoding="utf-8",
+    )
     settings = load_settings(config)
     _subscribe(settings, 3)
     report, _ = _send(settings)
@@ -257,7 +263,15 @@ def test_dkim_signature_verifies(mail, sink, tmp_path) -> None:
     for _, data in sink.handler.accepted:
         assert data.startswith(b"DKIM-Signature: ")
         signed = re.search(rb"h=([^;]+);", data.replace(b"\r\n", b"")).group(1).replace(b" ", b"").lower().split(b":")
-        assert {b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe", b"list-unsubscribe-post"} <= set(signed)
+        assert {
+            b"from",
+            b"to",
+            b"subject",
+            b"date",
+            b"message-id",
+            b"list-unsubscribe",
+            b"list-unsubscribe-post",
+        } <= set(signed)
         assert dkim.verify(data, dnsfunc=dns)
         tampered = data.replace(b"Subject: Utmanande", b"Subject: Utmanade", 1)
         assert not dkim.verify(tampered, dnsfunc=dns)

@@ -98,6 +98,25 @@ class _Connection:
         options = ["SMTPUTF8"] if not message.recipient.isascii() else []
         if "8bitmime" in smtp.esmtp_features:
             options.append("BODY=8BITMIME")
+        if "pipelining" in smtp.esmtp_features:
+            # RFC 2920: MAIL, RCPT and DATA in one write, their three replies read after.
+            mail = f"MAIL FROM:{smtplib.quoteaddr(message.sender)}{''.join(' ' + o for o in options)}\r\n"
+            rcpt = f"RCPT TO:{smtplib.quoteaddr(message.recipient)}\r\n"
+            smtp.send((mail + rcpt + "DATA\r\n").encode("utf-8"))
+            replies = [smtp.getreply() for _ in range(3)]
+            (mail_code, mail_reply), (rcpt_code, rcpt_reply), (data_code, data_reply) = replies
+            if data_code == 354 and (mail_code != 250 or rcpt_code not in (250, 251)):
+                smtp.send(b".\r\n")  # the server took DATA although MAIL or RCPT failed: end it empty
+                smtp.getreply()
+            if mail_code != 250:
+                raise smtplib.SMTPSenderRefused(mail_code, mail_reply, message.sender)
+            if rcpt_code not in (250, 251):
+                if rcpt_code == 421:
+                    raise smtplib.SMTPServerDisconnected(_reply(rcpt_code, rcpt_reply))
+                raise smtplib.SMTPRecipientsRefused({message.recipient: (rcpt_code, rcpt_reply)})
+            if data_code != 354:
+                raise smtplib.SMTPDataError(data_code, data_reply)
+            return self._data(smtp, message)
         code, reply = smtp.mail(message.sender, options)
         if code != 250:
             if code == 421:
@@ -109,15 +128,19 @@ class _Connection:
                 self.reset()
                 raise smtplib.SMTPServerDisconnected(_reply(code, reply))
             raise smtplib.SMTPRecipientsRefused({message.recipient: (code, reply)})
+        smtp.putcmd("data")
+        code, reply = smtp.getreply()
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        return self._data(smtp, message)
+
+    def _data(self, smtp: smtplib.SMTP, message: Message) -> SendResult:
+        """The message itself, after a 354; its final reply."""
         data = message.data
         if data.startswith(b".") or b"\r\n." in data:
             data = smtplib.quotedata(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
         if not data.endswith(b"\r\n"):
             data += b"\r\n"
-        smtp.putcmd("data")
-        code, reply = smtp.getreply()
-        if code != 354:
-            raise smtplib.SMTPDataError(code, reply)
         smtp.send(data + b".\r\n")
         code, reply = smtp.getreply()
         if code != 250:
