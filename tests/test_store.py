@@ -79,3 +79,38 @@ def test_migrations_run_once_and_reopen(store_url: str) -> None:
     assert {"items", "fetch_state", "alembic_version"} <= tables
     with Store.open(store_url) as again:
         assert again.count_items() == 1
+
+
+def test_outbox_ledger(store_url: str) -> None:
+    from pipeline.store import LedgerUpdate
+    from pipeline.subscribers import ImportReport, candidate
+
+    with Store.open(store_url) as store:
+        store.upsert_subscribers("brev", [candidate(f"p{n}@example.org") for n in range(5)], report=ImportReport())
+        store.upsert_subscribers("brev", [candidate("gone@example.org")], status="unconfirmed", report=ImportReport())
+        issue = store.freeze_issue("brev", subject="S", preheader="P", html="<p>h</p>", text="t", nonce="n",
+                                   language="sv", item_ids=[], cutoff=T0)
+        assert store.start_outbox(issue.id, "brev", now=T0) == 5, "only active subscribers"
+        assert store.start_outbox(issue.id, "brev", now=T0) == 0, "a resume adds nobody"
+        assert store.issue("brev").status == "sending"
+        first = store.claim(issue.id, 2, now=T0, worker="w1")
+        assert [r.email for r in first] == ["p0@example.org", "p1@example.org"]
+        assert {r.status for r in first} == {"sending"} and {r.attempts for r in first} == {1}
+        later = T0 + timedelta(minutes=5)
+        nxt = store.record_and_claim(issue.id, [
+            LedgerUpdate(first[0].subscriber_id, "sent", "m0", "p-0", "250 ok"),
+            LedgerUpdate(first[1].subscriber_id, "deferred", "m1", None, "451 later", next_attempt=later),
+        ], 2, now=T0)
+        assert [r.email for r in nxt] == ["p2@example.org", "p3@example.org"]
+        store.record(issue.id, [LedgerUpdate(nxt[0].subscriber_id, "bounced", "m2", None, "550 no")], now=T0)
+        assert store.subscriber("brev", "p2@example.org").status == "bounced"
+        assert store.abandon_claims(issue.id, now=T0) == 1, "p3 was claimed and never recorded"
+        assert store.next_due(issue.id) == later
+        assert [r.email for r in store.claim(issue.id, 5, now=T0)] == ["p4@example.org"]
+        assert [r.email for r in store.claim(issue.id, 5, now=later)] == ["p1@example.org"], "a deferred row comes due"
+        assert store.outbox_counts(issue.id) == {"sent": 1, "sending": 2, "bounced": 1, "uncertain": 1}
+        store.release(issue.id, [store.outbox_rows(issue.id, "sending")[0].subscriber_id])
+        assert store.requeue_uncertain(issue.id) == 1
+        assert not store.finish_issue(issue.id)
+        [sent] = store.outbox_rows(issue.id, "sent")
+        assert (sent.message_id, sent.last_reply) == ("m0", "250 ok")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import dkim
+from sqlalchemy import Connection
 
 from pipeline.config import DKIM_HEADERS, ListSettings, Settings
 from pipeline.delivery import Message, Sender, SendResult
@@ -255,6 +256,10 @@ def send_issue(
     workers = max(1, getattr(sender, "concurrency", 1))
 
     def work(worker: str) -> None:
+        with store.worker_connection() as connection:
+            work_on(worker, connection)
+
+    def work_on(worker: str, connection: Connection) -> None:
         rows = store.claim(issue.id, sender.batch_size, now=clock(), worker=worker)
         while not state.stop:
             if not rows:

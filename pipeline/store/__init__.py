@@ -73,6 +73,46 @@ def _record_params(issue_id: int, o: LedgerUpdate, now: datetime) -> dict[str, A
     }
 
 
+def _claim_statement(postgresql: bool, due: bool) -> Any:
+    """UPDATE … RETURNING that claims the first *b_limit* pending (or due deferred) rows of an issue.
+
+    Built once with bind parameters and reused, so claiming costs no statement construction.
+    """
+    if due:
+        condition = and_(
+            outbox.c.status == "deferred", outbox.c.next_attempt <= bindparam("b_now", type_=UTCDateTime())
+        )
+    else:
+        condition = outbox.c.status == "pending"
+    chosen = (
+        select(outbox.c.subscriber_id)
+        .where(outbox.c.issue_id == bindparam("b_issue"), condition)
+        .order_by(outbox.c.subscriber_id)
+        .limit(bindparam("b_limit"))
+    )
+    if postgresql:
+        # A CTE is evaluated once: an IN (sub-select … LIMIT … FOR UPDATE) may be re-run by
+        # PostgreSQL's planner and claim more rows than asked for.
+        chosen_rows = chosen.with_for_update(skip_locked=True).cte("chosen")
+        subset = select(chosen_rows.c.subscriber_id)
+    else:
+        subset = chosen.scalar_subquery()
+    return (
+        update(outbox)
+        .where(outbox.c.issue_id == bindparam("b_issue"), outbox.c.subscriber_id.in_(subset))
+        .values(
+            status="sending",
+            claimed_at=bindparam("b_now", type_=UTCDateTime()),
+            worker=bindparam("b_worker"),
+            attempts=outbox.c.attempts + 1,
+            changed=bindparam("b_now", type_=UTCDateTime()),
+        )
+        .returning(*(outbox.c[k] for k in _OUTBOX_FIELDS))
+    )
+
+
+_CLAIMS: dict[tuple[bool, bool], Any] = {}
+
 #: One prepared UPDATE for every outcome of a batch (executemany).
 _RECORD = (
     update(outbox)
@@ -346,10 +386,11 @@ class Store:
                     status="frozen",
                 )
             ).inserted_primary_key[0]
-            connection.execute(
-                insert(issue_items),
-                [{"issue_id": issue_id, "item_id": item_id, "position": n} for n, item_id in enumerate(item_ids)],
-            )
+            if item_ids:
+                connection.execute(
+                    insert(issue_items),
+                    [{"issue_id": issue_id, "item_id": item_id, "position": n} for n, item_id in enumerate(item_ids)],
+                )
         issue = self.issue(list_name, number)
         assert issue is not None
         return issue
@@ -536,12 +577,17 @@ class Store:
                 literal(0),
                 literal(now, UTCDateTime()),
             ).where(subscribers.c.list == list_name, subscribers.c.status == "active")
-            done = connection.execute(
+            connection.execute(
                 insert(outbox).from_select(
                     ["issue_id", "subscriber_id", "email", "name", "status", "attempts", "changed"], chosen
                 )
             )
-            return int(done.rowcount or 0)
+            # rowcount of INSERT … SELECT is -1 on SQLite: count what is there.
+            return int(
+                connection.execute(
+                    select(func.count()).select_from(outbox).where(outbox.c.issue_id == issue_id)
+                ).scalar_one()
+            )
 
     def abandon_claims(self, issue_id: int, now: datetime | None = None) -> int:
         """Rows a dead run claimed but never recorded become ``uncertain``: they may or may not have gone."""
@@ -589,8 +635,12 @@ class Store:
         *,
         now: datetime | None = None,
         worker: str = "",
+        connection: Connection | None = None,
     ) -> list[OutboxRow]:
         """Record *outcomes*, then claim up to *limit* due rows, in one transaction.
+
+        A worker may pass the *connection* it holds for the whole send (see
+        :meth:`worker_connection`), saving a pool check-out per message.
 
         A sending worker does this once per message: the outcome of the message
         it just sent and the claim of the next one cost a single commit. Each
@@ -599,7 +649,7 @@ class Store:
         rows another worker has locked.
         """
         now = now or _now()
-        with self._writing, self.engine.begin() as connection:
+        with self._writing, self._transaction(connection) as connection:
             if outcomes:
                 connection.execute(_RECORD, [_record_params(issue_id, o, now) for o in outcomes])
                 bounced = [o.subscriber_id for o in outcomes if o.status == "bounced"]
@@ -609,29 +659,30 @@ class Store:
                     )
             if limit <= 0:
                 return []
-            rows = connection.execute(
-                self._claim_statement(issue_id, outbox.c.status == "pending", limit, now, worker)
-            ).all()
+            params = {"b_issue": issue_id, "b_limit": limit, "b_now": now, "b_worker": worker}
+            rows = connection.execute(self._claim_statement(due=False), params).all()
             if not rows:
-                due = and_(outbox.c.status == "deferred", outbox.c.next_attempt <= now)
-                rows = connection.execute(self._claim_statement(issue_id, due, limit, now, worker)).all()
+                rows = connection.execute(self._claim_statement(due=True), params).all()
         return sorted((OutboxRow(*row) for row in rows), key=lambda r: r.subscriber_id)
 
-    def _claim_statement(self, issue_id: int, condition: Any, limit: int, now: datetime, worker: str) -> Any:
-        chosen = (
-            select(outbox.c.subscriber_id)
-            .where(outbox.c.issue_id == issue_id, condition)
-            .order_by(outbox.c.subscriber_id)
-            .limit(limit)
-        )
-        if self.engine.dialect.name == "postgresql":
-            chosen = chosen.with_for_update(skip_locked=True)
-        return (
-            update(outbox)
-            .where(outbox.c.issue_id == issue_id, outbox.c.subscriber_id.in_(chosen.scalar_subquery()))
-            .values(status="sending", claimed_at=now, worker=worker, attempts=outbox.c.attempts + 1, changed=now)
-            .returning(*(outbox.c[k] for k in _OUTBOX_FIELDS))
-        )
+    @contextlib.contextmanager
+    def _transaction(self, connection: Connection | None) -> Iterator[Connection]:
+        if connection is None:
+            with self.engine.begin() as fresh:
+                yield fresh
+        else:
+            with connection.begin():
+                yield connection
+
+    def worker_connection(self) -> contextlib.AbstractContextManager[Connection]:
+        """A connection a send worker keeps for its whole run."""
+        return self.engine.connect()
+
+    def _claim_statement(self, due: bool) -> Any:
+        key = (self.engine.dialect.name == "postgresql", due)
+        if key not in _CLAIMS:
+            _CLAIMS[key] = _claim_statement(*key)
+        return _CLAIMS[key]
 
     def release(self, issue_id: int, subscriber_ids: Sequence[int], now: datetime | None = None) -> None:
         """Give back claimed rows that were never handed to the sender (a send that stopped)."""
