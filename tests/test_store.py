@@ -88,8 +88,17 @@ def test_outbox_ledger(store_url: str) -> None:
     with Store.open(store_url) as store:
         store.upsert_subscribers("brev", [candidate(f"p{n}@example.org") for n in range(5)], report=ImportReport())
         store.upsert_subscribers("brev", [candidate("gone@example.org")], status="unconfirmed", report=ImportReport())
-        issue = store.freeze_issue("brev", subject="S", preheader="P", html="<p>h</p>", text="t", nonce="n",
-                                   language="sv", item_ids=[], cutoff=T0)
+        issue = store.freeze_issue(
+            "brev",
+            subject="S",
+            preheader="P",
+            html="<p>h</p>",
+            text="t",
+            nonce="n",
+            language="sv",
+            item_ids=[],
+            cutoff=T0,
+        )
         assert store.start_outbox(issue.id, "brev", now=T0) == 5, "only active subscribers"
         assert store.start_outbox(issue.id, "brev", now=T0) == 0, "a resume adds nobody"
         assert store.issue("brev").status == "sending"
@@ -97,10 +106,15 @@ def test_outbox_ledger(store_url: str) -> None:
         assert [r.email for r in first] == ["p0@example.org", "p1@example.org"]
         assert {r.status for r in first} == {"sending"} and {r.attempts for r in first} == {1}
         later = T0 + timedelta(minutes=5)
-        nxt = store.record_and_claim(issue.id, [
-            LedgerUpdate(first[0].subscriber_id, "sent", "m0", "p-0", "250 ok"),
-            LedgerUpdate(first[1].subscriber_id, "deferred", "m1", None, "451 later", next_attempt=later),
-        ], 2, now=T0)
+        nxt = store.record_and_claim(
+            issue.id,
+            [
+                LedgerUpdate(first[0].subscriber_id, "sent", "m0", "p-0", "250 ok"),
+                LedgerUpdate(first[1].subscriber_id, "deferred", "m1", None, "451 later", next_attempt=later),
+            ],
+            2,
+            now=T0,
+        )
         assert [r.email for r in nxt] == ["p2@example.org", "p3@example.org"]
         store.record(issue.id, [LedgerUpdate(nxt[0].subscriber_id, "bounced", "m2", None, "550 no")], now=T0)
         assert store.subscriber("brev", "p2@example.org").status == "bounced"

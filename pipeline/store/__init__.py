@@ -651,7 +651,8 @@ class Store:
         now = now or _now()
         with self._writing, self._transaction(connection) as connection:
             if outcomes:
-                connection.execute(_RECORD, [_record_params(issue_id, o, now) for o in outcomes])
+                params = [_record_params(issue_id, o, now) for o in outcomes]
+                connection.execute(_RECORD, params[0] if len(params) == 1 else params)
                 bounced = [o.subscriber_id for o in outcomes if o.status == "bounced"]
                 if bounced:
                     connection.execute(
