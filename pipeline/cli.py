@@ -325,6 +325,7 @@ def issues_command(ctx: Context, list_name: str | None, as_json: bool) -> None:
             ctx.settings.mailing_list(list_name)
         with ctx.store() as store:
             found = store.issues(list_name)
+            sends = {i.id: store.outbox_counts(i.id) for i in found}
     tz = ctx.settings.site.tz
     if as_json:
         rows = [
@@ -337,6 +338,7 @@ def issues_command(ctx: Context, list_name: str | None, as_json: bool) -> None:
                 "status": i.status,
                 "items": list(i.item_ids),
                 "html_bytes": len(i.html.encode("utf-8")),
+                "recipients": sends[i.id],
             }
             for i in found
         ]

@@ -183,5 +183,7 @@ def test_subscribers_and_send_with_the_file_sender(project: Path) -> None:
     assert (project / "var" / "secret").stat().st_mode & 0o777 == 0o600
     again = flygblad("run", cwd=project)
     assert again.stdout.splitlines()[-1] == "send: no new items for list 'nyhetsbrev': nothing to send"
+    [issue] = json.loads(flygblad("issues", "--json", cwd=project).stdout)
+    assert (issue["status"], issue["recipients"]) == ("sent", {"sent": 2})
     listed = flygblad("subscribers", "list", "--list", "nyhetsbrev", "--json", cwd=project)
     assert [s["email"] for s in json.loads(listed.stdout)] == ["anna@example.org", "bo@example.org"]

@@ -275,3 +275,96 @@ def test_dkim_signature_verifies(mail, sink, tmp_path) -> None:
         assert dkim.verify(data, dnsfunc=dns)
         tampered = data.replace(b"Subject: Utmanande", b"Subject: Utmanade", 1)
         assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+# ---------------------------------------------------------------- the sender protocol
+
+
+def test_third_party_sender_from_an_entry_point(example_settings, tmp_path, monkeypatch) -> None:
+    """A sender another package installs, found through the flygblad.senders entry-point group."""
+    import importlib
+
+    site = tmp_path / "site-packages"
+    (site / "carrier_pigeon-1.0.dist-info").mkdir(parents=True)
+    (site / "carrier_pigeon-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: carrier-pigeon\nVersion: 1.0\n"
+    )
+    (site / "carrier_pigeon-1.0.dist-info" / "entry_points.txt").write_text(
+        "[flygblad.senders]\npigeon = carrier_pigeon:PigeonSender\n"
+    )
+    (site / "carrier_pigeon.py").write_text(
+        "from pipeline.delivery import Sender, SendResult\n"
+        "class PigeonSender(Sender):\n"
+        "    name = 'pigeon'\n"
+        "    flown = []\n"
+        "    def send(self, messages):\n"
+        "        PigeonSender.flown.extend(m.recipient for m in messages)\n"
+        "        return [SendResult(m, 'sent', reply=f\"coo {self.settings.options['loft']}\") for m in messages]\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    config = example_settings.path
+    config.write_text(
+        re.sub(
+            r"\[sender\][^\[]*",
+            '[sender]\nkind = "pigeon"\n\n[sender.options]\nloft = "Visby"\n\n',
+            config.read_text(encoding="utf-8"),
+        ),
+        encoding="utf-8",
+    )
+    settings = load_settings(config)
+    emails = _subscribe(settings, 3)
+    report, rows = _send(settings)
+    assert report.counts == {"sent": 3}
+    import carrier_pigeon
+
+    assert sorted(carrier_pigeon.PigeonSender.flown) == sorted(emails)
+    assert {r.last_reply for r in rows} == {"coo Visby"}
+
+
+def test_unknown_sender_names_the_choices(example_settings) -> None:
+    from pipeline.delivery import sender_class
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"no sender named 'owl' \(senders: file, mailgun, memory, postmark, sendgrid, smtp"
+    ):
+        sender_class("owl")
+
+
+def test_rate_limit_spaces_the_batches(example_settings, monkeypatch) -> None:
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    config = example_settings.path
+    config.write_text(
+        re.sub(
+            r"\[sender\][^\[]*",
+            '[sender]\nkind = "memory"\nbatch_size = 10\nrate_per_second = 100\n\n',
+            config.read_text(encoding="utf-8"),
+        ),
+        encoding="utf-8",
+    )
+    settings = load_settings(config)
+    _subscribe(settings, 50)
+    waits: list[float] = []
+    with Store.open(settings.storage_url) as store:
+        issue = build_issue(settings, store, settings.lists[0])
+        report = send_issue(settings, store, issue, sender_for(settings), sleep=waits.append)
+    assert report.counts == {"sent": 50}
+    assert len(waits) == 5 and sum(waits) > 0.4, "50 messages at 100 a second take half a second"
+
+
+def test_a_line_break_in_the_subject_is_refused(example_settings) -> None:
+    from datetime import UTC, datetime
+
+    from pipeline.errors import RenderError
+    from pipeline.render.mime import MessageTemplate
+
+    with Store.open(example_settings.storage_url) as store:
+        from pipeline.issues import next_issue
+
+        draft = next_issue(example_settings, store, example_settings.lists[0])
+    with pytest.raises(RenderError, match="Subject header value contains a line break"):
+        MessageTemplate(
+            draft.rendered, sender="A <a@example.org>", date=datetime.now(UTC), subject="Hej\r\nBcc: evil@example.org"
+        )
