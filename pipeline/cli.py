@@ -495,25 +495,6 @@ def _issue_to_send(
     return build_issue(settings, store, mailing_list)
 
 
-def _draft_issue(draft: Draft) -> Issue:
-    rendered = draft.rendered
-    return Issue(
-        id=0,
-        list=draft.list.name,
-        number=draft.number,
-        subject=rendered.subject,
-        preheader=rendered.preheader,
-        html=rendered.html,
-        text=rendered.text,
-        nonce=rendered.nonce,
-        language=rendered.language,
-        created=datetime.now(UTC),
-        cutoff=draft.cutoff,
-        status="draft",
-        item_ids=tuple(s.item.id for s in draft.items),
-    )
-
-
 def _send_list(ctx: Context, mailing_list: ListSettings, *, resend_uncertain: bool, wait: bool) -> bool:
     """Send one list's issue; False when the send stopped before its end."""
     settings = ctx.settings
@@ -587,7 +568,7 @@ def send_command(
                 latest = store.issue(mailing_list.name)
                 resumable = latest if latest is not None and latest.status in ("frozen", "sending") else None
                 draft = None if resumable else next_issue(settings, store, mailing_list)
-                issue = resumable or (_draft_issue(draft) if draft else None)
+                issue = resumable or (draft.as_issue() if draft else None)
                 if issue is None:
                     click.echo(f"send: no new items for list {mailing_list.name!r}: nothing to send")
                     return

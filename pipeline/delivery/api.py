@@ -39,11 +39,6 @@ def retry_after(response: requests.Response) -> float | None:
         return None
 
 
-def placeholder(nonce: str, field: str) -> str:
-    """The placeholder a rendered issue carries for one recipient field (see pipeline.render)."""
-    return f"%%fb-{nonce}-{field}%%"
-
-
 def retoken(content: str, nonce: str, fields: Sequence[str], replacement: str) -> str:
     """Replace each placeholder with *replacement* formatted with its field (``%recipient.{field}%``)."""
     pattern = re.compile(rf"%%fb-{re.escape(nonce)}-({'|'.join(map(re.escape, fields))})%%")

@@ -18,8 +18,9 @@ from typing import Any
 import requests
 
 from pipeline.delivery import Message, SendResult
-from pipeline.delivery.api import ApiSender, placeholder, retoken
+from pipeline.delivery.api import ApiSender, retoken
 from pipeline.errors import DeliveryError
+from pipeline.render import token as placeholder
 
 
 def _address(value: str) -> dict[str, str]:

@@ -33,6 +33,25 @@ class Draft:
     cutoff: datetime  # the newest first_seen considered; the issue after this one starts there
     rendered: Rendered
 
+    def as_issue(self) -> Issue:
+        """The draft as an (unstored) Issue, for a test send of what would be frozen next."""
+        r = self.rendered
+        return Issue(
+            id=0,
+            list=self.list.name,
+            number=self.number,
+            subject=r.subject,
+            preheader=r.preheader,
+            html=r.html,
+            text=r.text,
+            nonce=r.nonce,
+            language=r.language,
+            created=datetime.now(UTC),
+            cutoff=self.cutoff,
+            status="draft",
+            item_ids=tuple(s.item.id for s in self.items),
+        )
+
 
 def new_items(
     settings: Settings, store: Store, mailing_list: ListSettings
