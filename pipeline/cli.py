@@ -147,9 +147,12 @@ def collect_command(ctx: Context, sources: tuple[str, ...]) -> None:
 
 
 def _run_feeds(ctx: Context) -> None:
+    from pipeline.web import write_archive
+
     settings = ctx.settings
     with ctx.store() as store:
         files = build_feeds(settings, store)
+        write_archive(settings, store)
     written = write_feeds(settings.feeds_dir, files)
     click.echo(
         f"feeds: {len(files)} files in {settings.feeds_dir}, {len(written)} rewritten, {len(files) - len(written)} unchanged"
@@ -176,6 +179,10 @@ def run_command(ctx: Context) -> None:
         _print_collect(report)
         _run_feeds(ctx)
         sent_ok = all([_send_list(ctx, m, resend_uncertain=False, wait=True) for m in ctx.settings.lists])
+        from pipeline.web import write_archive
+
+        with ctx.store() as store:
+            write_archive(ctx.settings, store)  # the issue just sent joins the static archive
     sys.exit(EXIT_OK if report.ok and sent_ok else EXIT_FAILED)
 
 
@@ -599,3 +606,23 @@ def send_command(
             sys.exit(EXIT_OK if result.status == "sent" else EXIT_FAILED)
         ok = _send_list(ctx, mailing_list, resend_uncertain=resend_uncertain, wait=not no_wait)
     sys.exit(EXIT_OK if ok else EXIT_FAILED)
+
+
+# ---------------------------------------------------------------- serve
+
+
+@cli.command("serve")
+@click.option("--host", default=None, help="Address to listen on [default: [web] host, 127.0.0.1].")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port [default: [web] port, 8080].")
+@click.pass_obj
+def serve_command(ctx: Context, host: str | None, port: int | None) -> None:
+    """Run the public web side (subscribe, confirm, unsubscribe, archive, feeds) under waitress."""
+    from pipeline.web import serve
+
+    with _errors():
+        settings = ctx.settings
+        click.echo(
+            f"serve: http://{host or settings.web.host}:{port or settings.web.port}/ "
+            f"(public address {settings.web_base_url})"
+        )
+        serve(settings, host, port)

@@ -210,6 +210,7 @@ class ListSettings(_Table):
     language: str | None = None
     max_items: int = Field(default=20, ge=1, le=100)
     subject: str = "{first_title}"
+    double_opt_in: bool = True
 
     _mailboxes = field_validator("from_", "reply_to")(_check_mailbox)
 
@@ -252,12 +253,31 @@ class WebSettings(_Table):
     """``[web]``: the public side: the address every link in an email points to, and its secret."""
 
     base_url: str | None = None  # default: [site] base_url
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    subscribe_rate_limit: str = "10 per minute"
     secret_env: str = "FLYGBLAD_SECRET"
     secret_file: str | None = None
     unsubscribe_mailto: str | None = None
 
-    _web_base = field_validator("base_url")(lambda v: None if v is None else _check_http_url(v))
     _mailto = field_validator("unsubscribe_mailto")(_check_mailbox)
+
+    @field_validator("base_url")
+    @classmethod
+    def _public_base(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = _check_http_url(value)
+        if value.startswith("http://") and not re.match(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?$", value):
+            raise ValueError(f"must be https (http only for 127.0.0.1 or localhost), got {value!r}")
+        return value
+
+    @field_validator("subscribe_rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        if not re.match(r"^\d+\s*(per|/)\s*(second|minute|hour|day)$", value.strip()):
+            raise ValueError(f"must look like '10 per minute', got {value!r}")
+        return value
 
     @field_validator("secret_env")
     @classmethod

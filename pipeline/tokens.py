@@ -13,12 +13,15 @@ import os
 import secrets
 from pathlib import Path
 
-from itsdangerous import BadSignature, Signer
+from itsdangerous import BadSignature, Signer, URLSafeTimedSerializer
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
 
 UNSUBSCRIBE_SALT = "flygblad-unsubscribe"
+CONFIRM_SALT = "flygblad-confirm"
+CSRF_SALT = "flygblad-csrf"
+CONFIRM_MAX_AGE = 7 * 24 * 3600
 
 
 def load_secret(settings: Settings) -> str:
@@ -57,6 +60,8 @@ class Tokens:
         # A Signer over "id~list" (not a serializer's JSON + zlib): the token is
         # made once per recipient of every issue, so it is kept cheap and short.
         self._unsubscribe = Signer(secret, salt=UNSUBSCRIBE_SALT, sep=".")
+        self._confirm = URLSafeTimedSerializer(secret, salt=CONFIRM_SALT)
+        self._csrf = URLSafeTimedSerializer(secret, salt=CSRF_SALT)
 
     def unsubscribe(self, subscriber_id: int, list_name: str) -> str:
         """The token in a subscriber's unsubscribe link (it does not expire: RFC 8058 links must keep working)."""
@@ -72,3 +77,28 @@ class Tokens:
         if not subscriber_id.isdigit() or not list_name:
             return None
         return int(subscriber_id), list_name
+
+    def confirm(self, subscriber_id: int, list_name: str) -> str:
+        """The token in a confirmation link: bound to subscriber and list, valid for 7 days."""
+        return self._confirm.dumps([subscriber_id, list_name])
+
+    def read_confirm(self, token: str, max_age: int = CONFIRM_MAX_AGE) -> tuple[int, str] | None:
+        """(subscriber id, list) from a confirmation token; None when forged, altered or expired."""
+        try:
+            subscriber_id, list_name = self._confirm.loads(token, max_age=max_age)
+        except (BadSignature, ValueError, TypeError):
+            return None
+        if not isinstance(subscriber_id, int) or not isinstance(list_name, str):
+            return None
+        return subscriber_id, list_name
+
+    def csrf(self, nonce: str) -> str:
+        """A form's CSRF token: signs the nonce in the visitor's cookie (double submit)."""
+        return self._csrf.dumps(nonce)
+
+    def check_csrf(self, token: str, nonce: str, max_age: int = 2 * 3600) -> bool:
+        """Whether a form's token matches the visitor's cookie nonce and is less than two hours old."""
+        try:
+            return bool(nonce) and self._csrf.loads(token, max_age=max_age) == nonce
+        except (BadSignature, ValueError, TypeError):
+            return False

@@ -439,10 +439,14 @@ class Store:
         status: str = "active",
         report: ImportReport,
         now: datetime | None = None,
+        vouched: bool = True,
     ) -> None:
         """Add new addresses and update known ones, in one transaction per batch.
 
         A suppressed address (unsubscribed, bounced, complained) keeps its status.
+        With ``vouched=False`` (a sign-up on the web, not the communicator's list),
+        a known address never becomes active here; one that unsubscribed may ask
+        again (``unconfirmed``), and proves it owns the address by confirming.
         """
         now = now or _now()
         unique: dict[str, Candidate] = {}
@@ -491,7 +495,12 @@ class Store:
                     values["name"] = c.name
                 if c.language and c.language != row.language:
                     values["language"] = c.language
-                if row.status in SUPPRESSED:
+                if not vouched:
+                    if row.status == "unsubscribed" and status == "unconfirmed":
+                        values["status"] = "unconfirmed"
+                    elif row.status in SUPPRESSED:
+                        report.suppressed += 1
+                elif row.status in SUPPRESSED:
                     report.suppressed += 1
                 elif status == "active" and row.status != "active":
                     values["status"] = "active"  # the communicator vouches for the consent
@@ -535,6 +544,38 @@ class Store:
                 .where(subscribers.c.id == subscriber_id)
                 .values(status=status, changed=now or _now())
             )
+
+    def confirm_subscriber(self, subscriber_id: int, list_name: str, now: datetime | None = None) -> bool:
+        """Double opt-in: an unconfirmed subscriber becomes active (again: no change). False if unknown or suppressed."""
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                select(subscribers.c.status).where(subscribers.c.id == subscriber_id, subscribers.c.list == list_name)
+            ).first()
+            if row is None or row.status not in ("unconfirmed", "active"):
+                return False
+            if row.status == "unconfirmed":
+                connection.execute(
+                    update(subscribers)
+                    .where(subscribers.c.id == subscriber_id)
+                    .values(status="active", changed=now or _now())
+                )
+        return True
+
+    def unsubscribe(self, subscriber_id: int, list_name: str, now: datetime | None = None) -> bool:
+        """The subscriber leaves the list (idempotent); False when there is no such subscriber on it."""
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                select(subscribers.c.status).where(subscribers.c.id == subscriber_id, subscribers.c.list == list_name)
+            ).first()
+            if row is None:
+                return False
+            if row.status in ("unconfirmed", "active"):
+                connection.execute(
+                    update(subscribers)
+                    .where(subscribers.c.id == subscriber_id)
+                    .values(status="unsubscribed", changed=now or _now())
+                )
+        return True
 
     def remove_subscriber(self, list_name: str, email: str) -> bool:
         """Delete a subscriber from a list; False when the address is not on it."""

@@ -1,0 +1,377 @@
+"""The public web side: subscribe (double opt-in), confirm, unsubscribe (RFC 8058), archive, feeds.
+
+Interface of this stage: :func:`create_app` builds the Flask application from
+the settings; :func:`serve` runs it under waitress (a production WSGI server).
+Handlers call the same store and delivery functions as the CLI.
+
+Safety, by design rather than by hope:
+
+* no state changes on GET: a link scanner that prefetches the confirm or
+  unsubscribe link changes nothing; the change is the POST behind the button
+  (and RFC 8058's ``List-Unsubscribe=One-Click`` POST, which needs no cookie);
+* tokens are signed and bound to subscriber and list (confirm ones expire
+  after seven days); a forged or altered token changes nothing and gets 404;
+* the subscribe form answers the same bytes whether or not the address is
+  known, has a CSRF token (double submit: a signed nonce matching a cookie),
+  and is rate-limited per client;
+* every page carries a CSP with no script at all, and works without JavaScript.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, abort, make_response, render_template, request, send_file, url_for
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from pipeline.config import ListSettings, Settings
+from pipeline.delivery import Message, sender_for
+from pipeline.errors import FlygbladError
+from pipeline.issues import rendered_of
+from pipeline.render import RecipientValues
+from pipeline.render.templates import BUILTIN_TEMPLATES, environment, strings
+from pipeline.store import Store
+from pipeline.subscribers import ImportReport, SubscriberError, candidate
+from pipeline.tokens import Tokens, load_secret
+
+log = logging.getLogger(__name__)
+
+CSRF_COOKIE = "flygblad_csrf"
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' https: data:; form-action 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
+FEED_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml", "json": "application/feed+json"}
+
+
+def create_app(settings: Settings, store: Store | None = None) -> Flask:
+    """The web application for *settings* (the store is opened, and migrated, once)."""
+    secret = load_secret(settings)
+    tokens = Tokens(secret)
+    store = store or Store.open(settings.storage_url)
+    app = Flask(__name__, static_folder=None)
+    app.jinja_env = environment(settings.templates_dir)  # the same loader and autoescape as the emails
+    app.jinja_env.globals["url_for"] = url_for
+    limiter = Limiter(get_remote_address, app=app, storage_uri="memory://", strategy="fixed-window")
+    base = settings.web_base_url
+    organisation = settings.organisation.name if settings.organisation else settings.site.title
+
+    def strings_for(mailing_list: ListSettings | None) -> dict[str, str]:
+        return strings(
+            settings.templates_dir, settings.list_language(mailing_list) if mailing_list else settings.site.language
+        )
+
+    def page(template: str, mailing_list: ListSettings | None, status: int = 200, **context: Any) -> Response:
+        t = strings_for(mailing_list)
+        language = settings.list_language(mailing_list) if mailing_list else settings.site.language
+        html = render_template(template, t=t, lang=language, organisation=organisation, **context)
+        return make_response(html, status)
+
+    def known_list(name: str) -> ListSettings:
+        for mailing_list in settings.lists:
+            if mailing_list.name == name:
+                return mailing_list
+        abort(404)
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        if request.path.startswith(("/subscribe", "/confirm", "/unsubscribe")):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.errorhandler(404)
+    def not_found(_error: Exception) -> Response:
+        t = strings_for(None)
+        return page("web/action.html.j2", None, 404, title=t["bad_link"], message=None, button=None)
+
+    @app.errorhandler(429)
+    def too_many(_error: Exception) -> Response:
+        t = strings_for(None)
+        return page("web/action.html.j2", None, 429, title=t["too_many"], message=None, button=None)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        store.count_items()  # the database answers
+        return make_response("ok\n", 200, {"Content-Type": "text/plain; charset=utf-8"})
+
+    @app.get("/static/site.css")
+    def static_css() -> Response:
+        css = settings.templates_dir / "web" / "site.css"
+        return send_file(
+            css if css.is_file() else BUILTIN_TEMPLATES / "web" / "site.css", mimetype="text/css", max_age=3600
+        )
+
+    # ------------------------------------------------------------ subscribe
+
+    def subscribe_form(
+        mailing_list: ListSettings, message: str | None = None, done: bool = False, status: int = 200
+    ) -> Response:
+        t = strings_for(mailing_list)
+        nonce = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(16)
+        intro = (t["subscribe_intro"] if mailing_list.double_opt_in else t["subscribe_intro_single"]).format(
+            list=mailing_list.title
+        )
+        response = page(
+            "web/subscribe.html.j2",
+            mailing_list,
+            status,
+            title=t["subscribe_title"].format(list=mailing_list.title),
+            intro=intro,
+            list_name=mailing_list.name,
+            csrf_token=tokens.csrf(nonce),
+            message=message,
+            done=done,
+        )
+        response.set_cookie(CSRF_COOKIE, nonce, httponly=True, samesite="Strict", secure=base.startswith("https://"))
+        return response
+
+    @app.get("/subscribe/<list_name>")
+    def subscribe_page(list_name: str) -> Response:
+        return subscribe_form(known_list(list_name))
+
+    @app.post("/subscribe/<list_name>")
+    @limiter.limit(settings.web.subscribe_rate_limit)
+    def subscribe(list_name: str) -> Response:
+        mailing_list = known_list(list_name)
+        t = strings_for(mailing_list)
+        if not tokens.check_csrf(request.form.get("csrf_token", ""), request.cookies.get(CSRF_COOKIE, "")):
+            abort(400)
+        try:
+            who = candidate(request.form.get("email", ""), request.form.get("name") or None)
+        except SubscriberError:
+            return subscribe_form(mailing_list, t["bad_email"], status=400)
+        double = mailing_list.double_opt_in
+        store.upsert_subscribers(
+            list_name, [who], status="unconfirmed" if double else "active", report=ImportReport(), vouched=False
+        )
+        subscriber = store.subscriber(list_name, who.email)
+        if double and subscriber is not None and subscriber.status == "unconfirmed":
+            _send_confirmation(settings, mailing_list, tokens, subscriber.id, subscriber.email, t)
+        # The same answer whether the address was new, known, active or suppressed: no enumeration.
+        done = (t["subscribe_done"] if double else t["subscribe_done_single"]).format(list=mailing_list.title)
+        return subscribe_form(mailing_list, done, done=True)
+
+    # ------------------------------------------------------------ confirm
+
+    @app.get("/confirm/<token>")
+    def confirm_page(token: str) -> Response:
+        found = tokens.read_confirm(token)
+        if found is None:
+            abort(404)
+        mailing_list = known_list(found[1])
+        t = strings_for(mailing_list)
+        return page(
+            "web/action.html.j2",
+            mailing_list,
+            title=t["confirm_title"],
+            message=None,
+            intro=t["confirm_intro"].format(list=mailing_list.title),
+            button=t["confirm_button"],
+            action=url_for("confirm", token=token),
+        )
+
+    @app.post("/confirm/<token>")
+    def confirm(token: str) -> Response:
+        found = tokens.read_confirm(token)
+        if found is None:
+            abort(404)
+        subscriber_id, list_name = found
+        mailing_list = known_list(list_name)
+        if not store.confirm_subscriber(subscriber_id, list_name):
+            abort(404)
+        t = strings_for(mailing_list)
+        return page(
+            "web/action.html.j2",
+            mailing_list,
+            title=t["confirm_title"],
+            message=t["confirmed"].format(list=mailing_list.title),
+            button=None,
+        )
+
+    # ------------------------------------------------------------ unsubscribe
+
+    @app.get("/unsubscribe/<token>")
+    def unsubscribe_page(token: str) -> Response:
+        found = tokens.read_unsubscribe(token)
+        if found is None:
+            abort(404)
+        mailing_list = known_list(found[1])
+        t = strings_for(mailing_list)
+        return page(
+            "web/action.html.j2",
+            mailing_list,
+            title=t["unsubscribe_title"],
+            message=None,
+            intro=t["unsubscribe_intro"].format(list=mailing_list.title),
+            button=t["unsubscribe_button"],
+            action=url_for("unsubscribe", token=token),
+        )
+
+    @app.post("/unsubscribe/<token>")
+    def unsubscribe(token: str) -> Response:
+        # RFC 8058: mail clients POST "List-Unsubscribe=One-Click" with no cookie and no CSRF
+        # token; the signed token in the URL is the authority, so both kinds of POST work.
+        found = tokens.read_unsubscribe(token)
+        if found is None:
+            abort(404)
+        subscriber_id, list_name = found
+        mailing_list = known_list(list_name)
+        if not store.unsubscribe(subscriber_id, list_name):
+            abort(404)
+        t = strings_for(mailing_list)
+        return page(
+            "web/action.html.j2",
+            mailing_list,
+            title=t["unsubscribe_title"],
+            message=t["unsubscribed"].format(list=mailing_list.title),
+            button=None,
+        )
+
+    # ------------------------------------------------------------ archive and feeds
+
+    @app.get("/archive/")
+    def archive() -> Response:
+        t = strings_for(None)
+        return page("web/archive.html.j2", None, title=t["archive_title"], lists=archive_index(settings, store))
+
+    @app.get("/archive/<list_name>/<int:number>")
+    def archive_issue(list_name: str, number: int) -> Response:
+        known_list(list_name)
+        issue = store.issue(list_name, number)
+        if issue is None or issue.status not in ("sending", "sent"):
+            abort(404)
+        return make_response(archive_html(settings, issue), 200, {"Content-Type": "text/html; charset=utf-8"})
+
+    @app.get("/feeds/<name>.<suffix>")
+    def feed(name: str, suffix: str) -> Response:
+        if suffix not in FEED_TYPES or not name.replace("-", "").replace("_", "").isalnum():
+            abort(404)
+        path = settings.feeds_dir / f"{name}.{suffix}"
+        if not path.is_file():
+            abort(404)
+        etag = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
+        response = send_file(path, mimetype=FEED_TYPES[suffix], etag=etag, conditional=True, max_age=300)
+        return response
+
+    return app
+
+
+def _send_confirmation(
+    settings: Settings, mailing_list: ListSettings, tokens: Tokens, subscriber_id: int, email: str, t: dict[str, str]
+) -> None:
+    """The double opt-in message, through the configured sender. A failure is logged, never shown."""
+    url = f"{settings.web_base_url}/confirm/{tokens.confirm(subscriber_id, mailing_list.name)}"
+    message = EmailMessage()
+    message["From"] = mailing_list.from_
+    message["To"] = email
+    message["Subject"] = t["confirm_subject"].format(list=mailing_list.title)
+    message["Date"] = datetime.now(UTC)
+    domain = mailing_list.from_.rpartition("@")[2].rstrip(">").strip() or "localhost"
+    message["Message-ID"] = make_msgid("confirm", domain=domain)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(t["confirm_mail"].format(list=mailing_list.title, url=url))
+    data = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    envelope_from = mailing_list.from_.rpartition("<")[2].rstrip(">").strip()
+    item = Message(
+        key=(0, subscriber_id),
+        sender=envelope_from,
+        recipient=email,
+        to=email,
+        message_id=str(message["Message-ID"]).strip("<>"),
+        data=data,
+        subject=str(message["Subject"]),
+        from_header=mailing_list.from_,
+        parts=lambda: ("", message.get_content()),
+    )
+    try:
+        with sender_for(settings) as sender:
+            [result] = sender.send([item])
+        if result.status != "sent":
+            log.warning("confirmation to %s not sent: %s %s", email, result.status, result.reply)
+    except FlygbladError as err:
+        log.warning("confirmation to %s not sent: %s", email, err)
+
+
+def archive_index(settings: Settings, store: Store) -> list[dict[str, Any]]:
+    """Every list with its sent issues, newest first, for the archive page."""
+    out = []
+    for mailing_list in settings.lists:
+        issues = [i for i in store.issues(mailing_list.name) if i.status in ("sending", "sent")]
+        out.append(
+            {
+                "title": mailing_list.title,
+                "issues": [
+                    {
+                        "href": f"{settings.web_base_url}/archive/{i.list}/{i.number}",
+                        "date": i.created.astimezone(settings.site.tz).date().isoformat(),
+                        "subject": i.subject,
+                    }
+                    for i in issues
+                ],
+            }
+        )
+    return out
+
+
+def archive_html(settings: Settings, issue: Any) -> str:
+    """A frozen issue as anyone may see it: no greeting by name, no personal links."""
+    t = strings(settings.templates_dir, issue.language)
+    base = settings.web_base_url
+    values = RecipientValues(
+        greeting=t["greeting"],
+        name="",
+        email="",
+        view_url=f"{base}/archive/{issue.list}/{issue.number}",
+        unsubscribe_url=f"{base}/subscribe/{issue.list}",
+    )
+    return rendered_of(issue).fill(values)[0]
+
+
+def write_archive(settings: Settings, store: Store) -> list[Path]:
+    """The archive as static files next to the feeds (``archive/{list}/{number}.html``), for any web server."""
+    root = settings.feeds_dir / "archive"
+    written = []
+    for mailing_list in settings.lists:
+        for issue in store.issues(mailing_list.name):
+            if issue.status not in ("sending", "sent"):
+                continue
+            path = root / issue.list / f"{issue.number}.html"
+            content = archive_html(settings, issue).encode("utf-8")
+            if path.exists() and path.read_bytes() == content:
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temp = path.with_suffix(".tmp")
+            temp.write_bytes(content)
+            temp.replace(path)
+            written.append(path)
+    return written
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Run the web app under waitress until interrupted."""
+    from waitress import serve as waitress_serve
+
+    app = create_app(settings)
+    waitress_serve(
+        app,
+        host=host or settings.web.host,
+        port=port or settings.web.port,
+        threads=8,
+        ident="flygblad",
+        clear_untrusted_proxy_headers=True,
+    )
+
+
+__all__ = ["archive_html", "create_app", "serve", "write_archive"]
