@@ -259,6 +259,10 @@ class WebSettings(_Table):
     secret_env: str = "FLYGBLAD_SECRET"
     secret_file: str | None = None
     unsubscribe_mailto: str | None = None
+    postmark_webhook_user: str | None = None
+    postmark_webhook_password_env: str | None = None
+    sendgrid_webhook_key_env: str | None = None
+    mailgun_webhook_signing_key_env: str | None = None
 
     _mailto = field_validator("unsubscribe_mailto")(_check_mailbox)
 

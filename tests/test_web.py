@@ -304,3 +304,9 @@ def test_subscribe_confirm_unsubscribe_in_a_browser(site) -> None:
     assert answer.status_code == 200
     with Store.open(settings.storage_url) as store:
         assert store.subscriber("nyhetsbrev", "browser@example.org").status == "unsubscribed"
+
+
+def test_unconfigured_webhooks_are_not_there(site) -> None:
+    _, server = site
+    for provider in ("postmark", "sendgrid", "mailgun", "ses"):
+        assert requests.post(f"{server.url}/webhooks/{provider}", json={}).status_code == 404

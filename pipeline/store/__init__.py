@@ -577,6 +577,20 @@ class Store:
                 )
         return True
 
+    def suppress(self, email: str, status: str, *, list_name: str | None = None, now: datetime | None = None) -> int:
+        """Mark an address ``bounced`` or ``complained`` (on one list, or every list it is on).
+
+        A bounce does not overwrite a complaint; returns how many rows changed.
+        """
+        keep = ("complained",) if status == "bounced" else ()
+        query = update(subscribers).where(subscribers.c.email_key == email.lower(), subscribers.c.status != status)
+        if keep:
+            query = query.where(subscribers.c.status.not_in(keep))
+        if list_name is not None:
+            query = query.where(subscribers.c.list == list_name)
+        with self.engine.begin() as connection:
+            return int(connection.execute(query.values(status=status, changed=now or _now())).rowcount or 0)
+
     def remove_subscriber(self, list_name: str, email: str) -> bool:
         """Delete a subscriber from a list; False when the address is not on it."""
         with self.engine.begin() as connection:

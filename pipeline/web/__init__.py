@@ -41,6 +41,7 @@ from pipeline.render.templates import BUILTIN_TEMPLATES, environment, strings
 from pipeline.store import Store
 from pipeline.subscribers import ImportReport, SubscriberError, candidate
 from pipeline.tokens import Tokens, load_secret
+from pipeline.web import webhooks
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +255,24 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
             abort(404)
         return make_response(archive_html(settings, issue), 200, {"Content-Type": "text/html; charset=utf-8"})
 
+    @app.post("/webhooks/<provider>")
+    @limiter.exempt
+    def webhook(provider: str) -> Response:
+        if provider not in webhooks.PROVIDERS or not webhooks.enabled(settings, provider):
+            abort(404)
+        body = request.get_data(cache=False)
+        try:
+            events = webhooks.PROVIDERS[provider](settings, request.headers, body)
+        except webhooks.Unverified:
+            return make_response("unverified\n", 401 if provider == "postmark" else 403)
+        except (ValueError, TypeError, AttributeError):
+            return make_response("unreadable\n", 400)
+        changed = 0
+        for event in events:
+            list_name = _list_of(event.message_id, settings)
+            changed += store.suppress(event.email, event.status, list_name=list_name)
+        return make_response(f"ok {len(events)} events, {changed} subscribers changed\n", 200)
+
     @app.get("/feeds/<name>.<suffix>")
     def feed(name: str, suffix: str) -> Response:
         if suffix not in FEED_TYPES or not name.replace("-", "").replace("_", "").isalnum():
@@ -266,6 +285,14 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
         return response
 
     return app
+
+
+def _list_of(message_id: str | None, settings: Settings) -> str | None:
+    """The list a message of ours went to, from its Message-ID (``list.number.subscriber.nonce@domain``)."""
+    if not message_id:
+        return None
+    name = message_id.strip("<>").split(".", 1)[0]
+    return name if any(m.name == name for m in settings.lists) else None
 
 
 def _send_confirmation(

@@ -1,0 +1,136 @@
+"""Bounce and complaint webhooks: what each provider posts, checked the way it offers.
+
+* Postmark: HTTP basic auth that you put in the webhook URL (``[web]
+  postmark_webhook_user`` and the password from ``postmark_webhook_password_env``);
+  ``RecordType`` "Bounce" with a hard-bounce type, or "SpamComplaint".
+* SendGrid: the Signed Event Webhook: an ECDSA (P-256, SHA-256) signature over
+  the timestamp header followed by the raw body, checked against the public
+  key from ``sendgrid_webhook_key_env``; events "bounce"/"dropped" and "spamreport".
+* Mailgun: HMAC-SHA256 of timestamp + token under the webhook signing key from
+  ``mailgun_webhook_signing_key_env``; "failed" with severity "permanent", and
+  "complained".
+
+A request that cannot be verified changes nothing. Signed timestamps older than
+five minutes are refused (replay).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+from pipeline.config import Settings
+
+MAX_AGE_SECONDS = 300
+HARD_BOUNCE_TYPES = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated", "SpamNotification", "Blocked"}
+
+
+@dataclass(frozen=True)
+class Event:
+    """What a provider told us about one address."""
+
+    email: str
+    status: str  # bounced or complained
+    message_id: str | None = None  # ours, when the provider echoes it back
+
+
+class Unverified(Exception):
+    """The request could not be shown to come from the provider."""
+
+
+def _env(name: str | None) -> str | None:
+    return os.environ.get(name, "").strip() or None if name else None
+
+
+def enabled(settings: Settings, provider: str) -> bool:
+    """Whether the webhook of *provider* is configured."""
+    web = settings.web
+    return {
+        "postmark": bool(web.postmark_webhook_user and _env(web.postmark_webhook_password_env)),
+        "sendgrid": bool(_env(web.sendgrid_webhook_key_env)),
+        "mailgun": bool(_env(web.mailgun_webhook_signing_key_env)),
+    }.get(provider, False)
+
+
+def _fresh(timestamp: str | int | None) -> None:
+    try:
+        age = abs(time.time() - float(timestamp or 0))
+    except ValueError:
+        raise Unverified("bad timestamp") from None
+    if age > MAX_AGE_SECONDS:
+        raise Unverified("timestamp too old")
+
+
+def postmark(settings: Settings, headers: Mapping[str, str], body: bytes) -> list[Event]:
+    """Events from a Postmark bounce or spam-complaint webhook."""
+    web = settings.web
+    expected = base64.b64encode(
+        f"{web.postmark_webhook_user}:{_env(web.postmark_webhook_password_env)}".encode()
+    ).decode()
+    if not hmac.compare_digest(headers.get("Authorization", ""), f"Basic {expected}"):
+        raise Unverified("basic auth")
+    data = json.loads(body)
+    email = data.get("Email") or ""
+    metadata = data.get("Metadata") or {}
+    message_id = metadata.get("flygblad-message-id")
+    if data.get("RecordType") == "Bounce" and data.get("Type") in HARD_BOUNCE_TYPES:
+        return [Event(email, "bounced", message_id)]
+    if data.get("RecordType") == "SpamComplaint":
+        return [Event(email, "complained", message_id)]
+    return []
+
+
+def sendgrid(settings: Settings, headers: Mapping[str, str], body: bytes) -> list[Event]:
+    """Events from SendGrid's signed Event Webhook."""
+    key_text = _env(settings.web.sendgrid_webhook_key_env) or ""
+    signature = headers.get("X-Twilio-Email-Event-Webhook-Signature", "")
+    timestamp = headers.get("X-Twilio-Email-Event-Webhook-Timestamp", "")
+    try:
+        key = load_der_public_key(base64.b64decode(key_text))
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        key.verify(base64.b64decode(signature), timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError, AssertionError) as err:
+        raise Unverified("signature") from err
+    _fresh(timestamp)
+    events = []
+    for event in json.loads(body):
+        kind = event.get("event")
+        status = "bounced" if kind in ("bounce", "dropped") and event.get("type") != "blocked" else None
+        status = "complained" if kind == "spamreport" else status
+        if status and event.get("email"):
+            events.append(Event(event["email"], status, event.get("flygblad_message_id")))
+    return events
+
+
+def mailgun(settings: Settings, headers: Mapping[str, str], body: bytes) -> list[Event]:
+    """Events from a Mailgun webhook."""
+    key = (_env(settings.web.mailgun_webhook_signing_key_env) or "").encode()
+    data: dict[str, Any] = json.loads(body)
+    signed = data.get("signature") or {}
+    timestamp, token = str(signed.get("timestamp", "")), str(signed.get("token", ""))
+    expected = hmac.new(key, (timestamp + token).encode(), hashlib.sha256).hexdigest()
+    if not key or not hmac.compare_digest(expected, str(signed.get("signature", ""))):
+        raise Unverified("signature")
+    _fresh(timestamp)
+    event = data.get("event-data") or {}
+    email = event.get("recipient") or ""
+    if event.get("event") == "failed" and event.get("severity") == "permanent":
+        return [Event(email, "bounced")]
+    if event.get("event") == "complained":
+        return [Event(email, "complained")]
+    return []
+
+
+PROVIDERS = {"postmark": postmark, "sendgrid": sendgrid, "mailgun": mailgun}

@@ -1,0 +1,141 @@
+"""Bounce and complaint webhooks over real HTTP: verified ones change statuses, others nothing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import pytest
+import requests
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from pipeline.store import Store
+from pipeline.subscribers import ImportReport, candidate
+from tests.smtp_sink import free_port
+from tests.test_web import SECRET, Server, _configure
+
+MAILGUN_KEY = "mailgun-signing-key-123"
+SENDGRID_KEY = ec.generate_private_key(ec.SECP256R1())
+SENDGRID_PUBLIC = base64.b64encode(
+    SENDGRID_KEY.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+).decode()
+
+
+@pytest.fixture
+def hooks(example_settings, monkeypatch):
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("PM_HOOK_PASSWORD", "pm-password")
+    monkeypatch.setenv("SG_HOOK_KEY", SENDGRID_PUBLIC)
+    monkeypatch.setenv("MG_HOOK_KEY", MAILGUN_KEY)
+    port = free_port()
+    settings = _configure(example_settings, f"http://127.0.0.1:{port}")
+    text = settings.path.read_text(encoding="utf-8").replace(
+        "[web]\n",
+        '[web]\npostmark_webhook_user = "postmark"\n'
+        'postmark_webhook_password_env = "PM_HOOK_PASSWORD"\nsendgrid_webhook_key_env = "SG_HOOK_KEY"\n'
+        'mailgun_webhook_signing_key_env = "MG_HOOK_KEY"\n',
+        1,
+    )
+    settings.path.write_text(text, encoding="utf-8")
+    from pipeline.config import load_settings
+
+    settings = load_settings(settings.path)
+    with Store.open(settings.storage_url) as store:
+        store.upsert_subscribers(
+            "nyhetsbrev", [candidate(f"{n}@example.org") for n in ("a", "b", "c", "d", "e", "f")], report=ImportReport()
+        )
+    with Server(settings, port) as server:
+        yield settings, server
+
+
+def _status(settings, email: str) -> str:
+    with Store.open(settings.storage_url) as store:
+        return store.subscriber("nyhetsbrev", email).status
+
+
+def test_postmark(hooks) -> None:
+    settings, server = hooks
+    url = f"{server.url}/webhooks/postmark"
+    bounce = {
+        "RecordType": "Bounce",
+        "Type": "HardBounce",
+        "TypeCode": 1,
+        "Email": "a@example.org",
+        "Metadata": {"flygblad-message-id": "nyhetsbrev.1.1.abcd@produktionslyftet.example"},
+    }
+    assert requests.post(url, json=bounce, auth=("postmark", "wrong")).status_code == 401
+    assert requests.post(url, json=bounce).status_code == 401
+    assert _status(settings, "a@example.org") == "active", "an unverified request changes nothing"
+    assert requests.post(url, json=bounce, auth=("postmark", "pm-password")).status_code == 200
+    assert _status(settings, "a@example.org") == "bounced"
+    soft = {**bounce, "Type": "SoftBounce", "TypeCode": 4098, "Email": "b@example.org"}
+    assert requests.post(url, json=soft, auth=("postmark", "pm-password")).status_code == 200
+    assert _status(settings, "b@example.org") == "active", "a soft bounce is not a reason to stop"
+    complaint = {"RecordType": "SpamComplaint", "Email": "b@example.org"}
+    assert requests.post(url, json=complaint, auth=("postmark", "pm-password")).status_code == 200
+    assert _status(settings, "b@example.org") == "complained"
+
+
+def _sendgrid_post(
+    url: str, events: list[dict], *, timestamp: int | None = None, key=SENDGRID_KEY
+) -> requests.Response:
+    body = json.dumps(events).encode()
+    stamp = str(timestamp if timestamp is not None else int(time.time()))
+    signature = base64.b64encode(key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
+    return requests.post(
+        url,
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "X-Twilio-Email-Event-Webhook-Signature": signature,
+            "X-Twilio-Email-Event-Webhook-Timestamp": stamp,
+        },
+    )
+
+
+def test_sendgrid(hooks) -> None:
+    settings, server = hooks
+    url = f"{server.url}/webhooks/sendgrid"
+    events = [
+        {"email": "c@example.org", "event": "bounce", "type": "bounce", "sg_event_id": "1"},
+        {"email": "d@example.org", "event": "spamreport", "sg_event_id": "2"},
+        {"email": "e@example.org", "event": "delivered", "sg_event_id": "3"},
+    ]
+    assert _sendgrid_post(url, events, key=ec.generate_private_key(ec.SECP256R1())).status_code == 403
+    assert _sendgrid_post(url, events, timestamp=int(time.time()) - 3600).status_code == 403, "a replay"
+    assert (_status(settings, "c@example.org"), _status(settings, "d@example.org")) == ("active", "active")
+    assert _sendgrid_post(url, events).status_code == 200
+    assert (
+        _status(settings, "c@example.org"),
+        _status(settings, "d@example.org"),
+        _status(settings, "e@example.org"),
+    ) == ("bounced", "complained", "active")
+
+
+def _mailgun_body(event: dict, *, key: str = MAILGUN_KEY, timestamp: int | None = None) -> dict:
+    stamp, token = str(timestamp if timestamp is not None else int(time.time())), "f" * 50
+    signature = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+    return {"signature": {"timestamp": stamp, "token": token, "signature": signature}, "event-data": event}
+
+
+def test_mailgun(hooks) -> None:
+    settings, server = hooks
+    url = f"{server.url}/webhooks/mailgun"
+    failed = {"event": "failed", "severity": "permanent", "recipient": "e@example.org"}
+    assert requests.post(url, json=_mailgun_body(failed, key="forged")).status_code == 403
+    tampered = _mailgun_body(failed)
+    tampered["signature"]["timestamp"] = str(int(tampered["signature"]["timestamp"]) + 1)
+    assert requests.post(url, json=tampered).status_code == 403
+    assert _status(settings, "e@example.org") == "active"
+    assert requests.post(url, json=_mailgun_body({**failed, "severity": "temporary"})).status_code == 200
+    assert _status(settings, "e@example.org") == "active"
+    assert requests.post(url, json=_mailgun_body(failed)).status_code == 200
+    assert _status(settings, "e@example.org") == "bounced"
+    assert (
+        requests.post(url, json=_mailgun_body({"event": "complained", "recipient": "f@example.org"})).status_code == 200
+    )
+    assert _status(settings, "f@example.org") == "complained"
