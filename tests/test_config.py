@@ -62,6 +62,13 @@ BAD = [
         "storage.url",
         "SQLAlchemy URL",
     ),
+    (("[feeds]", '[web]\nbase_url = "http://nyhetsbrev.sajten.example"\n\n[feeds]'), "web.base_url", "must be https"),
+    (("[feeds]", '[web]\nsecret_env = "my secret"\n\n[feeds]'), "web.secret_env", "name of an environment variable"),
+    (
+        ("[feeds]", '[sender]\nkind = "file"\nhost = "smtp.sajten.example"\n\n[feeds]'),
+        "sender.host",
+        "not a setting of the 'file' sender",
+    ),
 ]
 
 
