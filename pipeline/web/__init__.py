@@ -164,80 +164,62 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
         done = (t["subscribe_done"] if double else t["subscribe_done_single"]).format(list=mailing_list.title)
         return subscribe_form(mailing_list, done, done=True)
 
-    # ------------------------------------------------------------ confirm
+    # ------------------------------------------------------------ confirm and unsubscribe
 
-    @app.get("/confirm/<token>")
-    def confirm_page(token: str) -> Response:
-        found = tokens.read_confirm(token)
-        if found is None:
-            abort(404)
-        mailing_list = known_list(found[1])
-        t = strings_for(mailing_list)
-        return page(
-            "web/action.html.j2",
-            mailing_list,
-            title=t["confirm_title"],
-            message=None,
-            intro=t["confirm_intro"].format(list=mailing_list.title),
-            button=t["confirm_button"],
-            action=url_for("confirm", token=token),
-        )
+    # Both are a signed link that shows a page with one button (GET changes nothing, so
+    # link scanners are harmless) and a POST that does the change. For unsubscribe the
+    # POST may also be RFC 8058's "List-Unsubscribe=One-Click" from a mail client: no
+    # cookie, no CSRF token; the signed token in the URL is the authority.
+    actions = {
+        "confirm": (
+            tokens.read_confirm,
+            store.confirm_subscriber,
+            "confirm_title",
+            "confirm_intro",
+            "confirm_button",
+            "confirmed",
+        ),
+        "unsubscribe": (
+            tokens.read_unsubscribe,
+            store.unsubscribe,
+            "unsubscribe_title",
+            "unsubscribe_intro",
+            "unsubscribe_button",
+            "unsubscribed",
+        ),
+    }
 
-    @app.post("/confirm/<token>")
-    def confirm(token: str) -> Response:
-        found = tokens.read_confirm(token)
-        if found is None:
-            abort(404)
-        subscriber_id, list_name = found
-        mailing_list = known_list(list_name)
-        if not store.confirm_subscriber(subscriber_id, list_name):
-            abort(404)
-        t = strings_for(mailing_list)
-        return page(
-            "web/action.html.j2",
-            mailing_list,
-            title=t["confirm_title"],
-            message=t["confirmed"].format(list=mailing_list.title),
-            button=None,
-        )
-
-    # ------------------------------------------------------------ unsubscribe
-
-    @app.get("/unsubscribe/<token>")
-    def unsubscribe_page(token: str) -> Response:
-        found = tokens.read_unsubscribe(token)
-        if found is None:
-            abort(404)
-        mailing_list = known_list(found[1])
-        t = strings_for(mailing_list)
-        return page(
-            "web/action.html.j2",
-            mailing_list,
-            title=t["unsubscribe_title"],
-            message=None,
-            intro=t["unsubscribe_intro"].format(list=mailing_list.title),
-            button=t["unsubscribe_button"],
-            action=url_for("unsubscribe", token=token),
-        )
-
-    @app.post("/unsubscribe/<token>")
-    def unsubscribe(token: str) -> Response:
-        # RFC 8058: mail clients POST "List-Unsubscribe=One-Click" with no cookie and no CSRF
-        # token; the signed token in the URL is the authority, so both kinds of POST work.
-        found = tokens.read_unsubscribe(token)
+    def link_page(kind: str, token: str) -> Response:
+        read, act, title, intro, button, done = actions[kind]
+        found = read(token)
         if found is None:
             abort(404)
         subscriber_id, list_name = found
         mailing_list = known_list(list_name)
-        if not store.unsubscribe(subscriber_id, list_name):
-            abort(404)
         t = strings_for(mailing_list)
+        if request.method == "POST":
+            if not act(subscriber_id, list_name):
+                abort(404)
+            return page(
+                "web/action.html.j2",
+                mailing_list,
+                title=t[title],
+                message=t[done].format(list=mailing_list.title),
+                button=None,
+            )
         return page(
             "web/action.html.j2",
             mailing_list,
-            title=t["unsubscribe_title"],
-            message=t["unsubscribed"].format(list=mailing_list.title),
-            button=None,
+            title=t[title],
+            message=None,
+            intro=t[intro].format(list=mailing_list.title),
+            button=t[button],
+            action=request.path,
+        )
+
+    for kind in actions:
+        app.add_url_rule(
+            f"/{kind}/<token>", kind, lambda token, kind=kind: link_page(kind, token), methods=["GET", "POST"]
         )
 
     # ------------------------------------------------------------ archive and feeds
