@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import sys
 import time
 from collections.abc import Iterator
@@ -28,12 +29,13 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from sqlalchemy.exc import IntegrityError
 
 from pipeline import __version__
 from pipeline.collect import CollectReport, collect
 from pipeline.config import ENV_CONFIG, ListSettings, Settings, load_settings
 from pipeline.delivery import sender_for
-from pipeline.delivery.send import Outbox, send_issue
+from pipeline.delivery.send import Outbox, finish_report, run_worker, send_issue
 from pipeline.errors import ConfigError, FlygbladError
 from pipeline.feeds import build_feeds, write_feeds
 from pipeline.issues import Draft, build_issue, next_issue
@@ -499,13 +501,26 @@ def _issue_to_send(
         return latest
     if not store.count_subscribers(mailing_list.name, "active"):
         return None  # an issue nobody receives would use up its items: wait for subscribers
-    return build_issue(settings, store, mailing_list)
+    try:
+        return build_issue(settings, store, mailing_list)
+    except IntegrityError:  # another sender froze the same issue a moment ago: send that one
+        return store.issue(mailing_list.name)
 
 
-def _send_list(ctx: Context, mailing_list: ListSettings, *, resend_uncertain: bool, wait: bool) -> bool:
+def _send_list(
+    ctx: Context, mailing_list: ListSettings, *, resend_uncertain: bool, wait: bool, workers: int = 1
+) -> bool:
     """Send one list's issue; False when the send stopped before its end."""
     settings = ctx.settings
+    extra: list[multiprocessing.process.BaseProcess] = []
     with ctx.store() as store:
+        if workers > 1 and store.engine.dialect.name != "postgresql":
+            raise ConfigError(
+                '--workers needs PostgreSQL ([storage] url = "postgresql+psycopg://…"): '
+                "SQLite allows one sender at a time",
+                path=str(settings.path),
+                key="storage.url",
+            )
         issue = _issue_to_send(store, settings, mailing_list, resend_uncertain)
         if issue is None:
             if not store.count_subscribers(mailing_list.name, "active"):
@@ -514,6 +529,15 @@ def _send_list(ctx: Context, mailing_list: ListSettings, *, resend_uncertain: bo
                 click.echo(f"send: no new items for list {mailing_list.name!r}: nothing to send")
             return True
         sender = sender_for(settings)
+        if workers > 1:
+            store.start_outbox(issue.id, issue.list)  # before the workers start: they share these rows
+            context = multiprocessing.get_context("spawn")
+            extra = [
+                context.Process(target=run_worker, args=(str(settings.path), issue.list, issue.number, wait))
+                for _ in range(workers - 1)
+            ]
+            for process in extra:
+                process.start()
         if sys.stderr.isatty():
             with Progress(
                 TextColumn("{task.description}"),
@@ -536,6 +560,10 @@ def _send_list(ctx: Context, mailing_list: ListSettings, *, resend_uncertain: bo
                 )
         else:
             report = send_issue(settings, store, issue, sender, resend_uncertain=resend_uncertain, wait=wait)
+        for process in extra:
+            process.join()
+        if extra:
+            finish_report(store, issue, report)
     for email in report.uncertain:
         err_console.print(
             f"flygblad: uncertain: {email} (the run that sent it stopped before the answer; "
@@ -561,9 +589,22 @@ def _send_list(ctx: Context, mailing_list: ListSettings, *, resend_uncertain: bo
 )
 @click.option("--resend-uncertain", is_flag=True, help="Send again to recipients whose fate a crash left unknown.")
 @click.option("--no-wait", "no_wait", is_flag=True, help="Leave deferred messages for the next run instead of waiting.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Sending processes sharing the outbox (PostgreSQL only).",
+)
 @click.pass_obj
 def send_command(
-    ctx: Context, list_name: str | None, dry_run: bool, test_address: str | None, resend_uncertain: bool, no_wait: bool
+    ctx: Context,
+    list_name: str | None,
+    dry_run: bool,
+    test_address: str | None,
+    resend_uncertain: bool,
+    no_wait: bool,
+    workers: int,
 ) -> None:
     """Send the list's issue to its active subscribers: resumes a stopped send, else freezes the next issue."""
     ok = True
@@ -604,7 +645,7 @@ def send_command(
                 f"{result.status} {result.reply}".rstrip()
             )
             sys.exit(EXIT_OK if result.status == "sent" else EXIT_FAILED)
-        ok = _send_list(ctx, mailing_list, resend_uncertain=resend_uncertain, wait=not no_wait)
+        ok = _send_list(ctx, mailing_list, resend_uncertain=resend_uncertain, wait=not no_wait, workers=workers)
     sys.exit(EXIT_OK if ok else EXIT_FAILED)
 
 

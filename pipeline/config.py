@@ -324,6 +324,7 @@ class SenderSettings(_Table):
     retry_base_seconds: float = Field(default=60.0, ge=0)
     max_consecutive_failures: int = Field(default=50, ge=1)
     batch_size: int | None = Field(default=None, ge=1, le=1000)
+    claim_lease_seconds: float = Field(default=600.0, gt=0)
     # file
     dir: str = "outbox"
     # smtp

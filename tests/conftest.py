@@ -7,6 +7,7 @@ set (CI sets it). Without it they skip with a reason; with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -150,12 +151,9 @@ def _postgres_url() -> str | None:
     return os.environ.get("FLYGBLAD_TEST_DATABASE_URL") or None
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database URL: a SQLite file, or a new schema on PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A fresh schema on the test PostgreSQL server, as a database URL; skip (or fail in CI) without one."""
     url = _postgres_url()
     if url is None:
         if os.environ.get("FLYGBLAD_REQUIRE_POSTGRES") == "1":
@@ -182,6 +180,16 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL: a SQLite file, or a new schema on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    with postgres_schema() as url:
+        yield url
 
 
 # ---------------------------------------------------------------- the bundled default

@@ -20,14 +20,18 @@ instead of burning through the list.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dkim
 from sqlalchemy import Connection
@@ -39,7 +43,7 @@ from pipeline.issues import rendered_of
 from pipeline.render import RecipientValues
 from pipeline.render.mime import MessageTemplate, mailbox
 from pipeline.render.templates import strings
-from pipeline.store import Issue, LedgerUpdate, OutboxRow, Store
+from pipeline.store import Issue, LedgerUpdate, OutboxRow, Store, worker_name
 from pipeline.tokens import Tokens, load_secret
 
 log = logging.getLogger(__name__)
@@ -240,10 +244,67 @@ def send_issue(
     sleep: Callable[[float], None] = time.sleep,
 ) -> SendReport:
     """Send (or resume sending) a frozen issue to its list through *sender*."""
+    with sending_lock(store):
+        return _send_issue(
+            settings,
+            store,
+            issue,
+            sender,
+            resend_uncertain=resend_uncertain,
+            progress=progress,
+            wait=wait,
+            clock=clock,
+            sleep=sleep,
+        )
+
+
+@contextlib.contextmanager
+def sending_lock(store: Store) -> Iterator[None]:
+    """On SQLite, one sender at a time: a second one is refused with a clear message instead of racing.
+
+    (PostgreSQL needs no such lock: senders claim rows with FOR UPDATE SKIP LOCKED.)
+    """
+    database = store.engine.url.database if store.engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    path = Path(f"{database}.send.lock")
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise DeliveryError(
+                f"another flygblad send ({holder}) is sending from this SQLite database; SQLite allows one sender "
+                "at a time (for several, use PostgreSQL)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _send_issue(
+    settings: Settings,
+    store: Store,
+    issue: Issue,
+    sender: Sender,
+    *,
+    resend_uncertain: bool,
+    progress: Progress | None,
+    wait: bool,
+    clock: Callable[[], datetime],
+    sleep: Callable[[float], None],
+) -> SendReport:
     mailing_list = settings.mailing_list(issue.list)
     report = SendReport(issue.list, issue.number)
     store.start_outbox(issue.id, issue.list, now=clock())
-    abandoned = store.abandon_claims(issue.id, now=clock())
+    abandoned = store.abandon_claims(issue.id, now=clock(), lease_seconds=settings.sender.claim_lease_seconds)
     if abandoned:
         log.warning("%d messages of issue %d were in flight when a run stopped: now uncertain", abandoned, issue.number)
     if resend_uncertain:
@@ -295,10 +356,10 @@ def send_issue(
 
     with sender:
         if workers == 1:
-            work("main")
+            work(worker_name(0))
         else:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send") as pool:
-                for future in [pool.submit(work, f"worker-{n}") for n in range(workers)]:
+                for future in [pool.submit(work, worker_name(n)) for n in range(workers)]:
                     future.result()
     report.paused = state.paused
     report.finished = report.paused is None and store.finish_issue(issue.id)
@@ -308,3 +369,23 @@ def send_issue(
 
 
 __all__ = ["Outbox", "SendReport", "send_issue"]
+
+
+def run_worker(config: str, list_name: str, number: int, wait: bool = True) -> None:
+    """One extra sending process for ``send --workers N``: same issue, same outbox (PostgreSQL)."""
+    from pipeline.config import load_settings
+    from pipeline.delivery import sender_for
+
+    settings = load_settings(config)
+    with Store.open(settings.storage_url) as store:
+        issue = store.issue(list_name, number)
+        if issue is not None and issue.status == "sending":
+            send_issue(settings, store, issue, sender_for(settings), wait=wait)
+
+
+def finish_report(store: Store, issue: Issue, report: SendReport) -> SendReport:
+    """Bring a report up to date with the ledger (after several workers are done)."""
+    report.finished = report.paused is None and store.finish_issue(issue.id)
+    report.counts = store.outbox_counts(issue.id)
+    report.uncertain = [r.email for r in store.outbox_rows(issue.id, "uncertain")]
+    return report

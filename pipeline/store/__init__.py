@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import socket
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +33,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -57,6 +60,27 @@ _OUTBOX_FIELDS = (
     "last_reply",
     "next_attempt",
 )
+
+
+def worker_name(number: int = 0) -> str:
+    """``host:pid:n``: who claimed an outbox row, so a later run can tell a dead claim from a live one."""
+    return f"{socket.gethostname()}:{os.getpid()}:{number}"
+
+
+def worker_is_dead(worker: str | None) -> bool:
+    """True for a worker of this machine whose process is gone (or an unnamed one: the old single-process form)."""
+    if not worker or worker.count(":") < 2:
+        return True
+    host, pid, _ = worker.rsplit(":", 2)
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's: only its lease can expire it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _record_params(issue_id: int, o: LedgerUpdate, now: datetime) -> dict[str, Any]:
@@ -644,16 +668,35 @@ class Store:
                 ).scalar_one()
             )
 
-    def abandon_claims(self, issue_id: int, now: datetime | None = None) -> int:
-        """Rows a dead run claimed but never recorded become ``uncertain``: they may or may not have gone."""
-        with self.engine.begin() as connection:
+    def abandon_claims(self, issue_id: int, now: datetime | None = None, lease_seconds: float | None = None) -> int:
+        """Rows a dead worker claimed but never recorded become ``uncertain``: they may or may not have gone.
+
+        A worker is dead when it ran on this machine and its process is gone, or
+        (any machine) when its claim is older than the lease. Claims of live
+        workers are left alone, so several senders can share one outbox.
+        """
+        now = now or _now()
+        with self.engine.connect() as connection:
+            workers = set(
+                connection.execute(
+                    select(outbox.c.worker)
+                    .where(outbox.c.issue_id == issue_id, outbox.c.status == "sending")
+                    .distinct()
+                ).scalars()
+            )
+        dead = [w for w in workers if worker_is_dead(w)]
+        condition = outbox.c.worker.in_(dead) if dead else None
+        if lease_seconds is not None:
+            stale = outbox.c.claimed_at < now - timedelta(seconds=lease_seconds)
+            condition = stale if condition is None else or_(condition, stale)
+        if condition is None:
+            return 0
+        with self._writing, self.engine.begin() as connection:
             done = connection.execute(
                 update(outbox)
-                .where(outbox.c.issue_id == issue_id, outbox.c.status == "sending")
+                .where(outbox.c.issue_id == issue_id, outbox.c.status == "sending", condition)
                 .values(
-                    status="uncertain",
-                    changed=now or _now(),
-                    last_reply="the sending run stopped before an answer was recorded",
+                    status="uncertain", changed=now, last_reply="the sending run stopped before an answer was recorded"
                 )
             )
         return int(done.rowcount or 0)
