@@ -662,8 +662,52 @@ def serve_command(ctx: Context, host: str | None, port: int | None) -> None:
 
     with _errors():
         settings = ctx.settings
+        scheduler = None
+        if settings.schedules:
+            from pipeline.schedule import start_scheduler
+
+            scheduler = start_scheduler(settings)
+            click.echo(f"serve: {len(settings.schedules)} schedules running (flygblad schedule shows when)")
         click.echo(
             f"serve: http://{host or settings.web.host}:{port or settings.web.port}/ "
             f"(public address {settings.web_base_url})"
         )
-        serve(settings, host, port)
+        try:
+            serve(settings, host, port)
+        finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
+
+
+# ---------------------------------------------------------------- schedule
+
+
+@cli.command("schedule")
+@click.option("--count", "-n", type=click.IntRange(1, 100), default=5, show_default=True, help="Firings per schedule.")
+@click.option("--run", "run_name", metavar="NAME", help="Fire this schedule now (as serve would at its time).")
+@click.pass_obj
+def schedule_command(ctx: Context, count: int, run_name: str | None) -> None:
+    """Show each schedule's next firings in its time zone, and the last ones recorded."""
+    from pipeline.schedule import next_runs, run_firing
+
+    with _errors():
+        settings = ctx.settings
+        if run_name is not None:
+            settings.schedule(run_name)
+            status = run_firing(str(settings.path), run_name)  # its latest due time, as the scheduler would
+            click.echo(f"schedule: {run_name} fired: {status}")
+            sys.exit(EXIT_OK if status in ("done", "no-news") else EXIT_FAILED)
+        if not settings.schedules:
+            click.echo("schedule: no [[schedules]] configured")
+            return
+        with ctx.store() as store:
+            for schedule in settings.schedules:
+                what = (
+                    "collect only" if schedule.collect_only else f"list {schedule.list}, min_items {schedule.min_items}"
+                )
+                click.echo(f"{schedule.name}: {schedule.cron} ({what}, send_deadline {schedule.send_deadline})")
+                for when in next_runs(settings, schedule, count):
+                    click.echo(f"  next {when.isoformat()}")
+                for firing in store.firings(schedule.name)[:3]:
+                    due = firing["due"].astimezone(settings.site.tz).isoformat()
+                    click.echo(f"  last {due} {firing['status']}: {firing['detail'] or ''}".rstrip())

@@ -408,6 +408,60 @@ class DkimSettings(_Table):
         return value
 
 
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
+
+
+def duration_seconds(text: str) -> float:
+    """``"90s"``, ``"30m"``, ``"6h"``, ``"2d"`` in seconds."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"must be a duration such as '30m', '6h' or '1d', got {text!r}")
+    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+class ScheduleSettings(_Table):
+    """``[[schedules]]``: when a list's issue is built and sent (or sources only collected)."""
+
+    name: str
+    list: str | None = None
+    cron: str
+    timezone: str | None = None
+    min_items: int = Field(default=1, ge=1)
+    send_deadline: str = "6h"
+    collect_only: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _schedule_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"must be lower-case letters, digits, '-' or '_', got {value!r}")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from pipeline.schedule import cron_trigger
+
+        cron_trigger(value, "UTC")  # raises ValueError naming what is wrong
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _schedule_timezone(cls, value: str | None) -> str | None:
+        return None if value is None else SiteSettings._timezone(value)
+
+    @field_validator("send_deadline")
+    @classmethod
+    def _deadline(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
+
+    @property
+    def deadline_seconds(self) -> float:
+        """How late after its due time a firing may still run."""
+        return duration_seconds(self.send_deadline)
+
+
 class Settings(_Table):
     """The whole, validated configuration. Read-only once loaded."""
 
@@ -424,6 +478,7 @@ class Settings(_Table):
     web: WebSettings = WebSettings()
     sender: SenderSettings = SenderSettings()
     dkim: DkimSettings | None = None
+    schedules: tuple[ScheduleSettings, ...] = Field(default=(), strict=False)
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, arbitrary_types_allowed=True)
 
@@ -445,6 +500,20 @@ class Settings(_Table):
                     raise ValueError(
                         f"lists[{i + 1}].sources: no source named {source!r} (sources: {', '.join(sorted(names)) or 'none'})"
                     )
+        list_names = {m.name for m in self.lists}
+        schedule_names: set[str] = set()
+        for i, schedule in enumerate(self.schedules):
+            if schedule.name in schedule_names:
+                raise ValueError(f"schedules[{i + 1}].name: {schedule.name!r} is used by an earlier schedule")
+            schedule_names.add(schedule.name)
+            if schedule.collect_only:
+                continue
+            if schedule.list is None:
+                raise ValueError(f"schedules[{i + 1}].list: required unless collect_only = true")
+            if schedule.list not in list_names:
+                raise ValueError(
+                    f"schedules[{i + 1}].list: no list named {schedule.list!r} (lists: {', '.join(sorted(list_names)) or 'none'})"
+                )
         if self.lists and self.organisation is None:
             raise ValueError(
                 "organisation: required when [[lists]] are configured (name and postal address for the footer)"
@@ -513,6 +582,14 @@ class Settings(_Table):
     def list_sources(self, mailing_list: ListSettings) -> tuple[str, ...]:
         """The sources a list takes its items from: its own choice, else all."""
         return mailing_list.sources if mailing_list.sources is not None else tuple(s.name for s in self.sources)
+
+    def schedule(self, name: str) -> ScheduleSettings:
+        """The schedule called *name*, or a ConfigError listing the names there are."""
+        for schedule in self.schedules:
+            if schedule.name == name:
+                return schedule
+        names = ", ".join(s.name for s in self.schedules) or "none"
+        raise ConfigError(f"no schedule named {name!r} (schedules: {names})", path=str(self.path), key="schedules")
 
     def source(self, name: str) -> SourceSettings:
         """The source called *name*, or a ConfigError listing the names there are."""

@@ -38,11 +38,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
 from pipeline.errors import StoreError
 from pipeline.sources import Item, Validators
-from pipeline.store.schema import UTCDateTime, fetch_state, issue_items, issues, items, outbox, subscribers
+from pipeline.store.schema import UTCDateTime, fetch_state, firings, issue_items, issues, items, outbox, subscribers
 from pipeline.subscribers import SUPPRESSED, Candidate, ImportReport, Subscriber
 
 log = logging.getLogger(__name__)
@@ -836,6 +836,48 @@ class Store:
                 return False
             connection.execute(update(issues).where(issues.c.id == issue_id).values(status="sent"))
         return True
+
+    # ------------------------------------------------------------ schedule firings
+
+    def take_firing(
+        self, schedule: str, due: datetime, status: str = "running", detail: str = "", now: datetime | None = None
+    ) -> bool:
+        """Record a firing before it acts; False when another scheduler (or an earlier run) has it already."""
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    insert(firings).values(
+                        schedule=schedule, due=due, status=status, detail=detail, started=now or _now()
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def finish_firing(
+        self,
+        schedule: str,
+        due: datetime,
+        status: str,
+        detail: str = "",
+        issue_number: int | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """Write how a firing ended."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(firings)
+                .where(firings.c.schedule == schedule, firings.c.due == due)
+                .values(status=status, detail=detail[:1000], issue_number=issue_number, finished=now or _now())
+            )
+
+    def firings(self, schedule: str | None = None) -> list[dict[str, Any]]:
+        """Recorded firings, newest first."""
+        query = select(firings).order_by(firings.c.due.desc(), firings.c.schedule)
+        if schedule is not None:
+            query = query.where(firings.c.schedule == schedule)
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
 
     # ------------------------------------------------------------ fetch state
 

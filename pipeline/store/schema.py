@@ -148,3 +148,17 @@ outbox = Table(
     Column("changed", UTCDateTime(), nullable=False),
     Index("ix_outbox_issue_status", "issue_id", "status", "subscriber_id"),
 )
+
+#: One row per schedule firing, written before the firing acts: (schedule, due) is unique,
+#: so a second scheduler, or a restart, that reaches the same firing finds it taken.
+firings = Table(
+    "firings",
+    metadata,
+    Column("schedule", String(100), primary_key=True),
+    Column("due", UTCDateTime(), primary_key=True),
+    Column("status", String(20), nullable=False),  # running, done, no-news, skipped, failed
+    Column("detail", Text),
+    Column("issue_number", Integer),
+    Column("started", UTCDateTime()),
+    Column("finished", UTCDateTime()),
+)

@@ -1,0 +1,207 @@
+"""Scheduling: ``[[schedules]]`` fired by APScheduler 3 inside ``flygblad serve``.
+
+Interface of this stage:
+
+* :func:`cron_trigger` turns a five-field cron line (crontab's own day
+  numbering: 0 and 7 are Sunday) into an APScheduler trigger in a time zone,
+  so daylight-saving changes keep "07:30 Stockholm time" at 07:30;
+* :func:`next_runs` lists a schedule's coming firings (``flygblad schedule``);
+* :func:`run_firing` is what a firing does: collect, write the feeds, and
+  (unless ``collect_only``) build and send the list's issue when at least
+  ``min_items`` are new. It calls the same functions as the CLI;
+* :func:`start_scheduler` starts a background scheduler whose jobs persist in
+  the store (SQLAlchemyJobStore), coalesced, with a misfire grace equal to the
+  schedule's ``send_deadline``.
+
+Each firing is recorded under the unique key (schedule, due time) *before* it
+acts: a second instance on the same database, or a restart, that reaches the
+same firing finds it taken and does nothing. A firing that could not run within
+``send_deadline`` of its due time is recorded as ``skipped``, never sent late.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.triggers.cron import CronTrigger
+
+log = logging.getLogger(__name__)
+
+_DOW_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _crontab_day_of_week(field: str) -> str:
+    """Crontab numbers days 0-7 from Sunday; APScheduler 3 numbers them from Monday. Names are unambiguous."""
+
+    def name(match: re.Match[str]) -> str:
+        number = int(match.group(0))
+        if number > 7:
+            raise ValueError(f"day of week {number} is not 0-7")
+        return _DOW_NAMES[number]
+
+    # Step values (*/2, 1-5/2) keep their numbers after the slash.
+    parts = []
+    for part in field.split(","):
+        base, slash, step = part.partition("/")
+        parts.append(re.sub(r"\d+", name, base) + slash + step)
+    return ",".join(parts)
+
+
+def cron_trigger(expression: str, timezone: str | tzinfo) -> CronTrigger:
+    """A five-field cron line (minute hour day month day-of-week) in *timezone*; ValueError saying what is wrong."""
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"a cron line has five fields (minute hour day month day-of-week), got {expression!r}")
+    minute, hour, day, month, day_of_week = fields
+    zone = ZoneInfo(timezone) if isinstance(timezone, str) else timezone
+    try:
+        return CronTrigger(
+            minute=minute, hour=hour, day=day, month=month, day_of_week=_crontab_day_of_week(day_of_week), timezone=zone
+        )
+    except ValueError as err:
+        raise ValueError(f"not a valid cron line {expression!r}: {err}") from None
+
+
+def schedule_zone(settings: Any, schedule: Any) -> ZoneInfo:
+    """A schedule's time zone: its own, else the site's."""
+    return ZoneInfo(schedule.timezone or settings.site.timezone)
+
+
+def next_runs(settings: Any, schedule: Any, count: int = 5, now: datetime | None = None) -> list[datetime]:
+    """The schedule's next *count* firings, in its time zone."""
+    zone = schedule_zone(settings, schedule)
+    trigger = cron_trigger(schedule.cron, zone)
+    moment = (now or datetime.now(UTC)).astimezone(zone)
+    out: list[datetime] = []
+    previous = None
+    while len(out) < count:
+        fire = trigger.get_next_fire_time(previous, moment)
+        if fire is None:
+            break
+        out.append(fire)
+        previous, moment = fire, fire
+    return out
+
+
+def latest_due(settings: Any, schedule: Any, now: datetime) -> datetime | None:
+    """The most recent firing time at or before *now* (within the last 35 days)."""
+    from datetime import timedelta
+
+    zone = schedule_zone(settings, schedule)
+    trigger = cron_trigger(schedule.cron, zone)
+    moment, previous, found = (now - timedelta(days=35)).astimezone(zone), None, None
+    while True:
+        fire = trigger.get_next_fire_time(previous, moment)
+        if fire is None or fire > now:
+            return found
+        found, previous, moment = fire, fire, fire
+
+
+def run_firing(config: str, name: str, due: datetime | None = None, now: datetime | None = None) -> str:
+    """Do one firing of schedule *name*: the scheduler's job, and ``flygblad schedule --run``.
+
+    Returns the status recorded: ``done``, ``no-news``, ``skipped``, ``failed``,
+    or ``taken`` when another scheduler already has this firing.
+    """
+    from pipeline.collect import collect
+    from pipeline.config import load_settings
+    from pipeline.delivery import sender_for
+    from pipeline.delivery.send import send_issue
+    from pipeline.errors import FlygbladError
+    from pipeline.feeds import build_feeds, write_feeds
+    from pipeline.issues import build_issue, new_items
+    from pipeline.store import Store
+
+    settings = load_settings(config)
+    schedule = settings.schedule(name)
+    now = now or datetime.now(UTC)
+    due = due or latest_due(settings, schedule, now) or now
+    due = due.astimezone(UTC)
+    with Store.open(settings.storage_url) as store:
+        late = (now - due).total_seconds()
+        if late > schedule.deadline_seconds:
+            if store.take_firing(
+                name,
+                due,
+                status="skipped",
+                detail=f"{late / 3600:.1f} h late; send_deadline is {schedule.send_deadline}",
+                now=now,
+            ):
+                log.warning("schedule %s: firing due %s skipped (%.0f s late)", name, due, late)
+                return "skipped"
+            return "taken"
+        if not store.take_firing(name, due, now=now):
+            return "taken"
+        try:
+            report = collect(settings, store)
+            write_feeds(settings.feeds_dir, build_feeds(settings, store))
+            if schedule.collect_only:
+                store.finish_firing(name, due, "done", report.summary())
+                return "done"
+            mailing_list = settings.mailing_list(schedule.list or "")
+            chosen, left_out = new_items(settings, store, mailing_list)
+            if len(chosen) + len(left_out) < schedule.min_items:
+                store.finish_firing(name, due, "no-news", f"{len(chosen)} new items, min_items is {schedule.min_items}")
+                return "no-news"
+            issue = build_issue(settings, store, mailing_list)
+            if issue is None:
+                store.finish_firing(name, due, "no-news", "no new items")
+                return "no-news"
+            sent = send_issue(settings, store, issue, sender_for(settings))
+            store.finish_firing(name, due, "done", sent.summary(), issue_number=issue.number)
+            return "done"
+        except FlygbladError as err:
+            store.finish_firing(name, due, "failed", str(err))
+            log.error("schedule %s: firing due %s failed: %s", name, due, err)
+            return "failed"
+
+
+def _missed(event: Any, config: str) -> None:
+    """APScheduler gave up on a firing (past its grace): record it as skipped."""
+    from pipeline.config import load_settings
+    from pipeline.store import Store
+
+    settings = load_settings(config)
+    name = event.job_id.removeprefix("flygblad:")
+    with Store.open(settings.storage_url) as store:
+        store.take_firing(
+            name,
+            event.scheduled_run_time.astimezone(UTC),
+            status="skipped",
+            detail="missed its send_deadline while flygblad was not running",
+        )
+
+
+def start_scheduler(settings: Any) -> Any:
+    """A running background scheduler with one persistent job per ``[[schedules]]`` table."""
+    from apscheduler.events import EVENT_JOB_MISSED
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    config = str(settings.path)
+    scheduler = BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(url=settings.storage_url, tablename="apscheduler_jobs")},
+        timezone=settings.site.tz,
+    )
+    for schedule in settings.schedules:
+        scheduler.add_job(
+            "pipeline.schedule:run_firing",
+            trigger=cron_trigger(schedule.cron, schedule_zone(settings, schedule)),
+            args=[config, schedule.name],
+            id=f"flygblad:{schedule.name}",
+            name=schedule.name,
+            replace_existing=True,
+            coalesce=True,
+            misfire_grace_time=int(schedule.deadline_seconds),
+            max_instances=1,
+        )
+    scheduler.add_listener(lambda event: _missed(event, config), EVENT_JOB_MISSED)
+    scheduler.start()
+    return scheduler
+
+
+__all__ = ["cron_trigger", "latest_due", "next_runs", "run_firing", "start_scheduler"]
