@@ -48,8 +48,11 @@ class SmtpSink:
         if not Path(binary).exists():
             raise SystemExit("smtp-sink not found: apt-get install postfix (it ships /usr/sbin/smtp-sink)")
         self.port = free_port()
-        self.process = subprocess.Popen([binary, "-u", "nobody", "-c", f"127.0.0.1:{self.port}", "1024"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [binary, "-u", "nobody", "-c", f"127.0.0.1:{self.port}", "1024"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -91,8 +94,10 @@ def make_project(work: Path, port: int, connections: int, count: int):
 
     shutil.copytree(ROOT / "examples" / "site", work / "examples" / "site")
     text = (ROOT / "config.toml").read_text(encoding="utf-8")
-    text = text.replace('kind = "file"\ndir = "outbox"',
-                        f'kind = "smtp"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\nconnections = {connections}')
+    text = text.replace(
+        'kind = "file"\ndir = "outbox"',
+        f'kind = "smtp"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\nconnections = {connections}',
+    )
     (work / "config.toml").write_text(text, encoding="utf-8")
     settings = load_settings(work / "config.toml")
     with Store.open(settings.storage_url) as store:
@@ -116,10 +121,17 @@ def flygblad_send(settings, count: int) -> float:
         items = store.items()
         rendered = render_issue(settings, settings.lists[0], items, date=datetime.now(UTC))
         last = store.issue("nyhetsbrev")
-        issue = store.freeze_issue("nyhetsbrev", subject=rendered.subject, preheader=rendered.preheader,
-                                   html=rendered.html, text=rendered.text, nonce=rendered.nonce,
-                                   language=rendered.language, item_ids=[s.item.id for s in items],
-                                   cutoff=last.cutoff if last else datetime.now(UTC))
+        issue = store.freeze_issue(
+            "nyhetsbrev",
+            subject=rendered.subject,
+            preheader=rendered.preheader,
+            html=rendered.html,
+            text=rendered.text,
+            nonce=rendered.nonce,
+            language=rendered.language,
+            item_ids=[s.item.id for s in items],
+            cutoff=last.cutoff if last else datetime.now(UTC),
+        )
         start = time.perf_counter()
         report = send_issue(settings, store, issue, sender_for(settings))
         elapsed = time.perf_counter() - start
@@ -144,7 +156,11 @@ def main() -> None:
 
             with Store.open(settings.storage_url) as store:
                 sample = build_issue(settings, store, settings.lists[0])
-            data = Outbox(settings, settings.lists[0], sample, date=datetime.now(UTC)).message(1, "reader1@example.org", "Läsare 1").data
+            data = (
+                Outbox(settings, settings.lists[0], sample, date=datetime.now(UTC))
+                .message(1, "reader1@example.org", "Läsare 1")
+                .data
+            )
             recipients = [f"reader{n}@example.org" for n in range(args.messages)]
             ceiling = bare_loop(sink.port, data, recipients, max(4, args.connections * 2))
             bare, ours = [], []
@@ -166,8 +182,10 @@ def main() -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "send.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"sink ceiling ~{result['sink_ceiling_msgs_per_s']} msg/s; bare smtplib {result['bare_smtplib_msgs_per_s']} msg/s; "
-          f"flygblad send {result['flygblad_msgs_per_s']} msg/s; ratio {result['ratio']} (goal >= 0.8)")
+    print(
+        f"sink ceiling ~{result['sink_ceiling_msgs_per_s']} msg/s; bare smtplib {result['bare_smtplib_msgs_per_s']} msg/s; "
+        f"flygblad send {result['flygblad_msgs_per_s']} msg/s; ratio {result['ratio']} (goal >= 0.8)"
+    )
 
 
 if __name__ == "__main__":
