@@ -181,3 +181,64 @@ def test_the_scheduler_keeps_its_jobs_in_the_store(example_settings) -> None:
         assert len(again.get_jobs()) == 1
     finally:
         again.shutdown(wait=False)
+
+
+def test_two_serve_processes_with_a_schedule_due_now_make_one_issue(example_settings) -> None:
+    """The real thing: two `flygblad serve` on one PostgreSQL database, a cron firing every minute."""
+    import signal
+    import time
+
+    import requests
+
+    from tests.smtp_sink import free_port
+
+    with postgres_schema() as url:
+        text = example_settings.path.read_text(encoding="utf-8").replace(
+            'url = "sqlite:///var/flygblad.db"', f'url = "{url}"'
+        )
+        example_settings.path.write_text(text, encoding="utf-8")
+        settings = _with_schedule(load_settings(example_settings.path), cron="* * * * *")
+        with Store.open(settings.storage_url) as store:
+            store.upsert_subscribers("nyhetsbrev", [candidate("a@example.org")], report=ImportReport())
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLYGBLAD_")}
+        env["FLYGBLAD_SECRET"] = SECRET
+        ports = [free_port(), free_port()]
+        serves = [
+            subprocess.Popen(
+                [sys.executable, "-m", "pipeline", "serve", "--port", str(port)],
+                cwd=settings.base_dir,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for port in ports
+        ]
+        try:
+            for port in ports:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    try:
+                        if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                            break
+                    except requests.ConnectionError:
+                        time.sleep(0.2)
+            deadline = time.monotonic() + 90
+            done = []
+            while time.monotonic() < deadline and not done:
+                with Store.open(settings.storage_url) as store:
+                    done = [f for f in store.firings("torsdag") if f["status"] == "done"]
+                time.sleep(1)
+            time.sleep(3)  # let the other process reach the same firing
+            with Store.open(settings.storage_url) as store:
+                issues = store.issues("nyhetsbrev")
+                firings = store.firings("torsdag")
+        finally:
+            for serve in serves:
+                serve.send_signal(signal.SIGTERM)
+            for serve in serves:
+                serve.wait(30)
+    assert done, "the schedule fired within 90 seconds"
+    assert len(issues) == 1, "two schedulers, one firing: one issue"
+    first_due = done[0]["due"]
+    assert [f["status"] for f in firings if f["due"] == first_due] == ["done"]

@@ -377,7 +377,7 @@ def run_worker(config: str, list_name: str, number: int, wait: bool = True) -> N
     from pipeline.delivery import sender_for
 
     settings = load_settings(config)
-    with Store.open(settings.storage_url) as store:
+    with Store.open(settings.storage_url, migrate=False) as store:  # the parent brought the schema up to date
         issue = store.issue(list_name, number)
         if issue is not None and issue.status == "sending":
             send_issue(settings, store, issue, sender_for(settings), wait=wait)
