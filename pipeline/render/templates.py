@@ -93,6 +93,16 @@ def strings(templates_dir: Path, language: str) -> dict[str, str]:
     """The UI strings for *language* (``sv``, ``en``, ``en-GB`` → ``en``), English filling gaps."""
     path = templates_dir / STRINGS if (templates_dir / STRINGS).is_file() else BUILTIN_TEMPLATES / STRINGS
     try:
+        changed = path.stat().st_mtime_ns
+    except OSError as err:
+        raise RenderError(f"{path}: cannot read the newsletter strings: {err}") from err
+    return dict(_strings(path, changed, language))
+
+
+@functools.lru_cache(maxsize=32)
+def _strings(path: Path, changed: int, language: str) -> tuple[tuple[str, str], ...]:
+    """Parsed once per file version and language (every web page and message asks)."""
+    try:
         catalogue: Mapping[str, Mapping[str, str]] = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise RenderError(f"{path}: cannot read the newsletter strings: {err}") from err
@@ -100,7 +110,7 @@ def strings(templates_dir: Path, language: str) -> dict[str, str]:
     merged = dict(catalogue.get(FALLBACK_LANGUAGE, {}))
     merged.update(catalogue.get(base, {}))
     merged.update(catalogue.get(language, {}))
-    return merged
+    return tuple(merged.items())
 
 
 def _template_frame(tb: TracebackType | None) -> tuple[str, int] | None:

@@ -571,7 +571,7 @@ class Store:
 
     def confirm_subscriber(self, subscriber_id: int, list_name: str, now: datetime | None = None) -> bool:
         """Double opt-in: an unconfirmed subscriber becomes active (again: no change). False if unknown or suppressed."""
-        with self.engine.begin() as connection:
+        with self._writing, self.engine.begin() as connection:
             row = connection.execute(
                 select(subscribers.c.status).where(subscribers.c.id == subscriber_id, subscribers.c.list == list_name)
             ).first()
@@ -587,7 +587,7 @@ class Store:
 
     def unsubscribe(self, subscriber_id: int, list_name: str, now: datetime | None = None) -> bool:
         """The subscriber leaves the list (idempotent); False when there is no such subscriber on it."""
-        with self.engine.begin() as connection:
+        with self._writing, self.engine.begin() as connection:
             row = connection.execute(
                 select(subscribers.c.status).where(subscribers.c.id == subscriber_id, subscribers.c.list == list_name)
             ).first()
@@ -612,7 +612,7 @@ class Store:
             query = query.where(subscribers.c.status.not_in(keep))
         if list_name is not None:
             query = query.where(subscribers.c.list == list_name)
-        with self.engine.begin() as connection:
+        with self._writing, self.engine.begin() as connection:
             return int(connection.execute(query.values(status=status, changed=now or _now())).rowcount or 0)
 
     def remove_subscriber(self, list_name: str, email: str) -> bool:

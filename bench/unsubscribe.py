@@ -1,0 +1,137 @@
+"""The one-click unsubscribe endpoint under load: requests a second and p99 latency.
+
+Run: ``.venv/bin/python -m bench.unsubscribe [--seconds S] [--clients C]``. The app
+runs under waitress on 127.0.0.1 (a free port); C client threads, each with its
+own keep-alive session, POST ``List-Unsubscribe=One-Click`` to valid tokens of
+distinct subscribers for S seconds (bounded in time and count). Goal (issue 7):
+>= 500 requests/s with p99 <= 50 ms. Results go to ``bench/results/unsubscribe.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SECRET = "bench-secret-0123456789abcdef"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--subscribers", type=int, default=20000)
+    args = parser.parse_args()
+    os.environ["FLYGBLAD_SECRET"] = SECRET
+    from pipeline.config import load_settings
+    from pipeline.store import Store
+    from pipeline.subscribers import ImportReport, batches, candidate
+    from pipeline.tokens import Tokens
+
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        shutil.copytree(ROOT / "examples" / "site", work / "examples" / "site")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        text = (
+            (ROOT / "config.toml")
+            .read_text(encoding="utf-8")
+            .replace("[web]\n", f'[web]\nbase_url = "http://127.0.0.1:{port}"\n', 1)
+        )
+        (work / "config.toml").write_text(text, encoding="utf-8")
+        settings = load_settings(work / "config.toml")
+        with Store.open(settings.storage_url) as store:
+            for batch in batches((candidate(f"u{n}@example.org") for n in range(args.subscribers)), 1000):
+                store.upsert_subscribers("nyhetsbrev", batch, report=ImportReport())
+            ids = [s.id for s in store.iter_subscribers("nyhetsbrev")]
+        tokens = Tokens(SECRET)
+        urls = [f"http://127.0.0.1:{port}/unsubscribe/{tokens.unsubscribe(i, 'nyhetsbrev')}" for i in ids]
+        # The server in its own process, as in production: the load generator must not share its GIL.
+        server = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "serve", "--port", str(port)],
+            cwd=work,
+            env={**os.environ, "FLYGBLAD_SECRET": SECRET},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        latencies: list[float] = []
+        errors = 0
+        lock = threading.Lock()
+        cursor = iter(urls)
+        stop_at = time.monotonic() + args.seconds
+
+        def client() -> None:
+            nonlocal errors
+            session = requests.Session()
+            mine: list[float] = []
+            bad = 0
+            while time.monotonic() < stop_at:
+                with lock:
+                    url = next(cursor, None)
+                if url is None:
+                    break
+                began = time.perf_counter()
+                response = session.post(
+                    url,
+                    data="List-Unsubscribe=One-Click",
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                )
+                mine.append((time.perf_counter() - began) * 1000)
+                bad += response.status_code != 200
+            with lock:
+                latencies.extend(mine)
+                errors += bad
+
+        began = time.perf_counter()
+        threads = [threading.Thread(target=client) for _ in range(args.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - began
+        server.terminate()
+        server.wait(30)
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
+    result = {
+        "what": f"one-click unsubscribe POSTs to flygblad serve (waitress, SQLite), {args.clients} keep-alive clients for {args.seconds:.0f} s",
+        "requests": len(latencies),
+        "errors": errors,
+        "requests_per_s": round(len(latencies) / elapsed),
+        "median_ms": round(statistics.median(latencies), 1),
+        "p99_ms": round(p99, 1),
+        "goal": ">= 500 req/s, p99 <= 50 ms",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "unsubscribe.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"unsubscribe: {result['requests_per_s']} req/s, median {result['median_ms']} ms, p99 {result['p99_ms']} ms, "
+        f"{errors} errors (goal >= 500 req/s, p99 <= 50 ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
