@@ -24,7 +24,7 @@ from pipeline.config import load_settings
 from pipeline.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("FLYGBLAD_BENCH_RESULTS", ROOT / "bench" / "results"))
 SEED = ROOT / "examples" / "site" / "ledare" / "utmanande-larorikt-och-inspirerande.html"
 
 

@@ -24,7 +24,7 @@ from pipeline.feeds import build_feeds, write_feeds
 from pipeline.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("FLYGBLAD_BENCH_RESULTS", ROOT / "bench" / "results"))
 
 
 def main() -> None:

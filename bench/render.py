@@ -26,7 +26,7 @@ from pipeline.render.mime import MessageTemplate, mailbox
 from pipeline.store import Store, StoredItem
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("FLYGBLAD_BENCH_RESULTS", ROOT / "bench" / "results"))
 
 
 def twenty_items(settings) -> list[StoredItem]:

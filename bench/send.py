@@ -31,7 +31,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("FLYGBLAD_BENCH_RESULTS", ROOT / "bench" / "results"))
 
 
 def free_port() -> int:

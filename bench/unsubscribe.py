@@ -26,7 +26,7 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("FLYGBLAD_BENCH_RESULTS", ROOT / "bench" / "results"))
 SECRET = "bench-secret-0123456789abcdef"
 
 

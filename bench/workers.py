@@ -30,7 +30,7 @@ from sqlalchemy import create_engine, text
 from bench.send import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("FLYGBLAD_BENCH_RESULTS", ROOT / "bench" / "results"))
 
 
 def _project(work: Path, database: str, port: int, count: int) -> Path:
