@@ -19,7 +19,6 @@ import requests
 
 from pipeline.delivery import Message, SendResult
 from pipeline.delivery.api import ApiSender, retoken
-from pipeline.errors import DeliveryError
 
 
 class MailgunSender(ApiSender):
@@ -30,12 +29,7 @@ class MailgunSender(ApiSender):
     max_batch = 1000
 
     def build_payload(self, messages: Sequence[Message]) -> list[tuple[str, str]]:
-        first = messages[0]
-        if first.template is None:
-            raise DeliveryError("mailgun needs the issue's template to personalise one body for many recipients")
-        if any(m.template is not first.template for m in messages):
-            raise DeliveryError("mailgun: a batch must hold one issue")
-        fields = [field for field, _ in first.values]
+        first, fields = self.shared_template(messages)
         html = retoken(first.template[0], first.nonce, fields, "%recipient.{field}_h%")
         text = retoken(first.template[1], first.nonce, fields, "%recipient.{field}%")
         variables: dict[str, dict[str, str]] = {}
@@ -62,13 +56,7 @@ class MailgunSender(ApiSender):
         return form
 
     def post(self, payload: Any) -> requests.Response:
-        assert self.session is not None
-        return self.session.post(
-            f"{self.base_url}/v3/{self.settings.domain}/messages",
-            data=payload,
-            auth=("api", self.api_key),
-            timeout=self.settings.timeout,
-        )
+        return self.request(f"/v3/{self.settings.domain}/messages", data=payload, auth=("api", self.api_key))
 
     def parse_result(self, messages: Sequence[Message], response: requests.Response) -> list[SendResult]:
         try:

@@ -46,12 +46,10 @@ class PostmarkSender(ApiSender):
         return payload
 
     def post(self, payload: Any) -> requests.Response:
-        assert self.session is not None
-        return self.session.post(
-            f"{self.base_url}/email/batch",
+        return self.request(
+            "/email/batch",
             json=payload,
             headers={"X-Postmark-Server-Token": self.api_key, "Accept": "application/json"},
-            timeout=self.settings.timeout,
         )
 
     def parse_result(self, messages: Sequence[Message], response: requests.Response) -> list[SendResult]:

@@ -19,7 +19,6 @@ import requests
 
 from pipeline.delivery import Message, SendResult
 from pipeline.delivery.api import ApiSender, retoken
-from pipeline.errors import DeliveryError
 from pipeline.render import token as placeholder
 
 
@@ -36,12 +35,7 @@ class SendGridSender(ApiSender):
     max_batch = 1000
 
     def build_payload(self, messages: Sequence[Message]) -> dict[str, Any]:
-        first = messages[0]
-        if first.template is None:
-            raise DeliveryError("sendgrid needs the issue's template to personalise one body for many recipients")
-        if any(m.template is not first.template for m in messages):
-            raise DeliveryError("sendgrid: a batch must hold one issue")
-        fields = [field for field, _ in first.values]
+        first, fields = self.shared_template(messages)
         html = retoken(first.template[0], first.nonce, fields, placeholder(first.nonce, "{field}-h"))
         text = first.template[1]
         personalizations = []
@@ -70,13 +64,7 @@ class SendGridSender(ApiSender):
         return payload
 
     def post(self, payload: Any) -> requests.Response:
-        assert self.session is not None
-        return self.session.post(
-            f"{self.base_url}/v3/mail/send",
-            json=payload,
-            headers={"Authorization": f"Bearer {self.api_key}"},
-            timeout=self.settings.timeout,
-        )
+        return self.request("/v3/mail/send", json=payload, headers={"Authorization": f"Bearer {self.api_key}"})
 
     def parse_result(self, messages: Sequence[Message], response: requests.Response) -> list[SendResult]:
         provider_id = response.headers.get("X-Message-Id")
