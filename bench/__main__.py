@@ -14,14 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from bench.common import results_dir, write_result
+
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(os.environ.get("FLYGBLAD_BENCH_RESULTS", ROOT / "bench" / "results"))
+RESULTS = results_dir()
 
 #: (name, arguments, arguments with --quick, what it needs, how to show its result)
 ROWS = [
@@ -110,13 +111,7 @@ def main() -> None:
     print(f"\n{'row':<12} {'result':<{width}}  goal")
     for name, value, goal in table:
         print(f"{name:<12} {value:<{width}}  {goal}")
-    summary = {
-        "rows": [{"row": n, "result": v, "goal": g} for n, v, g in table],
-        "quick": args.quick,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_result("summary", {"rows": [{"row": n, "result": v, "goal": g} for n, v, g in table], "quick": args.quick})
 
 
 if __name__ == "__main__":

@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import os
-import platform
 import tempfile
 import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from bench.common import write_result
 from pipeline.collect import collect
 from pipeline.config import load_settings
 from pipeline.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(os.environ.get("FLYGBLAD_BENCH_RESULTS", ROOT / "bench" / "results"))
 SEED = ROOT / "examples" / "site" / "ledare" / "utmanande-larorikt-och-inspirerande.html"
 
 
@@ -105,10 +102,8 @@ def main() -> None:
         "ratio": round(second_s / first_s, 3),
         "goal_ratio": 0.1,
         "second_run": {"requests": second.requests, "not_modified": second.not_modified},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "collect.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result("collect", result)
     print(
         f"collect {args.pages} pages: first {result['first_s']} s, second {result['second_s']} s "
         f"({second.not_modified} x 304), ratio {result['ratio']} (goal <= 0.1)"

@@ -7,9 +7,6 @@ Run: ``.venv/bin/python -m bench.feeds [--items N] [--repeats R]``. The goal
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -18,13 +15,13 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.common import write_result
 from pipeline.collect import collect
 from pipeline.config import load_settings
 from pipeline.feeds import build_feeds, write_feeds
 from pipeline.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(os.environ.get("FLYGBLAD_BENCH_RESULTS", ROOT / "bench" / "results"))
 
 
 def main() -> None:
@@ -66,10 +63,8 @@ def main() -> None:
         "goal_ms": 500,
         "bytes": sum(len(f.content) for f in files),
         "repeats_ms": [round(t, 1) for t in timings],
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "feeds.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result("feeds", result)
     print(f"feeds for {args.items} items: median {result['median_ms']} ms (goal <= 500 ms)")
 
 

@@ -7,18 +7,15 @@ writes ``bench/results/render.json``. The goal (issue 3) is under 20 ms.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
 import statistics
 import tempfile
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import version
 from pathlib import Path
 
+from bench.common import write_result
 from pipeline.collect import collect
 from pipeline.config import load_settings
 from pipeline.render import RecipientValues, render_issue
@@ -26,7 +23,6 @@ from pipeline.render.mime import MessageTemplate, mailbox
 from pipeline.store import Store, StoredItem
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(os.environ.get("FLYGBLAD_BENCH_RESULTS", ROOT / "bench" / "results"))
 
 
 def twenty_items(settings) -> list[StoredItem]:
@@ -91,16 +87,8 @@ def main() -> None:
         "goal_ms": 20,
         "html_bytes": len(rendered.html.encode("utf-8")),
         "message_per_recipient_us": round(per_message_us, 1),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "mjml-python": version("mjml-python"),
-            "css-inline": version("css-inline"),
-            "Jinja2": version("Jinja2"),
-        },
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "render.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result("render", result)
     print(
         f"render 20 items: median {result['median_ms']} ms (min {result['min_ms']} ms, goal < 20 ms), "
         f"{result['html_bytes'] / 1024:.0f} KB HTML; one recipient's message: {result['message_per_recipient_us']} µs"

@@ -15,9 +15,7 @@ bare loop. Results go to ``bench/results/send.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import smtplib
 import socket
@@ -27,17 +25,11 @@ import tempfile
 import threading
 import time
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 
+from bench.common import free_port, write_result
+
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(os.environ.get("FLYGBLAD_BENCH_RESULTS", ROOT / "bench" / "results"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SmtpSink:
@@ -113,25 +105,12 @@ def flygblad_send(settings, count: int) -> float:
     """Messages a second of flygblad's send loop (ledger included) for a fresh issue."""
     from pipeline.delivery import sender_for
     from pipeline.delivery.send import send_issue
+    from pipeline.issues import draft, freeze
     from pipeline.store import Store
 
     with Store.open(settings.storage_url) as store:
-        from pipeline.render import render_issue
-
-        items = store.items()
-        rendered = render_issue(settings, settings.lists[0], items, date=datetime.now(UTC))
-        last = store.issue("nyhetsbrev")
-        issue = store.freeze_issue(
-            "nyhetsbrev",
-            subject=rendered.subject,
-            preheader=rendered.preheader,
-            html=rendered.html,
-            text=rendered.text,
-            nonce=rendered.nonce,
-            language=rendered.language,
-            item_ids=[s.item.id for s in items],
-            cutoff=last.cutoff if last else datetime.now(UTC),
-        )
+        # The same items every repeat (so every message has the bare loop's size), as a new issue.
+        issue = freeze(store, draft(settings, store, settings.lists[0], store.items()))
         start = time.perf_counter()
         report = send_issue(settings, store, issue, sender_for(settings))
         elapsed = time.perf_counter() - start
@@ -178,10 +157,8 @@ def main() -> None:
         "ratio": round(statistics.median(ours) / statistics.median(bare), 3),
         "goal_ratio": 0.8,
         "repeats": {"bare": [round(x) for x in bare], "flygblad": [round(x) for x in ours]},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "SQLAlchemy": version("SQLAlchemy")},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "send.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result("send", result)
     print(
         f"sink ceiling ~{result['sink_ceiling_msgs_per_s']} msg/s; bare smtplib {result['bare_smtplib_msgs_per_s']} msg/s; "
         f"flygblad send {result['flygblad_msgs_per_s']} msg/s; ratio {result['ratio']} (goal >= 0.8)"

@@ -10,11 +10,8 @@ distinct subscribers for S seconds (bounded in time and count). Goal (issue 7):
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,8 +22,9 @@ from pathlib import Path
 
 import requests
 
+from bench.common import free_port, wait_for_http, write_result
+
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(os.environ.get("FLYGBLAD_BENCH_RESULTS", ROOT / "bench" / "results"))
 SECRET = "bench-secret-0123456789abcdef"
 
 
@@ -45,9 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         shutil.copytree(ROOT / "examples" / "site", work / "examples" / "site")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         text = (
             (ROOT / "config.toml")
             .read_text(encoding="utf-8")
@@ -69,13 +65,7 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+        wait_for_http(f"http://127.0.0.1:{port}/healthz")
         latencies: list[float] = []
         errors = 0
         lock = threading.Lock()
@@ -123,10 +113,8 @@ def main() -> None:
         "median_ms": round(statistics.median(latencies), 1),
         "p99_ms": round(p99, 1),
         "goal": ">= 500 req/s, p99 <= 50 ms",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "unsubscribe.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result("unsubscribe", result)
     print(
         f"unsubscribe: {result['requests_per_s']} req/s, median {result['median_ms']} ms, p99 {result['p99_ms']} ms, "
         f"{errors} errors (goal >= 500 req/s, p99 <= 50 ms)"

@@ -12,12 +12,9 @@ got exactly one message, and reports medians and the ratio. Results go to
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,10 +24,10 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from bench.common import write_result
 from bench.send import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(os.environ.get("FLYGBLAD_BENCH_RESULTS", ROOT / "bench" / "results"))
 
 
 def _project(work: Path, database: str, port: int, count: int) -> Path:
@@ -119,10 +116,8 @@ def main() -> None:
         "ratio": round(statistics.median(many) / statistics.median(one), 2),
         "goal": "faster than one sender (ratio > 1)",
         "repeats": {"one": [round(x) for x in one], "workers": [round(x) for x in many]},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "host": socket.gethostname()},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "workers.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result("workers", result)
     print(
         f"one sender {result['one_sender_msgs_per_s']} msg/s; {args.workers} workers "
         f"{result['workers_msgs_per_s']} msg/s; ratio {result['ratio']}"

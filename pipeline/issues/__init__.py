@@ -74,11 +74,44 @@ def next_issue(
     chosen, left_out = new_items(settings, store, mailing_list)
     if not chosen:
         return None
+    return draft(settings, store, mailing_list, chosen, left_out=left_out, now=now)
+
+
+def draft(
+    settings: Settings,
+    store: Store,
+    mailing_list: ListSettings,
+    items: list[StoredItem],
+    *,
+    left_out: list[StoredItem] | None = None,
+    now: datetime | None = None,
+) -> Draft:
+    """Render *items* as the list's next issue (its next number), without freezing it."""
+    left_out = left_out or []
     previous = store.issue(mailing_list.name)
     number = (previous.number if previous else 0) + 1
-    rendered = render_issue(settings, mailing_list, chosen, date=now or datetime.now(UTC), number=number)
-    cutoff = max(s.first_seen for s in chosen + left_out)
-    return Draft(mailing_list, number, chosen, len(left_out), cutoff, rendered)
+    rendered = render_issue(settings, mailing_list, items, date=now or datetime.now(UTC), number=number)
+    cutoff = max(s.first_seen for s in items + left_out)
+    if previous is not None:
+        cutoff = max(cutoff, previous.cutoff)  # an issue never moves "new" backwards
+    return Draft(mailing_list, number, items, len(left_out), cutoff, rendered)
+
+
+def freeze(store: Store, draft: Draft, *, now: datetime | None = None) -> Issue:
+    """Store a draft as a frozen issue: what is sent later is exactly these bytes."""
+    rendered = draft.rendered
+    return store.freeze_issue(
+        draft.list.name,
+        subject=rendered.subject,
+        preheader=rendered.preheader,
+        html=rendered.html,
+        text=rendered.text,
+        nonce=rendered.nonce,
+        language=rendered.language,
+        item_ids=[s.item.id for s in draft.items],
+        cutoff=draft.cutoff,
+        created=now or datetime.now(UTC),
+    )
 
 
 def build_issue(
@@ -89,22 +122,8 @@ def build_issue(
     A render error raises before anything is stored.
     """
     now = now or datetime.now(UTC)
-    draft = next_issue(settings, store, mailing_list, now=now)
-    if draft is None:
-        return None
-    rendered = draft.rendered
-    return store.freeze_issue(
-        mailing_list.name,
-        subject=rendered.subject,
-        preheader=rendered.preheader,
-        html=rendered.html,
-        text=rendered.text,
-        nonce=rendered.nonce,
-        language=rendered.language,
-        item_ids=[s.item.id for s in draft.items],
-        cutoff=draft.cutoff,
-        created=now,
-    )
+    next_draft = next_issue(settings, store, mailing_list, now=now)
+    return None if next_draft is None else freeze(store, next_draft, now=now)
 
 
 def rendered_of(issue: Issue) -> Rendered:
@@ -112,4 +131,4 @@ def rendered_of(issue: Issue) -> Rendered:
     return Rendered(issue.subject, issue.preheader, issue.html, issue.text, issue.nonce, issue.language)
 
 
-__all__ = ["Draft", "Issue", "build_issue", "new_items", "next_issue", "rendered_of"]
+__all__ = ["Draft", "Issue", "build_issue", "draft", "freeze", "new_items", "next_issue", "rendered_of"]
