@@ -111,15 +111,7 @@ def test_downtime_past_the_deadline_is_skipped_not_sent_late(example_settings, m
 def test_two_schedulers_on_one_postgres_database_make_one_issue(example_settings) -> None:
     """Two processes reach the same firing at once (as two `serve`s would): one issue."""
     with postgres_schema() as url:
-        text = example_settings.path.read_text(encoding="utf-8").replace(
-            'url = "sqlite:///var/flygblad.db"', f'url = "{url}"'
-        )
-        example_settings.path.write_text(text, encoding="utf-8")
-        settings = _with_schedule(load_settings(example_settings.path), cron="* * * * *")
-        with Store.open(settings.storage_url) as store:
-            store.upsert_subscribers("nyhetsbrev", [candidate("a@example.org")], report=ImportReport())
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLYGBLAD_")}
-        env["FLYGBLAD_SECRET"] = SECRET
+        settings, env = _every_minute_on(example_settings, url)
         runs = [
             subprocess.Popen(
                 [sys.executable, "-m", "pipeline", "schedule", "--run", "torsdag"],
@@ -142,6 +134,18 @@ def test_two_schedulers_on_one_postgres_database_make_one_issue(example_settings
     assert len(issues) == 1, "never two issues"
     assert {f["status"] for f in firings} <= {"done", "no-news"}
     assert datetime.now(UTC) - issues[0].created < timedelta(minutes=5)
+
+
+def _every_minute_on(settings: Settings, database: str) -> tuple[Settings, dict[str, str]]:
+    """The bundled default on *database* with a schedule due every minute, one subscriber, and a clean env."""
+    text = settings.path.read_text(encoding="utf-8").replace('url = "sqlite:///var/flygblad.db"', f'url = "{database}"')
+    settings.path.write_text(text, encoding="utf-8")
+    settings = _with_schedule(load_settings(settings.path), cron="* * * * *")
+    with Store.open(settings.storage_url) as store:
+        store.upsert_subscribers("nyhetsbrev", [candidate("a@example.org")], report=ImportReport())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLYGBLAD_")}
+    env["FLYGBLAD_SECRET"] = SECRET
+    return settings, env
 
 
 def test_schedule_command(example_settings) -> None:
@@ -193,15 +197,7 @@ def test_two_serve_processes_with_a_schedule_due_now_make_one_issue(example_sett
     from tests.smtp_sink import free_port
 
     with postgres_schema() as url:
-        text = example_settings.path.read_text(encoding="utf-8").replace(
-            'url = "sqlite:///var/flygblad.db"', f'url = "{url}"'
-        )
-        example_settings.path.write_text(text, encoding="utf-8")
-        settings = _with_schedule(load_settings(example_settings.path), cron="* * * * *")
-        with Store.open(settings.storage_url) as store:
-            store.upsert_subscribers("nyhetsbrev", [candidate("a@example.org")], report=ImportReport())
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLYGBLAD_")}
-        env["FLYGBLAD_SECRET"] = SECRET
+        settings, env = _every_minute_on(example_settings, url)
         ports = [free_port(), free_port()]
         serves = [
             subprocess.Popen(
