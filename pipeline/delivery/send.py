@@ -321,14 +321,14 @@ def _send_issue(
             work_on(worker, connection)
 
     def work_on(worker: str, connection: Connection) -> None:
-        rows = store.claim(issue.id, sender.batch_size, now=clock(), worker=worker)
+        rows = store.claim(issue.id, sender.batch_size, now=clock(), worker=worker, connection=connection)
         while not state.stop:
             if not rows:
                 due = store.next_due(issue.id)
                 if due is None or not wait:
                     return
                 sleep(max(0.05, min((due - clock()).total_seconds(), 300.0)))
-                rows = store.claim(issue.id, sender.batch_size, now=clock(), worker=worker)
+                rows = store.claim(issue.id, sender.batch_size, now=clock(), worker=worker, connection=connection)
                 continue
             started = time.monotonic()
             messages = [outbox.message(r.subscriber_id, r.email, r.name) for r in rows]
@@ -346,7 +346,7 @@ def _send_issue(
             stopping = state.count(outcomes, settings, sender, total, progress)
             # The outcomes and the next claim: one commit per message (none claimed when stopping).
             rows = store.record_and_claim(
-                issue.id, outcomes, 0 if stopping else sender.batch_size, now=now, worker=worker
+                issue.id, outcomes, 0 if stopping else sender.batch_size, now=now, worker=worker, connection=connection
             )
             if interval:
                 remaining = interval * len(messages) * workers - (time.monotonic() - started)

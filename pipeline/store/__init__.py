@@ -83,20 +83,6 @@ def worker_is_dead(worker: str | None) -> bool:
     return False
 
 
-def _record_params(issue_id: int, o: LedgerUpdate, now: datetime) -> dict[str, Any]:
-    return {
-        "b_issue": issue_id,
-        "b_subscriber": o.subscriber_id,
-        "status": o.status,
-        "message_id": o.message_id,
-        "provider_id": o.provider_id,
-        "last_reply": o.reply[:1000],
-        "next_attempt": o.next_attempt,
-        "sent_at": now if o.status == "sent" else None,
-        "changed": now,
-    }
-
-
 def _claim_statement(postgresql: bool, due: bool) -> Any:
     """UPDATE … RETURNING that claims the first *b_limit* pending (or due deferred) rows of an issue.
 
@@ -135,8 +121,6 @@ def _claim_statement(postgresql: bool, due: bool) -> Any:
     )
 
 
-_CLAIMS: dict[tuple[bool, bool], Any] = {}
-
 #: One prepared UPDATE for every outcome of a batch (executemany).
 _RECORD = (
     update(outbox)
@@ -151,6 +135,79 @@ _RECORD = (
         changed=bindparam("changed"),
     )
 )
+#: A bounce suppresses the subscriber.
+_BOUNCE = (
+    update(subscribers)
+    .where(subscribers.c.id == bindparam("b_id"))
+    .values(status="bounced", changed=bindparam("b_now"))
+)
+
+
+class _Compiled:
+    """One statement compiled once for a dialect, to run on the driver's own cursor.
+
+    Values are given as the driver takes them (times through
+    :meth:`_LedgerStatements.to_db`); the constants SQLAlchemy bound into the
+    statement (``status = 'sending'``, ``OFFSET 0``) are filled in here.
+    """
+
+    def __init__(self, statement: Any, dialect: Any) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.constants = compiled.construct_params(_check=False)
+        self.positions = compiled.positiontup  # None for a named paramstyle (psycopg)
+
+    def args(self, values: Mapping[str, Any]) -> Any:
+        merged = {**self.constants, **values}
+        return tuple(merged[name] for name in self.positions) if self.positions else merged
+
+
+class _LedgerStatements:
+    """The statements a sending worker runs for every message, compiled once per dialect.
+
+    Through ``Connection.execute`` each statement costs tens of microseconds of
+    Python (cache lookup, parameter and result processing) on top of the
+    database's own work, and a send to a fast SMTP server spends a large share
+    of its time there. Run on the driver's cursor, the outcome of one message
+    and the claim of the next cost ~55 µs on SQLite instead of ~175 µs
+    (measured for bench/send.py).
+    """
+
+    def __init__(self, dialect: Any) -> None:
+        self.postgresql = dialect.name == "postgresql"
+        self.record = _Compiled(_RECORD, dialect)
+        self.bounce = _Compiled(_BOUNCE, dialect)
+        self.claims = {due: _Compiled(_claim_statement(self.postgresql, due), dialect) for due in (False, True)}
+        time_type = UTCDateTime().dialect_impl(dialect)  # with the dialect's own DATETIME (a string on SQLite)
+        self._to_db = time_type.bind_processor(dialect)
+        self._from_db = time_type.result_processor(dialect, None)
+
+    def to_db(self, value: datetime | None) -> Any:
+        return self._to_db(value) if self._to_db else value
+
+    def row(self, values: Sequence[Any]) -> OutboxRow:
+        *rest, next_attempt = values
+        return OutboxRow(*rest, self._from_db(next_attempt) if self._from_db else next_attempt)
+
+    def record_params(self, issue_id: int, o: LedgerUpdate, now: Any) -> Any:
+        """*now* already through :meth:`to_db`."""
+        return self.record.args(
+            {
+                "b_issue": issue_id,
+                "b_subscriber": o.subscriber_id,
+                "status": o.status,
+                "message_id": o.message_id,
+                "provider_id": o.provider_id,
+                "last_reply": o.reply[:1000],
+                "next_attempt": self.to_db(o.next_attempt),
+                "sent_at": now if o.status == "sent" else None,
+                "changed": now,
+            }
+        )
+
+
+_LEDGERS: dict[str, _LedgerStatements] = {}
+
 _SUBSCRIBER_FIELDS = ("id", "list", "email", "name", "language", "status", "created", "changed")
 _ISSUE_FIELDS = (
     "id",
@@ -711,14 +768,21 @@ class Store:
             )
         return int(done.rowcount or 0)
 
-    def claim(self, issue_id: int, limit: int, now: datetime | None = None, worker: str = "") -> list[OutboxRow]:
+    def claim(
+        self,
+        issue_id: int,
+        limit: int,
+        now: datetime | None = None,
+        worker: str = "",
+        connection: Connection | None = None,
+    ) -> list[OutboxRow]:
         """Take up to *limit* rows that are due (pending, else deferred and due) and mark them ``sending``.
 
         Committed before anything is sent: if the process dies after this, the
         rows are found ``sending`` and become ``uncertain``, never silently
         pending (which could mail twice) or sent (which could skip).
         """
-        return self.record_and_claim(issue_id, (), limit, now=now, worker=worker)
+        return self.record_and_claim(issue_id, (), limit, now=now, worker=worker, connection=connection)
 
     def record(self, issue_id: int, outcomes: Sequence[LedgerUpdate], now: datetime | None = None) -> None:
         """Write what happened to claimed rows; a bounce also suppresses the subscriber. One transaction."""
@@ -747,47 +811,69 @@ class Store:
         rows another worker has locked.
         """
         now = now or _now()
-        with self._writing, self._transaction(connection) as connection:
-            if self.engine.dialect.name == "postgresql":
+        ledger = self._ledger()
+        with self._writing, self._driver_transaction(connection) as cursor:
+            if ledger.postgresql:
                 # The same trade-off as SQLite's synchronous=NORMAL: a crash of flygblad loses
                 # nothing committed; only a crash of the database server itself could lose the
                 # last few hundred milliseconds of ledger writes. Without it every message
                 # waits for its own WAL flush.
-                connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            when = ledger.to_db(now)
             if outcomes:
-                params = [_record_params(issue_id, o, now) for o in outcomes]
-                connection.execute(_RECORD, params[0] if len(params) == 1 else params)
-                bounced = [o.subscriber_id for o in outcomes if o.status == "bounced"]
+                params = [ledger.record_params(issue_id, o, when) for o in outcomes]
+                if len(params) == 1:
+                    cursor.execute(ledger.record.sql, params[0])
+                else:
+                    cursor.executemany(ledger.record.sql, params)
+                bounced = [
+                    ledger.bounce.args({"b_id": o.subscriber_id, "b_now": when})
+                    for o in outcomes
+                    if o.status == "bounced"
+                ]
                 if bounced:
-                    connection.execute(
-                        update(subscribers).where(subscribers.c.id.in_(bounced)).values(status="bounced", changed=now)
-                    )
+                    cursor.executemany(ledger.bounce.sql, bounced)
             if limit <= 0:
                 return []
-            params = {"b_issue": issue_id, "b_limit": limit, "b_now": now, "b_worker": worker}
-            rows = connection.execute(self._claim_statement(due=False), params).all()
+            values = {"b_issue": issue_id, "b_limit": limit, "b_now": when, "b_worker": worker}
+            cursor.execute(ledger.claims[False].sql, ledger.claims[False].args(values))
+            rows = cursor.fetchall()
             if not rows:
-                rows = connection.execute(self._claim_statement(due=True), params).all()
-        return sorted((OutboxRow(*row) for row in rows), key=lambda r: r.subscriber_id)
+                cursor.execute(ledger.claims[True].sql, ledger.claims[True].args(values))
+                rows = cursor.fetchall()
+        return sorted((ledger.row(row) for row in rows), key=lambda r: r.subscriber_id)
 
     @contextlib.contextmanager
-    def _transaction(self, connection: Connection | None) -> Iterator[Connection]:
-        if connection is None:
-            with self.engine.begin() as fresh:
-                yield fresh
-        else:
-            with connection.begin():
-                yield connection
+    def _driver_transaction(self, connection: Connection | None) -> Iterator[Any]:
+        """A cursor of the driver's own connection in one transaction: committed, or rolled back on error.
+
+        *connection* is a worker's held connection (not inside a SQLAlchemy
+        transaction); without one, one is checked out of the pool for this call.
+        """
+        with contextlib.ExitStack() as stack:
+            if connection is None:
+                connection = stack.enter_context(self.engine.connect())
+            driver = connection.connection.dbapi_connection
+            assert driver is not None
+            cursor = driver.cursor()
+            try:
+                yield cursor
+                driver.commit()
+            except BaseException:
+                driver.rollback()
+                raise
+            finally:
+                cursor.close()
 
     def worker_connection(self) -> contextlib.AbstractContextManager[Connection]:
         """A connection a send worker keeps for its whole run."""
         return self.engine.connect()
 
-    def _claim_statement(self, due: bool) -> Any:
-        key = (self.engine.dialect.name == "postgresql", due)
-        if key not in _CLAIMS:
-            _CLAIMS[key] = _claim_statement(*key)
-        return _CLAIMS[key]
+    def _ledger(self) -> _LedgerStatements:
+        name = self.engine.dialect.name
+        if name not in _LEDGERS:
+            _LEDGERS[name] = _LedgerStatements(self.engine.dialect)
+        return _LEDGERS[name]
 
     def release(self, issue_id: int, subscriber_ids: Sequence[int], now: datetime | None = None) -> None:
         """Give back claimed rows that were never handed to the sender (a send that stopped)."""
