@@ -1,12 +1,23 @@
-"""``python -m bench [--quick]``: run every benchmark, print one table, keep the JSON.
+"""``python -m bench [--quick] [--no-install] [--only ROW ...]``: every benchmark, one table, the JSON kept.
 
-Results go to ``bench/results/`` (``bench/results/quick/`` with ``--quick``).
+Results go to ``bench/results/`` (``bench/results/quick/`` with ``--quick``,
+which uses smaller sizes and must not overwrite the measured results).
 
-Each row runs as its own process (so one row's imports and caches do not help
-another) and writes ``bench/results/<name>.json``; this runner reads them back
-and prints the table. A row whose prerequisite is missing (Postfix's smtp-sink
-for the sending rows, PostgreSQL for the workers row) is shown with the reason
-instead of a number. ``--quick`` uses smaller sizes.
+Each row runs as its own process (one row's imports and caches do not help
+another) and writes ``bench/results/<name>.json``, with the machine's CPU
+count, Python and package versions; this runner reads them back, prints the
+table and writes ``summary.json``. Within a row, flygblad and what it is
+compared with run interleaved in the same process run, and medians over the
+repeats are reported.
+
+What the rows compare with is installed first when missing (``--no-install``
+to skip; a row whose prerequisite is still missing says so instead of a
+number): Postfix's ``smtp-sink`` and ``smtp-source`` and the load generator
+``wrk`` (``apt-get install postfix wrk``, as root), mailmerge (``pip install
+mailmerge``, the ``bench`` extra), node's ``mjml`` (``npm ci`` in
+``bench/node``, when node is there).
+The workers row uses the PostgreSQL database in ``FLYGBLAD_TEST_DATABASE_URL``
+or, without it, ``postgres@127.0.0.1:5432/test``.
 """
 
 from __future__ import annotations
@@ -17,101 +28,235 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.common import results_dir, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = results_dir()
+NODE = ROOT / "bench" / "node"
+DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
-#: (name, arguments, arguments with --quick, what it needs, how to show its result)
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str  # the row's label in the table
+    module: str  # bench.<module> writes results/<module>.json
+    full: tuple[str, ...]
+    quick: tuple[str, ...]
+    need: str | None
+    show: Callable[[Result], str]
+    goal: str
+    met: Callable[[Result], bool] | None  # None: shown for information, no goal
+
+
+def _n(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _send(r: Result) -> str:
+    text = f"{_n(r['flygblad_msgs_per_s'])} msg/s vs bare smtplib {_n(r['bare_smtplib_msgs_per_s'])} = {r['ratio']}"
+    if r.get("mailmerge_msgs_per_s"):
+        text += f"; mailmerge {_n(r['mailmerge_msgs_per_s'])} msg/s ({r['over_mailmerge']} x)"
+    else:
+        text += "; mailmerge not installed"
+    return text + f"; sink ceiling {_n(r['sink_ceiling_msgs_per_s'])} (smtp-source)"
+
+
+def _render(r: Result) -> str:
+    text = f"{r['median_ms']} ms"
+    if r.get("node_mjml_ms"):
+        text += (
+            f"; MJML step {r['mjml_python_and_inlining_ms']} ms vs node mjml {r['node_mjml_ms']} ms "
+            f"({r['node_over_flygblad_mjml']} x)"
+        )
+    else:
+        text += "; node mjml not installed"
+    return text
+
+
+def _scale(r: Result) -> str:
+    big, small = r["large"], r["small"]
+    return (
+        f"{_n(big['subscribers'])}: import {big['import_s']} s, outbox + messages {big['outbox_and_messages_s']} s, "
+        f"peak RSS {max(big['send_rss_mb'], big['import_rss_mb']):.0f} MB; {_n(small['subscribers'])}: "
+        f"{small['outbox_and_messages_s']} s, {max(small['send_rss_mb'], small['import_rss_mb']):.0f} MB "
+        f"(time x {r['time_growth']}, RSS x {r['rss_growth']})"
+    )
+
+
+def _peak(part: Result) -> float:
+    return max(part["send_rss_mb"], part["import_rss_mb"])
+
+
 ROWS = [
-    (
-        "render",
-        [],
-        ["--repeats", "20"],
-        None,
-        lambda r: (
-            f"{r['median_ms']} ms for 20 items; {r['message_per_recipient_us']} µs a recipient",
-            "< 20 ms; <= 50 µs",
-        ),
-    ),
-    ("feeds", [], ["--repeats", "2"], None, lambda r: (f"{r['median_ms']} ms", "<= 500 ms")),
-    (
-        "collect",
-        [],
-        ["--pages", "60"],
-        None,
-        lambda r: (f"second run {r['second_s']} s / first {r['first_s']} s = {r['ratio']}", "<= 0.1"),
-    ),
-    (
-        "unsubscribe",
-        [],
-        ["--seconds", "3"],
-        None,
-        lambda r: (f"{r['requests_per_s']} req/s, p99 {r['p99_ms']} ms", ">= 500 req/s, p99 <= 50 ms"),
-    ),
-    (
+    Row(
+        "send 10,000 to an SMTP sink",
         "send",
-        [],
-        ["--messages", "3000", "--repeats", "1"],
-        "smtp-sink",
-        lambda r: (
-            f"{r['flygblad_msgs_per_s']} vs bare smtplib {r['bare_smtplib_msgs_per_s']} msg/s = {r['ratio']}",
-            ">= 0.8",
-        ),
+        (),
+        ("--messages", "2000", "--repeats", "1", "--mailmerge-messages", "200"),
+        "postfix",
+        _send,
+        ">= 0.9 of bare; >= 4 x mailmerge",
+        lambda r: r["ratio"] >= 0.9 and (r.get("over_mailmerge") or 0) >= 4,
     ),
-    (
-        "workers",
-        [],
-        ["--messages", "3000", "--repeats", "1"],
-        "postgresql",
+    Row(
+        "cost per recipient",
+        "render",
+        (),
+        ("--repeats", "10", "--recipients", "500"),
+        None,
         lambda r: (
-            f"4 workers {r['workers_msgs_per_s']} vs 1 sender {r['one_sender_msgs_per_s']} msg/s = {r['ratio']}",
-            "> 1",
+            f"{r['message_per_recipient_us']} µs vs an EmailMessage {r['email_message_per_recipient_us']} µs "
+            f"({r['email_message_over_flygblad']} x)"
         ),
+        "<= 50 µs",
+        lambda r: r["message_per_recipient_us"] <= 50,
+    ),
+    Row(
+        "1,000,000 subscribers",
+        "scale",
+        (),
+        ("--sizes", "10000", "50000", "--repeats", "1"),
+        None,
+        _scale,
+        "<= 120 s; <= 200 MB and <= 1.2 x",
+        lambda r: r["large"]["outbox_and_messages_s"] <= 120 and _peak(r["large"]) <= 200 and r["rss_growth"] <= 1.2,
+    ),
+    Row("render an issue of 20 items", "render", (), (), None, _render, "<= 20 ms", lambda r: r["median_ms"] <= 20),
+    Row(
+        "feeds for 1,000 items",
+        "feeds",
+        (),
+        ("--repeats", "2"),
+        None,
+        lambda r: f"{r['median_ms']} ms (RSS + Atom + JSON)",
+        "<= 500 ms",
+        lambda r: r["median_ms"] <= 500,
+    ),
+    Row(
+        "collect 200 pages twice",
+        "collect",
+        (),
+        ("--pages", "60", "--repeats", "1"),
+        None,
+        lambda r: f"second {r['second_s']} s / first {r['first_s']} s = {r['ratio']}",
+        "<= 0.1",
+        lambda r: r["ratio"] <= 0.1,
+    ),
+    Row(
+        "unsubscribe under load",
+        "unsubscribe",
+        (),
+        ("--seconds", "3"),
+        None,
+        lambda r: f"{_n(r['requests_per_s'])} req/s, p99 {r['p99_ms']} ms",
+        ">= 500 req/s, p99 <= 50 ms",
+        lambda r: r["requests_per_s"] >= 500 and r["p99_ms"] <= 50,
+    ),
+    Row(
+        "send --workers 4 (PostgreSQL)",
+        "workers",
+        (),
+        ("--messages", "3000", "--repeats", "1"),
+        "postgresql",
+        lambda r: f"{_n(r['workers_msgs_per_s'])} vs one sender {_n(r['one_sender_msgs_per_s'])} msg/s = {r['ratio']}",
+        "(information: 2 cores shared with PostgreSQL and the sink)",
+        None,
     ),
 ]
 
 
+def _run(command: list[str], **kwargs: Any) -> bool:
+    print(f"installing: {' '.join(command)}", flush=True)
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)
+    if done.returncode != 0:
+        print(f"  failed ({done.returncode}): {done.stderr.strip()[-400:]}", flush=True)
+    return done.returncode == 0
+
+
+def _has_postfix() -> bool:
+    return all(shutil.which(b) or Path(f"/usr/sbin/{b}").exists() for b in ("smtp-sink", "smtp-source"))
+
+
+def install() -> None:
+    """What the rows compare with, where it is missing and can be installed from here."""
+    debian = [p for p, present in (("postfix", _has_postfix()), ("wrk", shutil.which("wrk"))) if not present]
+    if debian and shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        _run(["apt-get", "update", "-qq"], env=env)
+        _run(["apt-get", "install", "-y", "-qq", *debian], env=env)
+    if not Path(sys.executable).with_name("mailmerge").exists():
+        _run([sys.executable, "-m", "pip", "install", "-q", "mailmerge>=2.3,<3"])
+    if shutil.which("node") and shutil.which("npm") and not (NODE / "node_modules" / "mjml").is_dir():
+        _run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE)
+
+
 def _missing(need: str | None) -> str | None:
-    if need == "smtp-sink" and not (shutil.which("smtp-sink") or Path("/usr/sbin/smtp-sink").exists()):
-        return "needs Postfix's smtp-sink (apt-get install postfix)"
+    if need == "postfix" and not _has_postfix():
+        return "needs Postfix's smtp-sink and smtp-source (apt-get install postfix)"
     if need == "postgresql":
-        url = os.environ.get("FLYGBLAD_TEST_DATABASE_URL")
-        if not url:
-            return "needs FLYGBLAD_TEST_DATABASE_URL (a PostgreSQL database)"
+        url = os.environ.get("FLYGBLAD_TEST_DATABASE_URL", DEFAULT_DATABASE)
+        try:
+            from sqlalchemy import create_engine, text
+
+            with create_engine(url).connect() as connection:
+                connection.execute(text("select 1"))
+        except Exception as err:  # noqa: BLE001 - any failure to connect means: not available here
+            return f"needs a PostgreSQL database in FLYGBLAD_TEST_DATABASE_URL ({type(err).__name__})"
     return None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a first look")
+    parser.add_argument("--no-install", action="store_true", help="do not install what the comparisons need")
+    parser.add_argument("--only", nargs="+", metavar="MODULE", help="run only these (send, render, scale, ...)")
     args = parser.parse_args()
-    global RESULTS
+    results = results_dir()
     if args.quick:  # a first look must not overwrite the measured results
-        RESULTS = RESULTS / "quick"
-        os.environ["FLYGBLAD_BENCH_RESULTS"] = str(RESULTS)
+        results = results / "quick"
+        os.environ["FLYGBLAD_BENCH_RESULTS"] = str(results)
+    if not args.no_install:
+        install()
+    ran: dict[str, str | None] = {}  # module -> why it has no result (None: it ran)
+    for row in ROWS:
+        if row.module in ran or (args.only and row.module not in args.only):
+            continue
+        reason = _missing(row.need)
+        if reason is None:
+            command = [sys.executable, "-m", f"bench.{row.module}", *(row.quick if args.quick else row.full)]
+            print(f"running {row.module} …", flush=True)
+            done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+            if done.returncode != 0:
+                reason = f"failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}"
+            else:
+                print(f"  {done.stdout.strip().splitlines()[-1]}", flush=True)
+        ran[row.module] = reason
     table = []
-    for name, full, quick, need, show in ROWS:
-        reason = _missing(need)
-        if reason:
-            table.append((name, f"not run: {reason}", ""))
+    for row in ROWS:
+        path = results / f"{row.module}.json"
+        reason = ran.get(row.module, "not run (--only)")
+        if reason is not None or not path.exists():
+            table.append((row.name, reason or "no result", row.goal, ""))
             continue
-        command = [sys.executable, "-m", f"bench.{name}", *(quick if args.quick else full)]
-        print(f"running {name} …", flush=True)
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-        if done.returncode != 0:
-            table.append((name, f"failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}", ""))
-            continue
-        result = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
-        value, goal = show(result)
-        table.append((name, value, goal))
-    width = max(len(row[1]) for row in table)
-    print(f"\n{'row':<12} {'result':<{width}}  goal")
-    for name, value, goal in table:
-        print(f"{name:<12} {value:<{width}}  {goal}")
-    write_result("summary", {"rows": [{"row": n, "result": v, "goal": g} for n, v, g in table], "quick": args.quick})
+        result = json.loads(path.read_text(encoding="utf-8"))
+        met = "" if row.met is None else "yes" if row.met(result) else "NO"
+        table.append((row.name, row.show(result), row.goal, met))
+    widths = [max(len(r[i]) for r in table) for i in range(3)]
+    header = ("what", "flygblad (and what it is compared with)", "goal", "met")
+    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=False)]
+    print()
+    for line in (header, *table):
+        print(f"{line[0]:<{widths[0]}}  {line[1]:<{widths[1]}}  {line[2]:<{widths[2]}}  {line[3]}")
+    write_result(
+        "summary",
+        {"rows": [{"what": n, "result": v, "goal": g, "met": m} for n, v, g, m in table], "quick": args.quick},
+    )
 
 
 if __name__ == "__main__":

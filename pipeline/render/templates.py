@@ -12,6 +12,7 @@ import functools
 import re
 import sys
 import textwrap
+import time
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -90,13 +91,25 @@ def environment(templates_dir: Path) -> Environment:
 
 
 def strings(templates_dir: Path, language: str) -> dict[str, str]:
-    """The UI strings for *language* (``sv``, ``en``, ``en-GB`` → ``en``), English filling gaps."""
-    path = templates_dir / STRINGS if (templates_dir / STRINGS).is_file() else BUILTIN_TEMPLATES / STRINGS
-    try:
-        changed = path.stat().st_mtime_ns
-    except OSError as err:
-        raise RenderError(f"{path}: cannot read the newsletter strings: {err}") from err
-    return dict(_strings(path, changed, language))
+    """The UI strings for *language* (``sv``, ``en``, ``en-GB`` → ``en``), English filling gaps.
+
+    The file is looked at again at most once a second (every web page and
+    message asks), and parsed again only when it changed.
+    """
+    now = time.monotonic()
+    seen = _SEEN.get(templates_dir)
+    if seen is None or now - seen[0] > 1.0:
+        path = templates_dir / STRINGS if (templates_dir / STRINGS).is_file() else BUILTIN_TEMPLATES / STRINGS
+        try:
+            changed = path.stat().st_mtime_ns
+        except OSError as err:
+            raise RenderError(f"{path}: cannot read the newsletter strings: {err}") from err
+        seen = _SEEN[templates_dir] = (now, path, changed)
+    return dict(_strings(seen[1], seen[2], language))
+
+
+#: templates folder -> (when it was looked at, the strings file, its mtime)
+_SEEN: dict[Path, tuple[float, Path, int]] = {}
 
 
 @functools.lru_cache(maxsize=32)

@@ -317,7 +317,9 @@ class Store:
             parsed = make_url(url)
             if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, future=True, pool_pre_ping=True)
+            # A server (PostgreSQL) may have dropped a pooled connection; a SQLite file cannot,
+            # and its ping would cost a query on every check-out.
+            engine = create_engine(url, future=True, pool_pre_ping=parsed.get_backend_name() != "sqlite")
         except (SQLAlchemyError, ImportError, ValueError, OSError) as err:
             raise StoreError(f"cannot use storage url {_safe(url)}: {err}") from err
         if engine.dialect.name == "sqlite":
@@ -643,20 +645,22 @@ class Store:
         return True
 
     def unsubscribe(self, subscriber_id: int, list_name: str, now: datetime | None = None) -> bool:
-        """The subscriber leaves the list (idempotent); False when there is no such subscriber on it."""
+        """The subscriber leaves the list (idempotent); False when there is no such subscriber on it.
+
+        One UPDATE while holding SQLite's write turn; only when it changed nothing
+        (already gone, or no such subscriber) a read tells which.
+        """
+        mine = and_(subscribers.c.id == subscriber_id, subscribers.c.list == list_name)
         with self._writing, self.engine.begin() as connection:
-            row = connection.execute(
-                select(subscribers.c.status).where(subscribers.c.id == subscriber_id, subscribers.c.list == list_name)
-            ).first()
-            if row is None:
-                return False
-            if row.status in ("unconfirmed", "active"):
-                connection.execute(
-                    update(subscribers)
-                    .where(subscribers.c.id == subscriber_id)
-                    .values(status="unsubscribed", changed=now or _now())
-                )
-        return True
+            changed = connection.execute(
+                update(subscribers)
+                .where(mine, subscribers.c.status.in_(("unconfirmed", "active")))
+                .values(status="unsubscribed", changed=now or _now())
+            ).rowcount
+        if changed:
+            return True
+        with self.engine.connect() as connection:
+            return connection.execute(select(subscribers.c.id).where(mine)).first() is not None
 
     def suppress(self, email: str, status: str, *, list_name: str | None = None, now: datetime | None = None) -> int:
         """Mark an address ``bounced`` or ``complained`` (on one list, or every list it is on).
