@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import socket
+import subprocess
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -20,15 +22,45 @@ def results_dir() -> Path:
 
 
 def machine() -> dict[str, Any]:
-    """The facts that make a timing comparable: cores, Python, the libraries on the hot paths."""
-    packages = ("SQLAlchemy", "mjml-python", "css-inline", "Jinja2", "psycopg")
+    """The facts that make a timing comparable: CPU, Python, the libraries on the hot paths, the tools compared with."""
+    packages = (
+        "SQLAlchemy",
+        "mjml-python",
+        "css-inline",
+        "Jinja2",
+        "psycopg",
+        "feedgen",
+        "requests",
+        "Flask",
+        "waitress",
+        "mailmerge",
+    )
     found = {}
     for name in packages:
         try:
             found[name] = version(name)
         except Exception:  # noqa: BLE001 - a package that is not installed is simply not listed
             continue
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "host": socket.gethostname(), **found}
+    cpu = ""
+    try:
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        cpu = platform.processor()
+    node = shutil.which("node")
+    node_version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip() if node else None
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "node": node_version,
+        "packages": found,
+    }
 
 
 def write_result(name: str, result: dict[str, Any]) -> Path:
