@@ -252,7 +252,9 @@ def main() -> None:
             from pipeline.tokens import Tokens
 
             tokens = Tokens(SECRET)
-            base = "https://nyhetsbrev.produktionslyftet.example/unsubscribe/"
+            from pipeline.config import load_settings
+
+            base = load_settings(ROOT / "config.toml").web_base_url + "/unsubscribe/"  # the project's own links
             csv_path = work / "subscribers.csv"
             # Subscriber n of the CSV gets id n + 1 in flygblad's fresh database: the same links.
             recipients = write_csv(csv_path, args.messages, lambda n: base + tokens.unsubscribe(n + 1, "nyhetsbrev"))
