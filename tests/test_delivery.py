@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import smtplib
 import subprocess
 import sys
 import time
@@ -12,6 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline.config import Settings, load_settings
 from pipeline.delivery import sender_for
@@ -371,3 +374,11 @@ def test_a_line_break_in_the_subject_is_refused(example_settings) -> None:
         MessageTemplate(
             draft.rendered, sender="A <a@example.org>", date=datetime.now(UTC), subject="Hej\r\nBcc: evil@example.org"
         )
+
+
+@given(st.emails())
+def test_smtp_paths_are_what_smtplib_would_write(address: str) -> None:
+    """The fast path for MAIL FROM / RCPT TO writes exactly what smtplib.quoteaddr writes."""
+    from pipeline.delivery.smtp import _path
+
+    assert _path(address) == smtplib.quoteaddr(address)
