@@ -83,8 +83,8 @@ def _scale(r: Result) -> str:
     big, small = r["large"], r["small"]
     return (
         f"{_n(big['subscribers'])}: import {big['import_s']} s, outbox + messages {big['outbox_and_messages_s']} s, "
-        f"peak RSS {max(big['send_rss_mb'], big['import_rss_mb']):.0f} MB; {_n(small['subscribers'])}: "
-        f"{small['outbox_and_messages_s']} s, {max(small['send_rss_mb'], small['import_rss_mb']):.0f} MB "
+        f"peak RSS {_peak(big):.0f} MB; {_n(small['subscribers'])}: "
+        f"{small['outbox_and_messages_s']} s, {_peak(small):.0f} MB "
         f"(time x {r['time_growth']}, RSS x {r['rss_growth']})"
     )
 

@@ -1,7 +1,8 @@
-"""What every benchmark shares: where results go, the machine they were measured on, ports."""
+"""What every benchmark shares: the sample project, where results go, the machine they were measured on, ports."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
@@ -9,11 +10,55 @@ import shutil
 import socket
 import subprocess
 import time
-from importlib.metadata import version
+from collections.abc import Callable, Mapping
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The signing secret every benchmark's project uses (FLYGBLAD_SECRET).
+SECRET = "bench-secret-0123456789abcdef"
+
+
+def sample_project(
+    work: Path, *, smtp_port: int | None = None, connections: int = 2, replace: Mapping[str, str] | None = None
+) -> Path:
+    """The bundled default (``config.toml`` and ``examples/site``) copied into *work*; the config's path.
+
+    With *smtp_port*, the file sender becomes SMTP to 127.0.0.1 over *connections*;
+    *replace* edits the config text further (each key must be there).
+    """
+    shutil.copytree(ROOT / "examples" / "site", work / "examples" / "site")
+    text = (ROOT / "config.toml").read_text(encoding="utf-8")
+    edits = dict(replace or {})
+    if smtp_port is not None:
+        edits['kind = "file"\ndir = "outbox"'] = (
+            f'kind = "smtp"\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\nconnections = {connections}'
+        )
+    for old, new in edits.items():
+        if old not in text:
+            raise SystemExit(f"config.toml no longer contains {old!r}: update the benchmark")
+        text = text.replace(old, new, 1)
+    (work / "config.toml").write_text(text, encoding="utf-8")
+    return work / "config.toml"
+
+
+def subscribers_csv(path: Path, count: int, unsubscribe_url: Callable[[int], str] | None = None) -> None:
+    """A subscriber CSV (``email,name``, and each one's unsubscribe link for mailmerge), written as it goes."""
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["email", "name", *(["unsubscribe_url"] if unsubscribe_url else [])])
+        for n in range(count):
+            link = [unsubscribe_url(n)] if unsubscribe_url else []
+            writer.writerow([f"reader{n}@example.org", f"Läsare {n}", *link])
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of a distribution, or None."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 def results_dir() -> Path:
@@ -35,12 +80,7 @@ def machine() -> dict[str, Any]:
         "waitress",
         "mailmerge",
     )
-    found = {}
-    for name in packages:
-        try:
-            found[name] = version(name)
-        except Exception:  # noqa: BLE001 - a package that is not installed is simply not listed
-            continue
+    found = {name: package_version(name) for name in packages if package_version(name)}
     cpu = ""
     try:
         cpu = next(

@@ -7,7 +7,6 @@ Run: ``.venv/bin/python -m bench.feeds [--items N] [--repeats R]``. The goal
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import tempfile
 import time
@@ -15,7 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.common import write_result
+from bench.common import sample_project, write_result
 from pipeline.collect import collect
 from pipeline.config import load_settings
 from pipeline.feeds import build_feeds, write_feeds
@@ -31,10 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        shutil.copytree(ROOT / "examples" / "site", work / "examples" / "site")
-        text = (ROOT / "config.toml").read_text(encoding="utf-8").replace("max_items = 50", f"max_items = {args.items}")
-        (work / "config.toml").write_text(text, encoding="utf-8")
-        settings = load_settings(work / "config.toml")
+        settings = load_settings(sample_project(work, replace={"max_items = 50": f"max_items = {args.items}"}))
         with Store.open(settings.storage_url) as store:
             collect(settings, store)
             base = store.items()

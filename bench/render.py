@@ -31,7 +31,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import pipeline.render as render_module
-from bench.common import write_result
+from bench.common import SECRET, sample_project, write_result
 from pipeline.collect import collect
 from pipeline.config import load_settings
 from pipeline.delivery.send import Outbox
@@ -127,12 +127,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--recipients", type=int, default=2000, help="recipients per timed block of the cost row")
     args = parser.parse_args()
-    os.environ.setdefault("FLYGBLAD_SECRET", "bench-secret-0123456789abcdef")
+    os.environ.setdefault("FLYGBLAD_SECRET", SECRET)
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        shutil.copytree(ROOT / "examples" / "site", work / "examples" / "site")
-        shutil.copy(ROOT / "config.toml", work / "config.toml")
-        settings = load_settings(work / "config.toml")
+        settings = load_settings(sample_project(work))
         items = twenty_items(settings)
         mailing_list = settings.lists[0]
         date = datetime.now(UTC)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -33,24 +32,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.common import ROOT, write_result
-
-SECRET = "bench-secret-0123456789abcdef"
-
-
-def _write_csv(path: Path, count: int) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        handle.write("email,name\n")
-        for start in range(0, count, 10_000):
-            handle.write(
-                "".join(f"reader{n}@example.org,Läsare {n}\n" for n in range(start, min(count, start + 10_000)))
-            )
-
-
-def _project(work: Path) -> Path:
-    shutil.copytree(ROOT / "examples" / "site", work / "examples" / "site")
-    shutil.copy(ROOT / "config.toml", work / "config.toml")
-    return work / "config.toml"
+from bench.common import ROOT, SECRET, sample_project, subscribers_csv, write_result
 
 
 def _run(command: Sequence[str], cwd: Path) -> tuple[float, float, str]:
@@ -73,9 +55,9 @@ def one_size(count: int) -> dict[str, float]:
     """Import *count* subscribers into a fresh project, then outbox + messages; times and peak RSS."""
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        config = _project(work)
+        config = sample_project(work)
         csv_path = work / "subscribers.csv"
-        _write_csv(csv_path, count)
+        subscribers_csv(csv_path, count)
         flygblad = str(Path(sys.executable).with_name("flygblad"))
         subprocess.run([flygblad, "--config", str(config), "collect"], cwd=work, check=True, capture_output=True)
         import_s, import_rss, _ = _run(

@@ -15,7 +15,6 @@ bare loop. Results go to ``bench/results/send.json``.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import shutil
 import smtplib
@@ -29,10 +28,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import free_port, write_result
+from bench.common import SECRET, free_port, package_version, sample_project, subscribers_csv, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = "bench-secret-0123456789abcdef"
 
 
 class SmtpSink:
@@ -110,17 +108,6 @@ def bare_loop(port: int, data: bytes, recipients: list[str], connections: int) -
     return len(recipients) / (time.perf_counter() - start)
 
 
-def write_csv(path: Path, count: int, unsubscribe_url) -> list[str]:
-    """The subscriber CSV both tools read: email,name and (for mailmerge) each one's unsubscribe link."""
-    recipients = [f"reader{n}@example.org" for n in range(count)]
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["email", "name", "unsubscribe_url"])
-        for n, address in enumerate(recipients):
-            writer.writerow([address, f"Läsare {n}", unsubscribe_url(n)])
-    return recipients
-
-
 def mailmerge_template(outbox) -> str:
     """The issue flygblad sends, as a mailmerge (Jinja2) template: same headers, same two parts."""
     from pipeline.render import token_pattern
@@ -194,14 +181,7 @@ def make_project(work: Path, port: int, connections: int, csv_path: Path):
     from pipeline.store import Store
     from pipeline.subscribers import ImportReport, batches, read_csv
 
-    shutil.copytree(ROOT / "examples" / "site", work / "examples" / "site")
-    text = (ROOT / "config.toml").read_text(encoding="utf-8")
-    text = text.replace(
-        'kind = "file"\ndir = "outbox"',
-        f'kind = "smtp"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\nconnections = {connections}',
-    )
-    (work / "config.toml").write_text(text, encoding="utf-8")
-    settings = load_settings(work / "config.toml")
+    settings = load_settings(sample_project(work, smtp_port=port, connections=connections))
     with Store.open(settings.storage_url) as store:
         collect(settings, store)
         report = ImportReport()
@@ -257,7 +237,8 @@ def main() -> None:
             base = load_settings(ROOT / "config.toml").web_base_url + "/unsubscribe/"  # the project's own links
             csv_path = work / "subscribers.csv"
             # Subscriber n of the CSV gets id n + 1 in flygblad's fresh database: the same links.
-            recipients = write_csv(csv_path, args.messages, lambda n: base + tokens.unsubscribe(n + 1, "nyhetsbrev"))
+            subscribers_csv(csv_path, args.messages, lambda n: base + tokens.unsubscribe(n + 1, "nyhetsbrev"))
+            recipients = [f"reader{n}@example.org" for n in range(args.messages)]
             settings = make_project(work, sink.port, args.connections, csv_path)
             with Store.open(settings.storage_url) as store:
                 sample = build_issue(settings, store, settings.lists[0])
@@ -288,7 +269,7 @@ def main() -> None:
         "over_mailmerge": round(statistics.median(ours) / mailmerge, 1) if mailmerge else None,
         "goal_ratio": 0.9,
         "goal_over_mailmerge": 4,
-        "mailmerge_version": _version("mailmerge"),
+        "mailmerge_version": package_version("mailmerge"),
         "mailmerge_messages": min(args.messages, args.mailmerge_messages) if theirs else 0,
         "repeats": {
             "bare": [round(x) for x in bare],
@@ -303,15 +284,6 @@ def main() -> None:
         f"ratio {result['ratio']} (goal >= 0.9); mailmerge {result['mailmerge_msgs_per_s']} msg/s "
         f"(flygblad {result['over_mailmerge']} x, goal >= 4)"
     )
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ a C client, with ``bench/unsubscribe.lua``) when it is installed, else from C
 Python threads with requests sessions, which on a 2-core machine take CPU the
 server would otherwise have (the result names which). Goal (issue 7): >= 500
 requests/s with p99 <= 50 ms. Results go to ``bench/results/unsubscribe.json``.
+
+With ``FLYGBLAD_BENCH_PROFILE=FILE`` (and py-spy on PATH, the ``bench`` extra),
+py-spy samples the server during the first run and writes its raw stacks to
+FILE: how the README's unsubscribe profile was taken.
 """
 
 from __future__ import annotations
@@ -27,10 +31,9 @@ from pathlib import Path
 
 import requests
 
-from bench.common import free_port, wait_for_http, write_result
+from bench.common import SECRET, free_port, sample_project, wait_for_http, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = "bench-secret-0123456789abcdef"
 
 
 def _ms(text: str) -> float:
@@ -96,15 +99,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        shutil.copytree(ROOT / "examples" / "site", work / "examples" / "site")
         port = free_port()
-        text = (
-            (ROOT / "config.toml")
-            .read_text(encoding="utf-8")
-            .replace("[web]\n", f'[web]\nbase_url = "http://127.0.0.1:{port}"\n', 1)
+        settings = load_settings(
+            sample_project(work, replace={"[web]\n": f'[web]\nbase_url = "http://127.0.0.1:{port}"\n'})
         )
-        (work / "config.toml").write_text(text, encoding="utf-8")
-        settings = load_settings(work / "config.toml")
         with Store.open(settings.storage_url) as store:
             for batch in batches((candidate(f"u{n}@example.org") for n in range(args.subscribers)), 1000):
                 store.upsert_subscribers("nyhetsbrev", batch, report=ImportReport())

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import shutil
 import statistics
 import subprocess
 import sys
@@ -24,30 +23,20 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from bench.common import write_result
+from bench.common import SECRET, sample_project, subscribers_csv, write_result
 from bench.send import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _project(work: Path, database: str, port: int, count: int) -> Path:
-    shutil.copytree(ROOT / "examples" / "site", work / "examples" / "site")
-    config = (ROOT / "config.toml").read_text(encoding="utf-8")
-    config = config.replace('url = "sqlite:///var/flygblad.db"', f'url = "{database}"')
-    config = config.replace(
-        'kind = "file"\ndir = "outbox"',
-        f'kind = "smtp"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\nconnections = 2',
-    )
-    (work / "config.toml").write_text(config, encoding="utf-8")
-    with (work / "subs.csv").open("w", encoding="utf-8") as handle:
-        handle.write("email,name\n")
-        for n in range(count):
-            handle.write(f"reader{n}@example.org,Läsare {n}\n")
+    sample_project(work, smtp_port=port, replace={'url = "sqlite:///var/flygblad.db"': f'url = "{database}"'})
+    subscribers_csv(work / "subs.csv", count)
     return work
 
 
 def _run(work: Path, *args: str) -> str:
-    env = {**os.environ, "FLYGBLAD_SECRET": "bench-secret-0123456789abcdef"}
+    env = {**os.environ, "FLYGBLAD_SECRET": SECRET}
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", *args], cwd=work, env=env, capture_output=True, text=True
     )

@@ -15,6 +15,7 @@ import pytest
 from mailmerge.template_message import TemplateMessage
 
 from bench import send as bench_send
+from bench.common import SECRET, subscribers_csv
 from bench.unsubscribe import _ms
 from pipeline.config import load_settings
 from pipeline.delivery.send import Outbox
@@ -27,11 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_mailmerge_gets_the_issue_flygblad_sends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLYGBLAD_SECRET", bench_send.SECRET)
-    tokens = Tokens(bench_send.SECRET)
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    tokens = Tokens(SECRET)
     base = load_settings(ROOT / "config.toml").web_base_url + "/unsubscribe/"
     csv_path = tmp_path / "subscribers.csv"
-    bench_send.write_csv(csv_path, 3, lambda n: base + tokens.unsubscribe(n + 1, "nyhetsbrev"))
+    subscribers_csv(csv_path, 3, lambda n: base + tokens.unsubscribe(n + 1, "nyhetsbrev"))
     settings = bench_send.make_project(tmp_path, 2525, 1, csv_path)
     with Store.open(settings.storage_url) as store:
         issue = build_issue(settings, store, settings.lists[0])

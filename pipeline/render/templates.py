@@ -90,6 +90,10 @@ def environment(templates_dir: Path) -> Environment:
     return env
 
 
+#: templates folder -> (when it was looked at, the strings file, its mtime)
+_SEEN: dict[Path, tuple[float, Path, int]] = {}
+
+
 def strings(templates_dir: Path, language: str) -> dict[str, str]:
     """The UI strings for *language* (``sv``, ``en``, ``en-GB`` → ``en``), English filling gaps.
 
@@ -106,10 +110,6 @@ def strings(templates_dir: Path, language: str) -> dict[str, str]:
             raise RenderError(f"{path}: cannot read the newsletter strings: {err}") from err
         seen = _SEEN[templates_dir] = (now, path, changed)
     return dict(_strings(seen[1], seen[2], language))
-
-
-#: templates folder -> (when it was looked at, the strings file, its mtime)
-_SEEN: dict[Path, tuple[float, Path, int]] = {}
 
 
 @functools.lru_cache(maxsize=32)
