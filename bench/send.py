@@ -227,7 +227,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             work = Path(folder)
             from pipeline.delivery.send import Outbox
-            from pipeline.issues import build_issue
+            from pipeline.jobs import freeze_next
             from pipeline.store import Store
             from pipeline.tokens import Tokens
 
@@ -241,7 +241,7 @@ def main() -> None:
             recipients = [f"reader{n}@example.org" for n in range(args.messages)]
             settings = make_project(work, sink.port, args.connections, csv_path)
             with Store.open(settings.storage_url) as store:
-                sample = build_issue(settings, store, settings.lists[0])
+                sample = freeze_next(settings, store, settings.lists[0]).issue
             outbox = Outbox(settings, settings.lists[0], sample, date=datetime.now(UTC))
             data = outbox.message(1, "reader1@example.org", "Läsare 1").data
             template = mailmerge_template(outbox)

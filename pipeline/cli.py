@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import sys
 import time
 from collections.abc import Iterator
@@ -29,16 +28,14 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from sqlalchemy.exc import IntegrityError
 
-from pipeline import __version__
-from pipeline.collect import CollectReport, collect
+from pipeline import __version__, jobs
+from pipeline.collect import CollectReport
 from pipeline.config import ENV_CONFIG, ListSettings, Settings, load_settings
-from pipeline.delivery import sender_for
-from pipeline.delivery.send import Outbox, finish_report, run_worker, send_issue
+from pipeline.delivery.send import Progress as SendProgress
 from pipeline.errors import ConfigError, FlygbladError
-from pipeline.feeds import build_feeds, write_feeds
-from pipeline.issues import Draft, build_issue, next_issue
+from pipeline.issues import Draft
+from pipeline.jobs import PublishReport
 from pipeline.render import RecipientValues, greeting
 from pipeline.render.mime import MessageTemplate, mailbox
 from pipeline.store import Issue, Store
@@ -105,12 +102,12 @@ def cli(ctx: click.Context, config: str | None, verbose: int) -> None:
 # ---------------------------------------------------------------- collect
 
 
-def _run_collect(ctx: Context, sources: tuple[str, ...]) -> CollectReport:
+def _run_collect(ctx: Context, sources: tuple[str, ...], *, publish: bool = False) -> PublishReport:
     settings = ctx.settings
     chosen = [settings.source(name).name for name in sources] if sources else [s.name for s in settings.sources]
     with ctx.store() as store:
         if not sys.stderr.isatty():
-            return collect(settings, store, only=chosen)
+            return jobs.collect_and_publish(settings, store, only=chosen, publish=publish)
         with Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -125,7 +122,7 @@ def _run_collect(ctx: Context, sources: tuple[str, ...]) -> CollectReport:
             def advance(source: str, _url: str, _outcome: str, expected: int | None) -> None:
                 bar.update(tasks[source], advance=1, total=expected)
 
-            return collect(settings, store, only=chosen, progress=advance)
+            return jobs.collect_and_publish(settings, store, only=chosen, progress=advance, publish=publish)
 
 
 def _print_collect(report: CollectReport) -> None:
@@ -140,7 +137,7 @@ def _print_collect(report: CollectReport) -> None:
 def collect_command(ctx: Context, sources: tuple[str, ...]) -> None:
     """Collect new and changed leaders and articles from every source."""
     with _errors():
-        report = _run_collect(ctx, sources)
+        report = _run_collect(ctx, sources).collected
     _print_collect(report)
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
 
@@ -148,25 +145,15 @@ def collect_command(ctx: Context, sources: tuple[str, ...]) -> None:
 # ---------------------------------------------------------------- feeds
 
 
-def _run_feeds(ctx: Context) -> None:
-    from pipeline.web import write_archive
-
-    settings = ctx.settings
-    with ctx.store() as store:
-        files = build_feeds(settings, store)
-        write_archive(settings, store)
-    written = write_feeds(settings.feeds_dir, files)
-    click.echo(
-        f"feeds: {len(files)} files in {settings.feeds_dir}, {len(written)} rewritten, {len(files) - len(written)} unchanged"
-    )
-
-
 @cli.command("feeds")
 @click.pass_obj
 def feeds_command(ctx: Context) -> None:
     """Write the RSS, Atom and JSON feeds from the store."""
     with _errors():
-        _run_feeds(ctx)
+        with ctx.store() as store:
+            report = PublishReport(CollectReport())
+            report.feed_files, report.rewritten = jobs.write_feeds_and_archive(ctx.settings, store)
+    click.echo(report.feeds_summary(ctx.settings.feeds_dir))
 
 
 # ---------------------------------------------------------------- run
@@ -177,15 +164,15 @@ def feeds_command(ctx: Context) -> None:
 def run_command(ctx: Context) -> None:
     """The main job: collect, write the feeds, then send each list's new issue."""
     with _errors():
-        report = _run_collect(ctx, ())
+        published = _run_collect(ctx, (), publish=True)
+        report = published.collected
         _print_collect(report)
-        _run_feeds(ctx)
-        sent_ok = all([_send_list(ctx, m, resend_uncertain=False, wait=True) for m in ctx.settings.lists])
-        from pipeline.web import write_archive
-
-        with ctx.store() as store:
-            write_archive(ctx.settings, store)  # the issue just sent joins the static archive
-    sys.exit(EXIT_OK if report.ok and sent_ok else EXIT_FAILED)
+        click.echo(published.feeds_summary(ctx.settings.feeds_dir))
+        sent = [_send_list(ctx, m) for m in ctx.settings.lists]
+        if any(s.sends for s in sent):
+            with ctx.store() as store:
+                jobs.write_feeds_and_archive(ctx.settings, store)  # the issue just sent joins the archive
+    sys.exit(EXIT_OK if report.ok and all(s.ok for s in sent) else EXIT_FAILED)
 
 
 # ---------------------------------------------------------------- items
@@ -291,7 +278,7 @@ def preview_command(ctx: Context, list_name: str | None, out: Path, open_browser
     with _errors():
         mailing_list = _chosen_list(ctx, list_name)
         with ctx.store() as store:
-            draft = next_issue(ctx.settings, store, mailing_list)
+            draft = jobs.next_draft(ctx.settings, store, mailing_list)
         if draft is None:
             click.echo(f"preview: no new items for list {mailing_list.name!r}: there is no next issue yet")
             return
@@ -316,10 +303,16 @@ def build_command(ctx: Context, list_name: str | None) -> None:
     with _errors():
         mailing_list = _chosen_list(ctx, list_name)
         with ctx.store() as store:
-            issue = build_issue(ctx.settings, store, mailing_list)
+            frozen = jobs.freeze_next(ctx.settings, store, mailing_list)
+    issue = frozen.issue
     if issue is None:
-        click.echo(f"build: no new items for list {mailing_list.name!r}: no issue built")
+        click.echo(f"build: {frozen.reason}: no issue built")
         return
+    if not frozen.created:
+        click.echo(f"build: {frozen.reason}: no new issue until it is (flygblad send sends it)")
+        return
+    for warning in frozen.warnings:
+        err_console.print(f"flygblad: warning: {warning}", markup=False, soft_wrap=True)
     click.echo(f"build: issue {issue.number} of {issue.list!r} frozen, {len(issue.item_ids)} items: {issue.subject}")
 
 
@@ -328,14 +321,32 @@ def build_command(ctx: Context, list_name: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 @click.pass_obj
 def issues_command(ctx: Context, list_name: str | None, as_json: bool) -> None:
-    """List frozen issues, newest first."""
+    """List frozen issues, newest first; an unfinished one says why."""
     with _errors():
         if list_name is not None:
             ctx.settings.mailing_list(list_name)
         with ctx.store() as store:
             found = store.issues(list_name)
             sends = {i.id: store.outbox_counts(i.id) for i in found}
+            due = {i.id: store.next_due(i.id) for i in found if i.unfinished}
     tz = ctx.settings.site.tz
+
+    def why(i: Issue) -> str | None:
+        """Why an issue is not yet sent to everyone, in words."""
+        if not i.unfinished:
+            return None
+        if i.paused:
+            return i.paused
+        counts = sends[i.id]
+        if i.status == "frozen":
+            return "frozen: flygblad send sends it"
+        waiting = counts.get("pending", 0) + counts.get("sending", 0)
+        if waiting:
+            return f"{waiting} not yet sent: flygblad send resumes it"
+        when = due[i.id]
+        at = f", the first due {when.astimezone(tz):%Y-%m-%d %H:%M}" if when else ""
+        return f"{counts.get('deferred', 0)} deferred{at}: a later flygblad send retries them"
+
     if as_json:
         rows = [
             {
@@ -348,6 +359,7 @@ def issues_command(ctx: Context, list_name: str | None, as_json: bool) -> None:
                 "items": list(i.item_ids),
                 "html_bytes": len(i.html.encode("utf-8")),
                 "recipients": sends[i.id],
+                "unfinished": why(i),
             }
             for i in found
         ]
@@ -360,7 +372,8 @@ def issues_command(ctx: Context, list_name: str | None, as_json: bool) -> None:
         table.add_column(column)
     for i in found:
         created = i.created.astimezone(tz).strftime("%Y-%m-%d %H:%M")
-        table.add_row(i.list, str(i.number), created, i.status, str(len(i.item_ids)), i.subject)
+        status = i.status + (f" ({why(i)})" if i.unfinished else "")
+        table.add_row(i.list, str(i.number), created, status, str(len(i.item_ids)), i.subject)
     Console(highlight=False).print(table)
 
 
@@ -487,99 +500,82 @@ def subscribers_remove(ctx: Context, list_name: str, email: str) -> None:
 # ---------------------------------------------------------------- send
 
 
-def _issue_to_send(
-    store: Store, settings: Settings, mailing_list: ListSettings, resend_uncertain: bool
-) -> Issue | None:
-    """The issue a send works on: one already started or frozen, else the next one, frozen now.
+def _progress_for(issue: Issue) -> tuple[Progress, SendProgress]:
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )
+    task = bar.add_task(f"sending issue {issue.number} of {issue.list}", total=None, rate="")
+    started = time.monotonic()
 
-    With ``--resend-uncertain``, the latest issue that has uncertain recipients.
-    """
-    latest = store.issue(mailing_list.name)
-    if latest is not None and latest.status in ("sending", "frozen"):
-        return latest
-    if resend_uncertain and latest is not None and store.outbox_counts(latest.id).get("uncertain"):
-        return latest
-    if not store.count_subscribers(mailing_list.name, "active"):
-        return None  # an issue nobody receives would use up its items: wait for subscribers
-    try:
-        return build_issue(settings, store, mailing_list)
-    except IntegrityError:  # another sender froze the same issue a moment ago: send that one
-        return store.issue(mailing_list.name)
+    def advance(done: int, total: int) -> None:
+        rate = done / max(time.monotonic() - started, 1e-6)
+        bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} msg/s")
+
+    return bar, advance
 
 
 def _send_list(
-    ctx: Context, mailing_list: ListSettings, *, resend_uncertain: bool, wait: bool, workers: int = 1
-) -> bool:
-    """Send one list's issue; False when the send stopped before its end."""
-    settings = ctx.settings
-    extra: list[multiprocessing.process.BaseProcess] = []
+    ctx: Context,
+    mailing_list: ListSettings,
+    *,
+    number: int | None = None,
+    resend_uncertain: bool = False,
+    wait: bool = False,
+    workers: int = 1,
+) -> jobs.ListSendReport:
+    """Send one list as the send policy says, and print what happened."""
+    bars: list[Progress] = []
+
+    def progress(issue: Issue) -> SendProgress | None:
+        if not sys.stderr.isatty():
+            return None
+        for old in bars:
+            old.stop()
+        bar, advance = _progress_for(issue)
+        bar.start()
+        bars.append(bar)
+        return advance
+
     with ctx.store() as store:
-        if workers > 1 and store.engine.dialect.name != "postgresql":
-            raise ConfigError(
-                '--workers needs PostgreSQL ([storage] url = "postgresql+psycopg://…"): '
-                "SQLite allows one sender at a time",
-                path=str(settings.path),
-                key="storage.url",
+        try:
+            report = jobs.send_list(
+                ctx.settings,
+                store,
+                mailing_list,
+                number=number,
+                resend_uncertain=resend_uncertain,
+                wait=wait,
+                workers=workers,
+                progress=progress,
             )
-        issue = _issue_to_send(store, settings, mailing_list, resend_uncertain)
-        if issue is None:
-            if not store.count_subscribers(mailing_list.name, "active"):
-                click.echo(f"send: list {mailing_list.name!r} has no active subscribers: nothing to send")
-            else:
-                click.echo(f"send: no new items for list {mailing_list.name!r}: nothing to send")
-            return True
-        sender = sender_for(settings)
-        if workers > 1:
-            store.start_outbox(issue.id, issue.list)  # before the workers start: they share these rows
-            context = multiprocessing.get_context("spawn")
-            extra = [
-                context.Process(target=run_worker, args=(str(settings.path), issue.list, issue.number, wait))
-                for _ in range(workers - 1)
-            ]
-            for process in extra:
-                process.start()
-        if sys.stderr.isatty():
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TimeRemainingColumn(),
-                console=err_console,
-                transient=True,
-            ) as bar:
-                task = bar.add_task(f"sending issue {issue.number} of {mailing_list.name}", total=None, rate="")
-                started = time.monotonic()
-
-                def advance(done: int, total: int) -> None:
-                    rate = done / max(time.monotonic() - started, 1e-6)
-                    bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} msg/s")
-
-                report = send_issue(
-                    settings, store, issue, sender, resend_uncertain=resend_uncertain, progress=advance, wait=wait
-                )
-        else:
-            report = send_issue(settings, store, issue, sender, resend_uncertain=resend_uncertain, wait=wait)
-        for process in extra:
-            process.join()
-        if extra:
-            finish_report(store, issue, report)
-    for email in report.uncertain:
-        err_console.print(
-            f"flygblad: uncertain: {email} (the run that sent it stopped before the answer; "
-            "send --resend-uncertain sends it again)",
-            markup=False,
-            soft_wrap=True,
-        )
-    click.echo(report.summary())
-    if report.paused:
-        err_console.print(f"flygblad: {report.paused}", markup=False, soft_wrap=True)
-        return False
-    return True
+        finally:
+            for bar in bars:
+                bar.stop()
+    for send in report.sends:
+        for email in send.uncertain:
+            err_console.print(
+                f"flygblad: uncertain: {email} (the run that sent it stopped before the answer; "
+                f"send --issue {send.number} --resend-uncertain sends it again)",
+                markup=False,
+                soft_wrap=True,
+            )
+        click.echo(send.summary())
+        if send.paused:
+            err_console.print(f"flygblad: {send.paused}", markup=False, soft_wrap=True)
+    if report.note:
+        click.echo(f"send: {report.note}" + ("" if report.sends else ": nothing to send"))
+    return report
 
 
 @cli.command("send")
 @click.option("--list", "-l", "list_name", metavar="NAME", help="The list [default: the first in the config].")
+@click.option("--issue", "number", type=click.IntRange(min=1), metavar="N", help="Send (or resume) issue N only.")
 @click.option("--dry-run", is_flag=True, help="Render and count recipients; send nothing, freeze nothing.")
 @click.option(
     "--test",
@@ -588,7 +584,7 @@ def _send_list(
     help="Send the next issue to this one address only, subject marked [TEST]; freezes nothing, touches no ledger.",
 )
 @click.option("--resend-uncertain", is_flag=True, help="Send again to recipients whose fate a crash left unknown.")
-@click.option("--no-wait", "no_wait", is_flag=True, help="Leave deferred messages for the next run instead of waiting.")
+@click.option("--wait", is_flag=True, help="Stay until deferred recipients are retried, instead of leaving them to a later run.")
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
@@ -600,53 +596,50 @@ def _send_list(
 def send_command(
     ctx: Context,
     list_name: str | None,
+    number: int | None,
     dry_run: bool,
     test_address: str | None,
     resend_uncertain: bool,
-    no_wait: bool,
+    wait: bool,
     workers: int,
 ) -> None:
-    """Send the list's issue to its active subscribers: resumes a stopped send, else freezes the next issue."""
-    ok = True
+    """Send the list: unfinished issues first (oldest first), then a new issue of what is new."""
     with _errors():
         settings = ctx.settings
         mailing_list = _chosen_list(ctx, list_name)
-        if test_address is not None or dry_run:
+        if dry_run:
             with ctx.store() as store:
-                latest = store.issue(mailing_list.name)
-                resumable = latest if latest is not None and latest.status in ("frozen", "sending") else None
-                draft = None if resumable else next_issue(settings, store, mailing_list)
-                issue = resumable or (draft.as_issue() if draft else None)
-                if issue is None:
-                    click.echo(f"send: no new items for list {mailing_list.name!r}: nothing to send")
-                    return
-                if dry_run:
-                    recipients = (
-                        sum(store.outbox_counts(issue.id).get(s, 0) for s in ("pending", "deferred"))
-                        if issue.status == "sending"
-                        else store.count_subscribers(mailing_list.name, "active")
-                    )
-                    click.echo(
-                        f"send --dry-run: issue {issue.number} of {mailing_list.name!r} "
-                        f"({len(issue.item_ids)} items, {issue.subject!r}) would go to {recipients} recipients; "
-                        "nothing sent"
-                    )
-                    return
+                found = jobs.dry_run(settings, store, mailing_list)
+            if found is None:
+                click.echo(f"send: no new items for list {mailing_list.name!r}: nothing to send")
+                return
+            issue = found.issue
+            click.echo(
+                f"send --dry-run: issue {issue.number} of {mailing_list.name!r} "
+                f"({len(issue.item_ids)} items, {issue.subject!r}) would go to {found.recipients} recipients; "
+                "nothing sent"
+            )
+            return
+        if test_address is not None:
             try:
-                address = check_address(test_address or "")
+                address = check_address(test_address)
             except SubscriberError as err:
                 _fail(str(err), EXIT_USAGE)
-            outbox = Outbox(settings, mailing_list, issue, date=datetime.now(UTC), subject_prefix="[TEST] ")
-            message = outbox.message(0, address, None)
-            with sender_for(settings) as sender:
-                [result] = sender.send([message])
+            with ctx.store() as store:
+                tried = jobs.send_test(settings, store, mailing_list, address)
+            if tried is None:
+                click.echo(f"send: no new items for list {mailing_list.name!r}: nothing to send")
+                return
+            issue, result = tried
             click.echo(
                 f"send --test: issue {issue.number} of {mailing_list.name!r} to {address}: "
                 f"{result.status} {result.reply}".rstrip()
             )
             sys.exit(EXIT_OK if result.status == "sent" else EXIT_FAILED)
-        ok = _send_list(ctx, mailing_list, resend_uncertain=resend_uncertain, wait=not no_wait, workers=workers)
-    sys.exit(EXIT_OK if ok else EXIT_FAILED)
+        report = _send_list(
+            ctx, mailing_list, number=number, resend_uncertain=resend_uncertain, wait=wait, workers=workers
+        )
+    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
 # ---------------------------------------------------------------- serve
@@ -688,15 +681,15 @@ def serve_command(ctx: Context, host: str | None, port: int | None) -> None:
 @click.pass_obj
 def schedule_command(ctx: Context, count: int, run_name: str | None) -> None:
     """Show each schedule's next firings in its time zone, and the last ones recorded."""
-    from pipeline.schedule import next_runs, run_firing
+    from pipeline.schedule import next_runs
 
     with _errors():
         settings = ctx.settings
         if run_name is not None:
             settings.schedule(run_name)
-            status = run_firing(str(settings.path), run_name)  # its latest due time, as the scheduler would
-            click.echo(f"schedule: {run_name} fired: {status}")
-            sys.exit(EXIT_OK if status in ("done", "no-news") else EXIT_FAILED)
+            fired = jobs.fire_schedule(settings, run_name, due=datetime.now(UTC))  # now, as documented
+            click.echo(f"schedule: {run_name} fired: {fired.status}" + (f": {fired.detail}" if fired.detail else ""))
+            sys.exit(EXIT_OK if fired.status in ("done", "no-news", "no-subscribers", "deferred") else EXIT_FAILED)
         if not settings.schedules:
             click.echo("schedule: no [[schedules]] configured")
             return

@@ -82,14 +82,18 @@ class ImportReport:
 
 
 def check_address(raw: str) -> str:
-    """The address, normalised by email-validator; SubscriberError saying why it is not one."""
+    """The address, normalised by email-validator, its domain in ASCII (IDNA); SubscriberError saying why not.
+
+    ``ivan@exämple.org`` is kept as ``ivan@xn--exmple-cua.org`` (see :mod:`pipeline.addresses`).
+    """
     value = raw.strip()
     if not value:
         raise SubscriberError("no address")
     if "\r" in value or "\n" in value:
         raise SubscriberError(f"{value!r} contains a line break")
     try:
-        return validate_email(value, check_deliverability=False).normalized
+        checked = validate_email(value, check_deliverability=False)
+        return checked.ascii_email or f"{checked.local_part}@{checked.ascii_domain}"
     except EmailNotValidError as err:
         raise SubscriberError(f"{value!r} is not a valid address: {err}") from None
 

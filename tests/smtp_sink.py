@@ -91,11 +91,16 @@ class SinkHandler:
 class Sink:
     """A running SMTP sink: ``with Sink() as sink: ... sink.port``."""
 
-    def __init__(self, pipelining: bool = True) -> None:
+    def __init__(self, pipelining: bool = True, smtputf8: bool = False) -> None:
         self.handler = SinkHandler(pipelining=pipelining)
         self.port = free_port()
         self.controller = Controller(
-            self.handler, hostname="127.0.0.1", port=self.port, decode_data=False, data_size_limit=10_000_000
+            self.handler,
+            hostname="127.0.0.1",
+            port=self.port,
+            decode_data=False,
+            data_size_limit=10_000_000,
+            enable_SMTPUTF8=smtputf8,
         )
 
     def __enter__(self) -> Sink:

@@ -19,7 +19,7 @@ from bench.common import SECRET, subscribers_csv
 from bench.unsubscribe import _ms
 from pipeline.config import load_settings
 from pipeline.delivery.send import Outbox
-from pipeline.issues import build_issue
+from pipeline.jobs import freeze_next
 from pipeline.render import RecipientValues
 from pipeline.store import Store
 from pipeline.tokens import Tokens
@@ -35,7 +35,7 @@ def test_mailmerge_gets_the_issue_flygblad_sends(tmp_path: Path, monkeypatch: py
     subscribers_csv(csv_path, 3, lambda n: base + tokens.unsubscribe(n + 1, "nyhetsbrev"))
     settings = bench_send.make_project(tmp_path, 2525, 1, csv_path)
     with Store.open(settings.storage_url) as store:
-        issue = build_issue(settings, store, settings.lists[0])
+        issue = freeze_next(settings, store, settings.lists[0]).issue
     outbox = Outbox(settings, settings.lists[0], issue, date=datetime.now(UTC))
 
     # mailmerge's own rendering of its template for one CSV row, as it goes on the wire.

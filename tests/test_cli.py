@@ -119,7 +119,10 @@ def test_preview_build_and_issues(project: Path) -> None:
     )
     again = flygblad("build", cwd=project)
     assert again.returncode == 0
-    assert again.stdout.strip() == "build: no new items for list 'nyhetsbrev': no issue built"
+    assert again.stdout.strip() == (
+        "build: issue 1 of 'nyhetsbrev' is frozen, not yet sent to everyone: "
+        "no new issue until it is (flygblad send sends it)"
+    ), "one open issue per list: a second build makes none"
     none = flygblad("preview", cwd=project)
     assert none.stdout.strip() == "preview: no new items for list 'nyhetsbrev': there is no next issue yet"
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pipeline.config import Settings, load_settings
 from pipeline.delivery import sender_for
 from pipeline.delivery.send import send_issue
-from pipeline.issues import build_issue
+from pipeline.jobs import freeze_next
 from pipeline.store import Store
 from pipeline.subscribers import ImportReport, candidate
 from pipeline.tokens import Tokens, load_secret
@@ -77,7 +77,7 @@ def _send(settings: Settings, **kwargs):
     with Store.open(settings.storage_url) as store:
         issue = store.issue("nyhetsbrev")
         if issue is None or issue.status == "sent":
-            issue = build_issue(settings, store, settings.lists[0])
+            issue = freeze_next(settings, store, settings.lists[0]).issue
         report = send_issue(settings, store, issue, sender_for(settings), sleep=lambda s: None, **kwargs)
         return report, store.outbox_rows(issue.id)
 
@@ -351,7 +351,7 @@ def test_rate_limit_spaces_the_batches(example_settings, monkeypatch) -> None:
     _subscribe(settings, 50)
     waits: list[float] = []
     with Store.open(settings.storage_url) as store:
-        issue = build_issue(settings, store, settings.lists[0])
+        issue = freeze_next(settings, store, settings.lists[0]).issue
         started = time.monotonic()
         report = send_issue(settings, store, issue, sender_for(settings), sleep=waits.append)
         spent = time.monotonic() - started + sum(waits)  # real time plus the pauses the limit asked for

@@ -17,7 +17,8 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.errors import RenderError
-from pipeline.issues import build_issue, next_issue, rendered_of
+from pipeline.issues import next_issue, rendered_of
+from pipeline.jobs import freeze_next
 from pipeline.render import RecipientValues, render_issue, token_pattern
 from pipeline.render.mime import MessageTemplate, mailbox
 from pipeline.render.templates import BUILTIN_TEMPLATES
@@ -227,7 +228,7 @@ def test_template_errors_name_file_and_line(example_settings, tmp_path, old: str
     settings = _with_templates(example_settings, folder)
     with Store.open(settings.storage_url) as store:
         with pytest.raises(RenderError, match=message):
-            build_issue(settings, store, settings.lists[0], now=WHEN)
+            freeze_next(settings, store, settings.lists[0], now=WHEN).issue
         assert store.issues() == [], "nothing is frozen"
 
 
@@ -238,9 +239,11 @@ def test_issue_holds_what_is_new_since_the_previous_one(example_settings) -> Non
     settings = example_settings
     mailing_list = settings.lists[0]
     with Store.open(settings.storage_url) as store:
-        first = build_issue(settings, store, mailing_list, now=WHEN)  # back-dated: "new" is the store's clock
+        first = freeze_next(settings, store, mailing_list, now=WHEN).issue  # back-dated: "new" is the store's clock
         assert first is not None and first.number == 1 and len(first.item_ids) == 8
-        assert build_issue(settings, store, mailing_list) is None, "no new items: no issue"
+        assert freeze_next(settings, store, mailing_list).issue == first, "unfinished: no second issue"
+        store.finish_issue(first.id)  # sent (to nobody)
+        assert freeze_next(settings, store, mailing_list).issue is None, "no new items: no issue"
         page = settings.base_dir / "examples" / "site" / "ledare" / "index.html"
         new_page = page.parent / "ny-ledare.html"
         new_page.write_text(
@@ -262,7 +265,7 @@ def test_issue_holds_what_is_new_since_the_previous_one(example_settings) -> Non
         from pipeline.collect import collect
 
         assert collect(settings, store).total("new") == 1
-        second = build_issue(settings, store, mailing_list)
+        second = freeze_next(settings, store, mailing_list).issue
         assert second is not None and second.number == 2
         assert second.item_ids == ("https://www.produktionslyftet.example/ledare/ny-ledare",)
         assert second.subject == "En ny ledare"
@@ -273,7 +276,7 @@ def test_preview_of_a_frozen_issue_is_what_is_sent(example_settings) -> None:
     settings = example_settings
     with Store.open(settings.storage_url) as store:
         draft = next_issue(settings, store, settings.lists[0], now=WHEN)
-        issue = build_issue(settings, store, settings.lists[0], now=WHEN)
+        issue = freeze_next(settings, store, settings.lists[0], now=WHEN).issue
         again = store.issue("nyhetsbrev", 1)
     assert draft is not None and issue is not None and again == issue
     frozen = rendered_of(issue)

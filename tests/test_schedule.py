@@ -112,9 +112,10 @@ def test_two_schedulers_on_one_postgres_database_make_one_issue(example_settings
     """Two processes reach the same firing at once (as two `serve`s would): one issue."""
     with postgres_schema() as url:
         settings, env = _every_minute_on(example_settings, url)
+        job = f"from pipeline.schedule import run_firing; print(run_firing({str(settings.path)!r}, 'torsdag'))"
         runs = [
             subprocess.Popen(
-                [sys.executable, "-m", "pipeline", "schedule", "--run", "torsdag"],
+                [sys.executable, "-c", job],
                 cwd=settings.base_dir,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -127,10 +128,10 @@ def test_two_schedulers_on_one_postgres_database_make_one_issue(example_settings
         with Store.open(settings.storage_url) as store:
             issues = store.issues("nyhetsbrev")
             firings = store.firings("torsdag")
-    if "schedule: torsdag fired: taken" in outputs:
-        assert outputs == ["schedule: torsdag fired: done", "schedule: torsdag fired: taken"]
+    if "taken" in outputs:
+        assert outputs == ["done", "taken"]
     else:  # the minute turned between the two starts: two firings, but the second has no news
-        assert outputs == ["schedule: torsdag fired: done", "schedule: torsdag fired: no-news"]
+        assert outputs == ["done", "no-news"]
     assert len(issues) == 1, "never two issues"
     assert {f["status"] for f in firings} <= {"done", "no-news"}
     assert datetime.now(UTC) - issues[0].created < timedelta(minutes=5)

@@ -15,7 +15,7 @@ from pytest_httpserver import HTTPServer
 from pipeline.config import Settings, load_settings
 from pipeline.delivery import sender_for
 from pipeline.delivery.send import send_issue
-from pipeline.issues import build_issue
+from pipeline.jobs import freeze_next
 from pipeline.store import Store
 from pipeline.subscribers import ImportReport, candidate
 from pipeline.tokens import Tokens
@@ -86,7 +86,7 @@ def _subscribe(settings: Settings, names: list[str]) -> list[str]:
 
 def _send(settings: Settings, *, real_sleep: bool = False):
     with Store.open(settings.storage_url) as store:
-        issue = store.issue("nyhetsbrev") or build_issue(settings, store, settings.lists[0])
+        issue = store.issue("nyhetsbrev") or freeze_next(settings, store, settings.lists[0]).issue
         report = send_issue(
             settings, store, issue, sender_for(settings), sleep=time.sleep if real_sleep else (lambda s: None)
         )
@@ -148,8 +148,8 @@ def test_a_refused_api_key_stops_the_send(example_settings, httpserver, monkeypa
     settings = _write_sender(example_settings, provider.sender_block())
     _subscribe(settings, ["A", "B"])
     report, rows = _send(settings)
-    assert report.paused == f"stopped: {kind} refused the API key (401)"
-    assert {r.status for r in rows.values()} == {"deferred"}, "nobody was marked sent or failed"
+    assert report.paused == f"paused: {kind} refused the API key (401); run send again to resume"
+    assert {r.status for r in rows.values()} == {"pending"}, "nobody was marked sent or failed: all wait"
     assert provider.requests == 1, "one refusal is enough"
 
 

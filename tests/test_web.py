@@ -16,7 +16,7 @@ from waitress.server import create_server
 from pipeline.config import Settings, load_settings
 from pipeline.delivery import sender_for
 from pipeline.delivery.send import send_issue
-from pipeline.issues import build_issue
+from pipeline.jobs import freeze_next
 from pipeline.store import Store
 from pipeline.subscribers import ImportReport, candidate
 from pipeline.tokens import Tokens
@@ -129,7 +129,7 @@ def test_csrf_bad_address_and_rate_limit(site) -> None:
 def _sent_issue(settings: Settings, emails: list[str]) -> list[bytes]:
     with Store.open(settings.storage_url) as store:
         store.upsert_subscribers("nyhetsbrev", [candidate(e, "Zelda Quist") for e in emails], report=ImportReport())
-        issue = build_issue(settings, store, settings.lists[0])
+        issue = freeze_next(settings, store, settings.lists[0]).issue
         send_issue(settings, store, issue, sender_for(settings))
     return [p.read_bytes() for p in sorted(settings.outbox_dir.glob("nyhetsbrev.*.eml"))]
 

@@ -28,8 +28,10 @@ from typing import Literal
 from pipeline.config import SenderSettings, Settings
 from pipeline.errors import ConfigError
 
-ResultStatus = Literal["sent", "deferred", "bounced", "rejected", "failed"]
-RESULT_STATUSES: tuple[ResultStatus, ...] = ("sent", "deferred", "bounced", "rejected", "failed")
+#: ``uncertain``: the message may or may not have gone (a drop after the end of DATA, an API timeout
+#: after the request went out). It is never sent again by itself.
+ResultStatus = Literal["sent", "deferred", "bounced", "rejected", "failed", "uncertain"]
+RESULT_STATUSES: tuple[ResultStatus, ...] = ("sent", "deferred", "bounced", "rejected", "failed", "uncertain")
 ENTRY_POINT_GROUP = "flygblad.senders"
 BUILT_IN = {
     "file": "pipeline.delivery.file:FileSender",
@@ -96,6 +98,15 @@ class Sender:
         self._opened = False
         #: Set when no message can get through (a refused login, a revoked API key): the send stops.
         self.fatal: str | None = None
+
+    def pause(self, reason: str) -> None:
+        """No message can get through until a person acts (a refused sender, a full disk): stop the send.
+
+        The messages of the batch that found out are answered ``deferred``; the
+        send loop gives them back to the queue untouched.
+        """
+        if self.fatal is None:
+            self.fatal = reason
 
     def open(self) -> None:
         """Connect, if the sender needs to. Called once before the first send."""

@@ -48,7 +48,11 @@ class FileSender(Sender):
                 temp.write_bytes(message.data)
                 os.replace(temp, path)
             except OSError as err:
-                results.append(SendResult(message, "failed", reply=f"cannot write {path}: {err.strerror}"))
+                # A full disk or a read-only folder is ours to fix, not the recipient's: pause.
+                temp.unlink(missing_ok=True)
+                reply = f"cannot write {path}: {err.strerror}"
+                self.pause(reply)
+                results.append(SendResult(message, "deferred", reply=reply))
                 continue
             results.append(SendResult(message, "sent", provider_id=path.name, reply=f"written to {path}"))
         return results

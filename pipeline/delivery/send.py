@@ -38,7 +38,8 @@ from sqlalchemy import Connection
 
 from pipeline.config import DKIM_HEADERS, ListSettings, Settings
 from pipeline.delivery import Message, Sender, SendResult
-from pipeline.errors import ConfigError, DeliveryError
+from pipeline.addresses import ascii_domain
+from pipeline.errors import ConfigError, DeliveryError, FlygbladError
 from pipeline.issues import rendered_of
 from pipeline.render import RecipientValues
 from pipeline.render.mime import MessageTemplate, mailbox
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 
 #: Called after each batch with (rows done so far, rows in all).
 Progress = Callable[[int, int], None]
-FINAL = ("sent", "bounced", "failed")
+FINAL = ("sent", "bounced", "failed", "uncertain")
 
 
 @dataclass
@@ -63,13 +64,20 @@ class SendReport:
     uncertain: list[str] = field(default_factory=list)
     paused: str | None = None
     finished: bool = False
+    next_attempt: datetime | None = None  # when the earliest deferred recipient is due again
 
     def summary(self) -> str:
-        """``sent: issue 3 of 'nyhetsbrev': 1998 sent, 0 deferred, 1 bounced, 0 failed, 1 uncertain``."""
+        """``sent: issue 3 of 'nyhetsbrev': 1998 sent, 0 deferred, 1 bounced, 0 failed, 1 uncertain (done)``."""
         c = self.counts
         parts = ", ".join(f"{c.get(s, 0)} {s}" for s in ("sent", "deferred", "bounced", "failed", "uncertain"))
         pending = c.get("pending", 0) + c.get("sending", 0)
-        state = "done" if self.finished else f"stopped, {pending} not yet sent"
+        if self.finished:
+            state = "done"
+        elif self.paused or pending:
+            state = f"stopped, {pending} not yet sent"
+        else:
+            due = f" from {self.next_attempt:%H:%M} UTC" if self.next_attempt else ""
+            state = f"deferred recipients are retried by a later send{due}"
         return f"send: issue {self.number} of {self.list!r}: {parts} ({state})"
 
 
@@ -144,6 +152,7 @@ class Outbox:
 
     def message(self, subscriber_id: int, email: str, name: str | None) -> Message:
         """One subscriber's message."""
+        email = ascii_domain(email)  # stored before addresses were normalised at the door
         unsubscribe_url = self.unsubscribe_base + self.tokens.unsubscribe(subscriber_id, self.list.name)
         values = RecipientValues(
             greeting=self.strings["greeting_named"].format(name=name) if name else self.strings["greeting"],
@@ -187,12 +196,12 @@ def _backoff(settings: Settings, attempts: int, retry_after: float | None) -> ti
     return timedelta(seconds=max(base, retry_after or 0))
 
 
-def _outcome(settings: Settings, row: OutboxRow, result: SendResult, now: datetime) -> LedgerUpdate:
+def _outcome(settings: Settings, row: OutboxRow, result: SendResult, now: datetime, paused: bool) -> LedgerUpdate:
     status = result.status
     reply = result.reply
     next_attempt = None
     if status == "deferred":
-        if row.attempts > settings.sender.max_retries:
+        if row.attempts > settings.sender.max_retries and not paused:
             status, reply = "failed", f"gave up after {row.attempts} attempts: {reply}"
         else:
             next_attempt = now + _backoff(settings, row.attempts, result.retry_after)
@@ -201,34 +210,108 @@ def _outcome(settings: Settings, row: OutboxRow, result: SendResult, now: dateti
     return LedgerUpdate(row.subscriber_id, status, result.message.message_id, result.provider_id, reply, next_attempt)
 
 
+def _messages(outbox: Outbox, rows: list[OutboxRow]) -> tuple[list[Message], list[LedgerUpdate]]:
+    """The rows' messages; a row whose message cannot be built fails alone, with the reason."""
+    messages, failed = [], []
+    for row in rows:
+        try:
+            messages.append(outbox.message(row.subscriber_id, row.email, row.name))
+        except (FlygbladError, ValueError, UnicodeError) as err:
+            reason = f"cannot build the message for {row.email!r}: {err}"
+            failed.append(LedgerUpdate(row.subscriber_id, "failed", outbox.message_id(row.subscriber_id), None, reason))
+    return messages, failed
+
+
+def _hand_over(sender: Sender, messages: list[Message]) -> list[SendResult]:
+    """The sender's results, one per message, whatever the sender does.
+
+    A sender that raises our own DeliveryError defers the batch (nothing went);
+    one that fails in a way nobody planned for may have sent some of it, so the
+    batch is ``uncertain``: listed, never sent again by itself.
+    """
+    try:
+        results = sender.send(messages)
+    except DeliveryError as err:
+        return [SendResult(m, "deferred", reply=str(err)) for m in messages]
+    except Exception as err:  # a third-party or buggy sender: the run goes on, and says what happened
+        log.exception("sender %r failed on a batch of %d", sender.name, len(messages))
+        return [SendResult(m, "uncertain", reply=f"the sender failed: {type(err).__name__}: {err}") for m in messages]
+    if len(results) != len(messages):
+        reason = f"sender {sender.name!r} returned {len(results)} results for {len(messages)} messages"
+        return [SendResult(m, "uncertain", reply=reason) for m in messages]
+    return results
+
+
+#: This many 5xx refusals at RCPT with no message accepted in between are the relay's verdict on the
+#: sender (``554 Relay access denied``), not on the recipients: the send pauses and nobody is suppressed.
+RELAY_VERDICT = 10
+
+
 @dataclass
 class _LoopState:
-    """What the send workers share: progress, the failure streak, and whether to stop."""
+    """What the send workers share: progress, the failure streak, held bounces, and whether to stop."""
 
     done: int = 0
     failures_in_row: int = 0
     paused: str | None = None
     stop: bool = False
+    held: list[LedgerUpdate] = field(default_factory=list)  # bounces not yet known to be the recipients'
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def count(
+    def judge(
         self, outcomes: list[LedgerUpdate], settings: Settings, sender: Sender, total: int, progress: Progress | None
-    ) -> None:
+    ) -> tuple[list[LedgerUpdate], list[int], bool]:
+        """What to record, which rows to give back to the queue, and whether to stop claiming.
+
+        A bounce is held until the relay accepts a message (then it was the
+        recipient's) or :data:`RELAY_VERDICT` bounces come in a row (then it was
+        the relay's word on us: the held rows go back, nobody is suppressed).
+        Deferred messages of a batch during which the sender paused go back too.
+        """
         with self.lock:
+            record: list[LedgerUpdate] = []
+            release: list[int] = []
             for o in outcomes:
-                self.failures_in_row = 0 if o.status in ("sent", "bounced") else self.failures_in_row + 1
-            self.done += sum(1 for o in outcomes if o.status in FINAL)
+                if o.status == "bounced":
+                    self.held.append(o)
+                    continue
+                if sender.fatal and o.status == "deferred":
+                    release.append(o.subscriber_id)
+                    continue
+                if o.status == "sent" and self.held:
+                    record += self.held  # the relay takes mail: those refusals were about the recipients
+                    self.held = []
+                record.append(o)
+                self.failures_in_row = 0 if o.status == "sent" else self.failures_in_row + 1
+            if len(self.held) >= RELAY_VERDICT and not self.stop:
+                last = self.held[-1].reply
+                self.paused = (
+                    f"paused: the relay refused {len(self.held)} recipients in a row (last: {last}); "
+                    "that is its word on the sender or the message, so nobody was suppressed. "
+                    "Fix it, then run send again to resume"
+                )
+                self.stop = True
+            if self.stop and self.held:
+                release += [o.subscriber_id for o in self.held]
+                self.held = []
+            self.done += sum(1 for o in record if o.status in FINAL)
             if progress:
                 progress(self.done, total)
             if sender.fatal and not self.stop:
-                self.paused, self.stop = f"stopped: {sender.fatal}", True
+                self.paused, self.stop = f"paused: {sender.fatal}; run send again to resume", True
             elif self.failures_in_row >= settings.sender.max_consecutive_failures and not self.stop:
                 self.paused = (
-                    f"paused after {self.failures_in_row} failures in a row (last: {outcomes[-1].reply}); "
+                    f"paused after {self.failures_in_row} failures in a row (last: {record[-1].reply}); "
                     "run send again to resume"
                 )
                 self.stop = True
-            return self.stop
+            return record, release, self.stop
+
+    def leftover(self) -> list[LedgerUpdate]:
+        """Bounces still held when the run ends without a verdict: they were the recipients'."""
+        with self.lock:
+            held, self.held = self.held, []
+            return held
 
 
 def send_issue(
@@ -258,6 +341,17 @@ def send_issue(
         )
 
 
+class SenderBusy(DeliveryError):
+    """Another process is sending from this SQLite database (SQLite allows one sender at a time)."""
+
+    def __init__(self, holder: str) -> None:
+        self.holder = holder
+        super().__init__(
+            f"another flygblad send ({holder}) is sending from this SQLite database; SQLite allows one sender "
+            "at a time (for several, use PostgreSQL)"
+        )
+
+
 @contextlib.contextmanager
 def sending_lock(store: Store) -> Iterator[None]:
     """On SQLite, one sender at a time: a second one is refused with a clear message instead of racing.
@@ -275,10 +369,7 @@ def sending_lock(store: Store) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise DeliveryError(
-                f"another flygblad send ({holder}) is sending from this SQLite database; SQLite allows one sender "
-                "at a time (for several, use PostgreSQL)"
-            ) from None
+            raise SenderBusy(holder) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
@@ -304,6 +395,7 @@ def _send_issue(
     mailing_list = settings.mailing_list(issue.list)
     report = SendReport(issue.list, issue.number)
     store.start_outbox(issue.id, issue.list, now=clock())
+    store.set_paused(issue.id, None)
     abandoned = store.abandon_claims(issue.id, now=clock(), lease_seconds=settings.sender.claim_lease_seconds)
     if abandoned:
         log.warning("%d messages of issue %d were in flight when a run stopped: now uncertain", abandoned, issue.number)
@@ -331,22 +423,19 @@ def _send_issue(
                 rows = store.claim(issue.id, sender.batch_size, now=clock(), worker=worker, connection=connection)
                 continue
             started = time.monotonic()
-            messages = [outbox.message(r.subscriber_id, r.email, r.name) for r in rows]
-            try:
-                results = sender.send(messages)
-            except DeliveryError as err:
-                results = [SendResult(m, "deferred", reply=str(err)) for m in messages]
-            if len(results) != len(messages):
-                raise DeliveryError(
-                    f"sender {sender.name!r} returned {len(results)} results for {len(messages)} messages"
-                )
+            messages, unbuildable = _messages(outbox, rows)
+            results = _hand_over(sender, messages) if messages else []
             by_key = {r.subscriber_id: r for r in rows}
             now = clock()
-            outcomes = [_outcome(settings, by_key[res.message.key[1]], res, now) for res in results]
-            stopping = state.count(outcomes, settings, sender, total, progress)
+            outcomes = unbuildable + [
+                _outcome(settings, by_key[res.message.key[1]], res, now, sender.fatal is not None) for res in results
+            ]
+            record, release, stopping = state.judge(outcomes, settings, sender, total, progress)
+            if release:
+                store.release(issue.id, release, now=now)
             # The outcomes and the next claim: one commit per message (none claimed when stopping).
             rows = store.record_and_claim(
-                issue.id, outcomes, 0 if stopping else sender.batch_size, now=now, worker=worker, connection=connection
+                issue.id, record, 0 if stopping else sender.batch_size, now=now, worker=worker, connection=connection
             )
             if interval:
                 remaining = interval * len(messages) * workers - (time.monotonic() - started)
@@ -361,14 +450,18 @@ def _send_issue(
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send") as pool:
                 for future in [pool.submit(work, worker_name(n)) for n in range(workers)]:
                     future.result()
+    leftover = state.leftover()
+    if state.paused:
+        store.release(issue.id, [o.subscriber_id for o in leftover], now=clock())
+    else:
+        store.record(issue.id, leftover, now=clock())
     report.paused = state.paused
-    report.finished = report.paused is None and store.finish_issue(issue.id)
-    report.counts = store.outbox_counts(issue.id)
-    report.uncertain = [r.email for r in store.outbox_rows(issue.id, "uncertain")]
-    return report
+    if report.paused:
+        store.set_paused(issue.id, report.paused)
+    return finish_report(store, issue, report)
 
 
-__all__ = ["Outbox", "SendReport", "send_issue"]
+__all__ = ["Outbox", "SendReport", "SenderBusy", "send_issue"]
 
 
 def run_worker(config: str, list_name: str, number: int, wait: bool = True) -> None:
@@ -388,4 +481,5 @@ def finish_report(store: Store, issue: Issue, report: SendReport) -> SendReport:
     report.finished = report.paused is None and store.finish_issue(issue.id)
     report.counts = store.outbox_counts(issue.id)
     report.uncertain = [r.email for r in store.outbox_rows(issue.id, "uncertain")]
+    report.next_attempt = None if report.finished else store.next_due(issue.id)
     return report

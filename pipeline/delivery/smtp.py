@@ -8,10 +8,16 @@ its ledger writes overlap the other workers' network time. Replies map to
 outcomes per recipient:
 
 * 2xx: ``sent`` (the server's reply, often with its queue id, is kept);
-* 4xx, a dropped connection or a timeout: ``deferred`` (retried later);
-* 5xx to the recipient or the message: ``bounced`` (the subscriber is suppressed);
-* a 5xx to the sender address or to authentication: ``failed``, for everyone:
-  that is our configuration, not the recipient.
+* 4xx, or a dropped connection or a timeout before the message was complete:
+  ``deferred`` (retried by a later pass);
+* a dropped connection or a timeout after the end of DATA: ``uncertain`` (the
+  server may have queued it; it is never sent again by itself);
+* 5xx to the recipient (RCPT): ``bounced`` (the subscriber is suppressed; the
+  send loop pauses instead when most recipients of a window get one);
+* a 5xx to the sender (MAIL FROM, 530 authentication required included) or to
+  the message at the end of DATA (size, content): the relay's verdict on the
+  sender or the message, the same for everyone: the send pauses with the
+  relay's words (:attr:`Sender.fatal`), and nobody is suppressed.
 """
 
 from __future__ import annotations
@@ -42,6 +48,14 @@ def _path(address: str) -> str:
     (quoteaddr's parseaddr) cost 3 % of a send to a fast server.
     """
     return f"<{address}>" if _PLAIN_ADDRESS.fullmatch(address) else smtplib.quoteaddr(address)
+
+
+class _LostAfterData(Exception):
+    """The connection failed after the end of DATA had been written: the message may have gone."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = f"{type(cause).__name__}: {cause}".rstrip(": ")
 
 
 class _Connection:
@@ -77,12 +91,19 @@ class _Connection:
                 return self._refused(message, code, text)
             except smtplib.SMTPSenderRefused as err:
                 self.reset()
-                status = "deferred" if 400 <= err.smtp_code < 500 else "failed"
-                return SendResult(message, status, reply=f"sender refused: {_reply(err.smtp_code, err.smtp_error)}")
+                reply = f"the relay refused the sender {message.sender}: {_reply(err.smtp_code, err.smtp_error)}"
+                if err.smtp_code >= 500:
+                    self.sender.pause(reply)
+                return SendResult(message, "deferred", reply=reply)
             except smtplib.SMTPDataError as err:
                 self._rset()
-                status = "deferred" if 400 <= err.smtp_code < 500 else "bounced"
-                return SendResult(message, status, reply=_reply(err.smtp_code, err.smtp_error))
+                reply = _reply(err.smtp_code, err.smtp_error)
+                if err.smtp_code >= 500:
+                    self.sender.pause(f"the relay refused the message: {reply}")
+                return SendResult(message, "deferred", reply=reply)
+            except _LostAfterData as lost:
+                self.reset()
+                return SendResult(message, "uncertain", reply=f"connection lost after the end of DATA: {lost.cause}")
             except smtplib.SMTPAuthenticationError as err:
                 self.reset()
                 raise DeliveryError(
@@ -108,7 +129,16 @@ class _Connection:
         starts with a dot), so their bytes go out as they are, without the
         per-message dot-stuffing pass ``sendmail`` makes; anything else is quoted.
         """
-        options = ["SMTPUTF8"] if not message.recipient.isascii() else []
+        options = []
+        if not message.recipient.isascii():
+            if "smtputf8" not in smtp.esmtp_features:
+                return SendResult(
+                    message,
+                    "failed",
+                    reply=f"{message.recipient} can only be delivered over SMTPUTF8, "
+                    f"which {self.sender.settings.host} does not offer",
+                )
+            options.append("SMTPUTF8")
         if "8bitmime" in smtp.esmtp_features:
             options.append("BODY=8BITMIME")
         if "pipelining" in smtp.esmtp_features:
@@ -155,7 +185,12 @@ class _Connection:
         if not data.endswith(b"\r\n"):
             data += b"\r\n"
         smtp.send(data + b".\r\n")
-        code, reply = smtp.getreply()
+        try:
+            code, reply = smtp.getreply()
+        except (smtplib.SMTPServerDisconnected, OSError) as err:
+            # The whole message went: the server may have queued it before it went away. Sending it
+            # again could deliver it twice, so it is uncertain (RFC 5321 6.1, RFC 1047).
+            raise _LostAfterData(err) from err
         if code != 250:
             raise smtplib.SMTPDataError(code, reply)
         return SendResult(message, "sent", reply=_reply(code, reply))

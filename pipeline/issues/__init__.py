@@ -5,8 +5,9 @@ Interface of this stage:
 * :func:`next_issue` decides what the list's next issue holds (the items first
   seen since its previous issue: leaders first, then articles, newest first, at
   most ``max_items``) and renders it, without storing anything: a preview;
-* :func:`build_issue` does the same and freezes the result in the store, so the
-  later send uses the very bytes the preview showed;
+* :func:`freeze` stores a draft as a frozen issue, so the later send uses the
+  very bytes the preview showed (:func:`pipeline.jobs.freeze_next` decides
+  when, in the list's turn);
 * :class:`~pipeline.store.Issue` is a frozen issue.
 
 No new items means no issue: both return ``None``.
@@ -15,6 +16,7 @@ No new items means no issue: both return ``None``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from datetime import UTC, datetime
 
 from pipeline.config import ListSettings, Settings
@@ -58,11 +60,14 @@ def new_items(
 ) -> tuple[list[StoredItem], list[StoredItem]]:
     """The items for the list's next issue in issue order, and the new items max_items left out.
 
-    "New" is first seen after the previous issue's cutoff: the store's own clock
-    decides, so an issue built with a back-dated ``now`` changes nothing.
+    "New" is first seen after the previous issue's cutoff, and in no issue of the
+    list yet: the store's own clock decides, so an issue built with a back-dated
+    ``now`` changes nothing.
     """
     previous = store.issue(mailing_list.name)
-    found = store.items_first_seen_after(settings.list_sources(mailing_list), previous.cutoff if previous else None)
+    found = store.items_first_seen_after(
+        settings.list_sources(mailing_list), previous.cutoff if previous else None, not_in_list=mailing_list.name
+    )
     ordered = order_items(found)
     return ordered[: mailing_list.max_items], ordered[mailing_list.max_items :]
 
@@ -97,33 +102,25 @@ def draft(
     return Draft(mailing_list, number, items, len(left_out), cutoff, rendered)
 
 
+def frozen_content(draft: Draft, *, now: datetime | None = None) -> dict[str, Any]:
+    """What the store keeps of a draft (:meth:`~pipeline.store.ListTurn.freeze`'s arguments)."""
+    rendered = draft.rendered
+    return {
+        "subject": rendered.subject,
+        "preheader": rendered.preheader,
+        "html": rendered.html,
+        "text": rendered.text,
+        "nonce": rendered.nonce,
+        "language": rendered.language,
+        "item_ids": [s.item.id for s in draft.items],
+        "cutoff": draft.cutoff,
+        "created": now or datetime.now(UTC),
+    }
+
+
 def freeze(store: Store, draft: Draft, *, now: datetime | None = None) -> Issue:
     """Store a draft as a frozen issue: what is sent later is exactly these bytes."""
-    rendered = draft.rendered
-    return store.freeze_issue(
-        draft.list.name,
-        subject=rendered.subject,
-        preheader=rendered.preheader,
-        html=rendered.html,
-        text=rendered.text,
-        nonce=rendered.nonce,
-        language=rendered.language,
-        item_ids=[s.item.id for s in draft.items],
-        cutoff=draft.cutoff,
-        created=now or datetime.now(UTC),
-    )
-
-
-def build_issue(
-    settings: Settings, store: Store, mailing_list: ListSettings, *, now: datetime | None = None
-) -> Issue | None:
-    """Render the list's next issue and freeze it; ``None`` (and nothing stored) when nothing is new.
-
-    A render error raises before anything is stored.
-    """
-    now = now or datetime.now(UTC)
-    next_draft = next_issue(settings, store, mailing_list, now=now)
-    return None if next_draft is None else freeze(store, next_draft, now=now)
+    return store.freeze_issue(draft.list.name, **frozen_content(draft, now=now))
 
 
 def rendered_of(issue: Issue) -> Rendered:
@@ -131,4 +128,4 @@ def rendered_of(issue: Issue) -> Rendered:
     return Rendered(issue.subject, issue.preheader, issue.html, issue.text, issue.nonce, issue.language)
 
 
-__all__ = ["Draft", "Issue", "build_issue", "draft", "freeze", "new_items", "next_issue", "rendered_of"]
+__all__ = ["Draft", "Issue", "draft", "freeze", "frozen_content", "new_items", "next_issue", "rendered_of"]

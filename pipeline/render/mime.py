@@ -22,6 +22,7 @@ from datetime import datetime
 from email import policy
 from email.utils import format_datetime, formataddr, parseaddr
 
+from pipeline.addresses import ascii_domain
 from pipeline.errors import RenderError
 from pipeline.render import RecipientValues, Rendered, token_pattern
 
@@ -67,6 +68,11 @@ def _ascii_header(name: str, value: str) -> bytes:
     try:
         return f"{name}: {value}\r\n".encode("ascii")
     except UnicodeEncodeError:
+        if name == "To":
+            # From mailbox(): the name is RFC 2047-encoded already, so what is left is an address with
+            # a UTF-8 local part. RFC 6532 writes it as UTF-8 (it travels over SMTPUTF8); an
+            # encoded-word is not allowed inside an address.
+            return f"{name}: {value}\r\n".encode()
         return _header(name, value)
 
 
@@ -75,7 +81,11 @@ def mailbox(address: str, name: str | None = None) -> str:
     for part in (address, name or ""):
         if "\r" in part or "\n" in part:
             raise RenderError(f"an address or name contains a line break: {part!r}")
-    return formataddr((name or "", address), charset="utf-8")
+    address = ascii_domain(address)
+    if address.isascii():
+        return formataddr((name or "", address), charset="utf-8")
+    # A non-ASCII local part travels as UTF-8 (RFC 6532, over SMTPUTF8); formataddr takes ASCII only.
+    return formataddr((name or "", "x@invalid"), charset="utf-8").replace("x@invalid", address)
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ Interface of this stage:
   numbering: 0 and 7 are Sunday) into an APScheduler trigger in a time zone,
   so daylight-saving changes keep "07:30 Stockholm time" at 07:30;
 * :func:`next_runs` lists a schedule's coming firings (``flygblad schedule``);
-* :func:`run_firing` is what a firing does: collect, write the feeds, and
-  (unless ``collect_only``) build and send the list's issue when at least
-  ``min_items`` are new. It calls the same functions as the CLI;
+* :func:`run_firing` is the scheduler's job: :func:`pipeline.jobs.fire_schedule`
+  at the firing's due time (collect, publish, and unless ``collect_only`` send
+  the list as ``flygblad send`` would, freezing a new issue only when at least
+  ``min_items`` are new);
 * :func:`start_scheduler` starts a background scheduler whose jobs persist in
   the store (SQLAlchemyJobStore), coalesced, with a misfire grace equal to the
   schedule's ``send_deadline``.
@@ -102,62 +103,19 @@ def latest_due(settings: Any, schedule: Any, now: datetime) -> datetime | None:
 
 
 def run_firing(config: str, name: str, due: datetime | None = None, now: datetime | None = None) -> str:
-    """Do one firing of schedule *name*: the scheduler's job, and ``flygblad schedule --run``.
+    """The scheduler's job: one firing of schedule *name* at its latest due time (:func:`pipeline.jobs.fire_schedule`).
 
-    Returns the status recorded: ``done``, ``no-news``, ``skipped``, ``failed``,
-    or ``taken`` when another scheduler already has this firing.
+    Two schedulers reach the same due time, and only one of them acts on it.
+    Returns the status recorded (or ``taken``).
     """
-    from pipeline.collect import collect
     from pipeline.config import load_settings
-    from pipeline.delivery import sender_for
-    from pipeline.delivery.send import send_issue
-    from pipeline.errors import FlygbladError
-    from pipeline.feeds import build_feeds, write_feeds
-    from pipeline.issues import build_issue, new_items
-    from pipeline.store import Store
+    from pipeline.jobs import fire_schedule
 
     settings = load_settings(config)
     schedule = settings.schedule(name)
     now = now or datetime.now(UTC)
     due = due or latest_due(settings, schedule, now) or now
-    due = due.astimezone(UTC)
-    with Store.open(settings.storage_url) as store:
-        late = (now - due).total_seconds()
-        if late > schedule.deadline_seconds:
-            if store.take_firing(
-                name,
-                due,
-                status="skipped",
-                detail=f"{late / 3600:.1f} h late; send_deadline is {schedule.send_deadline}",
-                now=now,
-            ):
-                log.warning("schedule %s: firing due %s skipped (%.0f s late)", name, due, late)
-                return "skipped"
-            return "taken"
-        if not store.take_firing(name, due, now=now):
-            return "taken"
-        try:
-            report = collect(settings, store)
-            write_feeds(settings.feeds_dir, build_feeds(settings, store))
-            if schedule.collect_only:
-                store.finish_firing(name, due, "done", report.summary())
-                return "done"
-            mailing_list = settings.mailing_list(schedule.list or "")
-            chosen, left_out = new_items(settings, store, mailing_list)
-            if len(chosen) + len(left_out) < schedule.min_items:
-                store.finish_firing(name, due, "no-news", f"{len(chosen)} new items, min_items is {schedule.min_items}")
-                return "no-news"
-            issue = build_issue(settings, store, mailing_list)
-            if issue is None:
-                store.finish_firing(name, due, "no-news", "no new items")
-                return "no-news"
-            sent = send_issue(settings, store, issue, sender_for(settings))
-            store.finish_firing(name, due, "done", sent.summary(), issue_number=issue.number)
-            return "done"
-        except FlygbladError as err:
-            store.finish_firing(name, due, "failed", str(err))
-            log.error("schedule %s: firing due %s failed: %s", name, due, err)
-            return "failed"
+    return fire_schedule(settings, name, due=due, now=now).status
 
 
 def _missed(event: Any, config: str) -> None:

@@ -42,7 +42,18 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
 from pipeline.errors import StoreError
 from pipeline.sources import Item, Validators
-from pipeline.store.schema import UTCDateTime, fetch_state, firings, issue_items, issues, items, outbox, subscribers
+from pipeline.store.schema import (
+    OPEN_STATUSES,
+    UTCDateTime,
+    fetch_state,
+    firings,
+    issue_items,
+    issues,
+    items,
+    lists,
+    outbox,
+    subscribers,
+)
 from pipeline.subscribers import SUPPRESSED, Candidate, ImportReport, Subscriber
 
 log = logging.getLogger(__name__)
@@ -222,6 +233,7 @@ _ISSUE_FIELDS = (
     "created",
     "cutoff",
     "status",
+    "paused",
 )
 
 
@@ -256,6 +268,12 @@ class Issue:
     cutoff: datetime
     status: str
     item_ids: tuple[str, ...]
+    paused: str | None = None  # why an unfinished issue stopped
+
+    @property
+    def unfinished(self) -> bool:
+        """Frozen, or sent to some but not yet all of its recipients."""
+        return self.status in (*OPEN_STATUSES, "held")
 
 
 @dataclass(frozen=True)
@@ -407,11 +425,19 @@ class Store:
         with self.engine.connect() as connection:
             return int(connection.execute(select(func.count()).select_from(items)).scalar_one())
 
-    def items_first_seen_after(self, sources: Iterable[str], since: datetime | None) -> list[StoredItem]:
-        """Items of *sources* first seen after *since* (all of them when it is None)."""
+    def items_first_seen_after(
+        self, sources: Iterable[str], since: datetime | None, *, not_in_list: str | None = None
+    ) -> list[StoredItem]:
+        """Items of *sources* first seen after *since* (all of them when it is None).
+
+        With *not_in_list*, only items in no issue of that list yet.
+        """
         query = select(items).where(items.c.source.in_(list(sources)))
         if since is not None:
             query = query.where(items.c.first_seen > since)
+        if not_in_list is not None:
+            taken = select(issue_items.c.item_id).where(issue_items.c.list == not_in_list)
+            query = query.where(items.c.id.not_in(taken))
         with self.engine.connect() as connection:
             return [self._stored(row._mapping) for row in connection.execute(query.order_by(items.c.id))]
 
@@ -435,45 +461,33 @@ class Store:
 
     # ------------------------------------------------------------ issues
 
-    def freeze_issue(
-        self,
-        list_name: str,
-        *,
-        subject: str,
-        preheader: str,
-        html: str,
-        text: str,
-        nonce: str,
-        language: str,
-        item_ids: Sequence[str],
-        cutoff: datetime,
-        created: datetime | None = None,
-    ) -> Issue:
-        """Store a rendered issue as the list's next number, with its items, in one transaction."""
-        created = created or _now()
-        with self.engine.begin() as connection:
-            last = connection.execute(select(func.max(issues.c.number)).where(issues.c.list == list_name)).scalar()
-            number = int(last or 0) + 1
-            issue_id = connection.execute(
-                insert(issues).values(
-                    list=list_name,
-                    number=number,
-                    subject=subject,
-                    preheader=preheader,
-                    html=html,
-                    text=text,
-                    nonce=nonce,
-                    language=language,
-                    created=created,
-                    cutoff=cutoff,
-                    status="frozen",
-                )
-            ).inserted_primary_key[0]
-            if item_ids:
-                connection.execute(
-                    insert(issue_items),
-                    [{"issue_id": issue_id, "item_id": item_id, "position": n} for n, item_id in enumerate(item_ids)],
-                )
+    @contextlib.contextmanager
+    def list_turn(self, list_name: str) -> Iterator[ListTurn]:
+        """Hold the list's lock for one transaction: one process at a time freezes an issue of a list.
+
+        The lock is the list's row in ``lists``, updated first thing: PostgreSQL
+        holds a row lock until commit (another process's turn waits, then sees
+        what this one committed); on SQLite the write takes the database's write
+        lock, which waits for any other writer (busy_timeout) the same way.
+        Everything read after the lock is taken is what the last turn committed.
+        """
+        dialect = self.engine.dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(dialect_insert(lists).values(name=list_name).on_conflict_do_nothing())
+                connection.execute(update(lists).where(lists.c.name == list_name).values(locked_at=_now()))
+                yield ListTurn(self, connection, list_name)
+        except IntegrityError as err:  # the invariants held against a bug: say so, store nothing
+            raise StoreError(f"list {list_name!r}: the store refused an issue that breaks its rules: {err.orig}") from err
+
+    def freeze_issue(self, list_name: str, **content: Any) -> Issue:
+        """Store a rendered issue as the list's next number, in the list's turn (see :meth:`ListTurn.freeze`)."""
+        with self.list_turn(list_name) as turn:
+            number = turn.freeze(**content)
         issue = self.issue(list_name, number)
         assert issue is not None
         return issue
@@ -500,6 +514,40 @@ class Store:
                 .all()
             )
         return Issue(**{k: row._mapping[k] for k in _ISSUE_FIELDS}, item_ids=tuple(ids))
+
+    def unfinished_issues(self, list_name: str) -> list[Issue]:
+        """The list's issues not yet sent to everyone (frozen, sending, held), oldest first."""
+        with self.engine.connect() as connection:
+            numbers = (
+                connection.execute(
+                    select(issues.c.number)
+                    .where(issues.c.list == list_name, issues.c.status.in_((*OPEN_STATUSES, "held")))
+                    .order_by(issues.c.number)
+                )
+                .scalars()
+                .all()
+            )
+        return [issue for n in numbers if (issue := self.issue(list_name, n)) is not None]
+
+    def set_paused(self, issue_id: int, reason: str | None) -> None:
+        """Say why an unfinished issue stopped (None: it is not paused)."""
+        with self._writing, self.engine.begin() as connection:
+            connection.execute(update(issues).where(issues.c.id == issue_id).values(paused=reason and reason[:1000]))
+
+    def reopen_held(self, issue_id: int) -> bool:
+        """A held issue (see migration 0006) becomes the list's open issue; False while another is open."""
+        with self.engine.connect() as connection:
+            started = connection.execute(select(func.count()).where(outbox.c.issue_id == issue_id)).scalar_one()
+        try:
+            with self._writing, self.engine.begin() as connection:
+                connection.execute(
+                    update(issues)
+                    .where(issues.c.id == issue_id, issues.c.status == "held")
+                    .values(status="sending" if started else "frozen", paused=None)
+                )
+        except IntegrityError:
+            return False
+        return True
 
     def issues(self, list_name: str | None = None) -> list[Issue]:
         """Every frozen issue (of one list), newest first."""
@@ -930,7 +978,7 @@ class Store:
             ).scalar_one()
             if open_rows:
                 return False
-            connection.execute(update(issues).where(issues.c.id == issue_id).values(status="sent"))
+            connection.execute(update(issues).where(issues.c.id == issue_id).values(status="sent", paused=None))
         return True
 
     # ------------------------------------------------------------ schedule firings
@@ -943,7 +991,12 @@ class Store:
             with self.engine.begin() as connection:
                 connection.execute(
                     insert(firings).values(
-                        schedule=schedule, due=due, status=status, detail=detail, started=now or _now()
+                        schedule=schedule,
+                        due=due,
+                        status=status,
+                        detail=detail,
+                        started=now or _now(),
+                        worker=worker_name() if status == "running" else None,
                     )
                 )
         except IntegrityError:
@@ -966,6 +1019,19 @@ class Store:
                 .where(firings.c.schedule == schedule, firings.c.due == due)
                 .values(status=status, detail=detail[:1000], issue_number=issue_number, finished=now or _now())
             )
+
+    def abandon_firings(self, now: datetime | None = None) -> int:
+        """Firings left ``running`` by a process that is gone become ``interrupted``."""
+        with self.engine.connect() as connection:
+            running = connection.execute(
+                select(firings.c.schedule, firings.c.due, firings.c.worker).where(firings.c.status == "running")
+            ).all()
+        dead = [r for r in running if worker_is_dead(r.worker)]
+        for row in dead:
+            self.finish_firing(
+                row.schedule, row.due, "interrupted", "the process running it stopped before it ended", now=now
+            )
+        return len(dead)
 
     def firings(self, schedule: str | None = None) -> list[dict[str, Any]]:
         """Recorded firings, newest first."""
@@ -1018,4 +1084,64 @@ def _safe(url: str) -> str:
         return "(unparseable url)"
 
 
-__all__ = ["Issue", "Outcome", "OutboxRow", "LedgerUpdate", "Store", "StoredItem"]
+class ListTurn:
+    """One list's lock, held for one transaction (see :meth:`Store.list_turn`)."""
+
+    def __init__(self, store: Store, connection: Connection, list_name: str) -> None:
+        self.store = store
+        self.connection = connection
+        self.list = list_name
+
+    def open_issue(self) -> Issue | None:
+        """The list's oldest unfinished issue (frozen or sending: at most one; or held), if any."""
+        number = self.connection.execute(
+            select(func.min(issues.c.number)).where(
+                issues.c.list == self.list, issues.c.status.in_((*OPEN_STATUSES, "held"))
+            )
+        ).scalar()
+        return None if number is None else self.store.issue(self.list, number)
+
+    def freeze(
+        self,
+        *,
+        subject: str,
+        preheader: str,
+        html: str,
+        text: str,
+        nonce: str,
+        language: str,
+        item_ids: Sequence[str],
+        cutoff: datetime,
+        created: datetime | None = None,
+    ) -> int:
+        """Insert the issue as the list's next number with its items; returns the number."""
+        connection = self.connection
+        last = connection.execute(select(func.max(issues.c.number)).where(issues.c.list == self.list)).scalar()
+        number = int(last or 0) + 1
+        issue_id = connection.execute(
+            insert(issues).values(
+                list=self.list,
+                number=number,
+                subject=subject,
+                preheader=preheader,
+                html=html,
+                text=text,
+                nonce=nonce,
+                language=language,
+                created=created or _now(),
+                cutoff=cutoff,
+                status="frozen",
+            )
+        ).inserted_primary_key[0]
+        if item_ids:
+            connection.execute(
+                insert(issue_items),
+                [
+                    {"issue_id": issue_id, "item_id": item_id, "position": n, "list": self.list}
+                    for n, item_id in enumerate(item_ids)
+                ],
+            )
+        return number
+
+
+__all__ = ["Issue", "ListTurn", "Outcome", "OutboxRow", "LedgerUpdate", "Store", "StoredItem"]

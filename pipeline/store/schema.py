@@ -10,7 +10,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -82,6 +94,18 @@ fetch_state = Table(
     Column("checked", UTCDateTime(), nullable=False),
 )
 
+#: The statuses of an issue that is frozen but not yet sent to everyone (at most one per list).
+OPEN_STATUSES = ("frozen", "sending")
+OPEN_CONDITION = "status IN ('frozen', 'sending')"
+
+#: One row per list: every freeze of a list locks its row, so one process at a time decides what is new.
+lists = Table(
+    "lists",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("locked_at", UTCDateTime()),
+)
+
 #: A frozen issue of a list: what a preview showed is what is sent, byte for byte.
 issues = Table(
     "issues",
@@ -98,8 +122,17 @@ issues = Table(
     Column("created", UTCDateTime(), nullable=False),
     # The newest first_seen among the items this issue considered: the next issue takes newer ones.
     Column("cutoff", UTCDateTime(), nullable=False),
-    Column("status", String(20), nullable=False),  # frozen, sending, sent
+    Column("status", String(20), nullable=False),  # frozen, sending, sent (held: see migration 0006)
+    Column("paused", Text),  # why an unfinished issue stopped, in words
     UniqueConstraint("list", "number", name="uq_issues_list_number"),
+    # At most one open issue per list: a second process that wants to freeze finds it and joins it.
+    Index(
+        "uq_issues_open_per_list",
+        "list",
+        unique=True,
+        sqlite_where=text(OPEN_CONDITION),
+        postgresql_where=text(OPEN_CONDITION),
+    ),
 )
 
 issue_items = Table(
@@ -108,6 +141,8 @@ issue_items = Table(
     Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
     Column("item_id", Text, ForeignKey("items.id"), primary_key=True),
     Column("position", Integer, nullable=False),
+    Column("list", String(100)),  # the issue's list: an item is in at most one issue of a list
+    Index("uq_issue_items_list_item", "list", "item_id", unique=True),
 )
 
 #: The people on a list. ``email_key`` is the address lower-cased: one row per address per list.
@@ -161,4 +196,5 @@ firings = Table(
     Column("issue_number", Integer),
     Column("started", UTCDateTime()),
     Column("finished", UTCDateTime()),
+    Column("worker", String(100)),  # host:pid of the process running it
 )

@@ -1,0 +1,409 @@
+"""The use cases: the one place where flygblad decides what to do.
+
+Each function here is something a person or a timer starts: collect and
+publish, draft the next issue, freeze it, send a list, fire a schedule. Each
+takes the settings and a store, returns a typed report, and raises
+flygblad's own errors. The CLI, the scheduler and the web side call these and
+decide nothing themselves (sqlite-utils' ``cli.py`` over ``db.py``).
+
+The send policy, once:
+
+1. An unfinished issue of the list (frozen, or sent to some but not all) is
+   resumed first, the oldest first; only when it is done does the list get a
+   new one.
+2. A new issue is frozen inside the list's turn (:meth:`Store.list_turn`):
+   "what is new" and the next number are decided while holding the list's
+   lock, and the database refuses a second open issue of a list and an item
+   in two issues of a list. A second process finds the open issue and joins
+   its outbox instead of freezing its own.
+3. No issue is frozen for a list without active subscribers: it would use up
+   its items on nobody.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pipeline.collect import CollectReport, collect
+from pipeline.collect import Progress as CollectProgress
+from pipeline.config import ListSettings, Settings
+from pipeline.delivery.send import Progress as SendProgress
+from pipeline.delivery import SendResult
+from pipeline.delivery.send import SendReport, SenderBusy
+from pipeline.errors import ConfigError, FlygbladError
+from pipeline.issues import Draft, draft, frozen_content, new_items, next_issue
+from pipeline.store import Issue, Store
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- collect and publish
+
+
+@dataclass
+class PublishReport:
+    """A collect, and the feeds and archive written after it."""
+
+    collected: CollectReport
+    feed_files: int = 0
+    rewritten: int = 0
+
+    def feeds_summary(self, feeds_dir: object) -> str:
+        """``feeds: 12 files in feeds, 3 rewritten, 9 unchanged``."""
+        return (
+            f"feeds: {self.feed_files} files in {feeds_dir}, {self.rewritten} rewritten, "
+            f"{self.feed_files - self.rewritten} unchanged"
+        )
+
+
+def write_feeds_and_archive(settings: Settings, store: Store) -> tuple[int, int]:
+    """The feeds and the static archive from the store; (files, files rewritten)."""
+    from pipeline.feeds import build_feeds, write_feeds
+    from pipeline.web import write_archive
+
+    files = build_feeds(settings, store)
+    write_archive(settings, store)
+    written = write_feeds(settings.feeds_dir, files)
+    return len(files), len(written)
+
+
+def collect_and_publish(
+    settings: Settings,
+    store: Store,
+    *,
+    only: list[str] | None = None,
+    progress: CollectProgress | None = None,
+    publish: bool = True,
+) -> PublishReport:
+    """Collect every source (or *only* some), then write the feeds and the archive."""
+    report = PublishReport(collect(settings, store, only=only, progress=progress))
+    if publish:
+        report.feed_files, report.rewritten = write_feeds_and_archive(settings, store)
+    return report
+
+
+# ---------------------------------------------------------------- draft and freeze
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """What :func:`freeze_next` found or made."""
+
+    issue: Issue | None
+    created: bool = False
+    reason: str = ""  # why there is no new issue, in words
+    left_out: int = 0
+    warnings: tuple[str, ...] = ()
+
+
+def next_draft(settings: Settings, store: Store, mailing_list: ListSettings) -> Draft | None:
+    """The list's next issue rendered, frozen nowhere (``preview``); None when nothing is new."""
+    return next_issue(settings, store, mailing_list)
+
+
+def freeze_next(
+    settings: Settings,
+    store: Store,
+    mailing_list: ListSettings,
+    *,
+    min_items: int = 1,
+    need_subscribers: bool = False,
+    now: datetime | None = None,
+) -> Frozen:
+    """Freeze the list's next issue, or find the one that is still unfinished.
+
+    Decided in the list's turn, so two processes never freeze two issues with
+    the same items: the second finds the first's issue (``created`` False).
+    """
+    name = mailing_list.name
+    with store.list_turn(name) as turn:
+        current = turn.open_issue()
+        if current is not None:
+            return Frozen(current, reason=f"issue {current.number} of {name!r} is {current.status}, not yet sent to everyone")
+        if need_subscribers and not store.count_subscribers(name, "active"):
+            return Frozen(None, reason=f"list {name!r} has no active subscribers")
+        chosen, left_out = new_items(settings, store, mailing_list)
+        if not chosen:
+            return Frozen(None, reason=f"no new items for list {name!r}")
+        if len(chosen) + len(left_out) < min_items:
+            return Frozen(None, reason=f"{len(chosen) + len(left_out)} new items, min_items is {min_items}")
+        made = draft(settings, store, mailing_list, chosen, left_out=left_out, now=now)
+        number = turn.freeze(**frozen_content(made, now=now))
+    issue = store.issue(name, number)
+    assert issue is not None
+    return Frozen(issue, created=True, left_out=made.left_out, warnings=made.rendered.warnings)
+
+
+# ---------------------------------------------------------------- send
+
+
+@dataclass
+class ListSendReport:
+    """What sending a list did: the issues it worked on, and why it stopped where it did."""
+
+    list: str
+    sends: list[SendReport] = field(default_factory=list)
+    note: str = ""  # e.g. "no new items for list 'nyhetsbrev'"
+    frozen: Issue | None = None  # the issue this run froze, if it froze one
+
+    @property
+    def ok(self) -> bool:
+        """False when a send stopped before its end (paused, login refused)."""
+        return not any(s.paused for s in self.sends)
+
+    @property
+    def uncertain(self) -> list[str]:
+        return [email for s in self.sends for email in s.uncertain]
+
+
+def _send_one(
+    settings: Settings,
+    store: Store,
+    issue: Issue,
+    *,
+    resend_uncertain: bool,
+    wait: bool,
+    workers: int,
+    progress: SendProgress | None,
+) -> SendReport | str:
+    """Send (or resume) one issue; a string says why it could not be worked on here."""
+    from pipeline.delivery import sender_for
+    from pipeline.delivery.send import finish_report, run_worker, send_issue
+
+    if issue.status == "held":
+        if not store.reopen_held(issue.id):
+            return f"issue {issue.number} of {issue.list!r} waits for the list's open issue"
+        issue = store.issue(issue.list, issue.number) or issue
+    sender = sender_for(settings)
+    extra: list[multiprocessing.process.BaseProcess] = []
+    if workers > 1:
+        store.start_outbox(issue.id, issue.list)  # before the workers start: they share these rows
+        context = multiprocessing.get_context("spawn")
+        extra = [
+            context.Process(target=run_worker, args=(str(settings.path), issue.list, issue.number, wait))
+            for _ in range(workers - 1)
+        ]
+        for process in extra:
+            process.start()
+    try:
+        report = send_issue(
+            settings, store, issue, sender, resend_uncertain=resend_uncertain, progress=progress, wait=wait
+        )
+    except SenderBusy as busy:
+        return f"issue {issue.number} of {issue.list!r} is being sent by another flygblad send ({busy.holder}): it carries on there"
+    finally:
+        for process in extra:
+            process.join()
+    if extra:
+        finish_report(store, issue, report)
+    return report
+
+
+def send_list(
+    settings: Settings,
+    store: Store,
+    mailing_list: ListSettings,
+    *,
+    number: int | None = None,
+    resend_uncertain: bool = False,
+    wait: bool = False,
+    workers: int = 1,
+    min_items: int = 1,
+    progress: Callable[[Issue], SendProgress | None] | None = None,
+) -> ListSendReport:
+    """Send the list: its unfinished issues first (oldest first), then a new issue if there is news.
+
+    *number* sends that issue only (``send --issue N``). *progress* is asked
+    for a progress callback per issue.
+    """
+    if workers > 1 and store.engine.dialect.name != "postgresql":
+        raise ConfigError(
+            '--workers needs PostgreSQL ([storage] url = "postgresql+psycopg://…"): SQLite allows one sender at a time',
+            path=str(settings.path),
+            key="storage.url",
+        )
+    name = mailing_list.name
+    report = ListSendReport(name)
+
+    def one(issue: Issue, again: bool) -> bool:
+        """Work on one issue; True when it is done and the run may go on to the next."""
+        done = _send_one(
+            settings,
+            store,
+            issue,
+            resend_uncertain=again,
+            wait=wait,
+            workers=workers,
+            progress=progress(issue) if progress else None,
+        )
+        if isinstance(done, str):
+            report.note = done
+            return False
+        report.sends.append(done)
+        return done.finished
+
+    if number is not None:
+        issue = store.issue(name, number)
+        if issue is None:
+            raise FlygbladError(f"list {name!r} has no issue {number}")
+        if issue.status == "sent" and not (resend_uncertain and store.outbox_counts(issue.id).get("uncertain")):
+            report.note = f"issue {number} of {name!r} is sent to everyone already"
+            return report
+        one(issue, resend_uncertain)
+        return report
+
+    tried: set[int] = set()
+    while True:
+        waiting = [i for i in store.unfinished_issues(name) if i.id not in tried]
+        if not waiting:
+            break
+        tried.add(waiting[0].id)
+        if not one(waiting[0], resend_uncertain):
+            return report
+    if resend_uncertain:
+        latest = store.issue(name)
+        if latest is not None and latest.id not in tried and store.outbox_counts(latest.id).get("uncertain"):
+            one(latest, True)
+            return report
+    frozen = freeze_next(settings, store, mailing_list, min_items=min_items, need_subscribers=True)
+    if frozen.issue is None:
+        if not report.sends:  # after a resumed issue, "nothing new" is the ordinary end
+            report.note = frozen.reason
+        return report
+    if frozen.created:
+        report.frozen = frozen.issue
+    one(frozen.issue, resend_uncertain)
+    return report
+
+
+def _issue_to_try(settings: Settings, store: Store, mailing_list: ListSettings) -> Issue | None:
+    """What a send would work on next, frozen or not: the oldest unfinished issue, else the next draft."""
+    waiting = store.unfinished_issues(mailing_list.name)
+    if waiting:
+        return waiting[0]
+    upcoming = next_issue(settings, store, mailing_list)
+    return upcoming.as_issue() if upcoming else None
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What ``send --dry-run`` found: the issue a send would work on and how many it would go to."""
+
+    issue: Issue
+    recipients: int
+
+
+def dry_run(settings: Settings, store: Store, mailing_list: ListSettings) -> DryRun | None:
+    """Render and count, send nothing, freeze nothing; None when there is nothing to send."""
+    issue = _issue_to_try(settings, store, mailing_list)
+    if issue is None:
+        return None
+    if issue.status == "sending":
+        counts = store.outbox_counts(issue.id)
+        recipients = sum(counts.get(s, 0) for s in ("pending", "deferred"))
+    else:
+        recipients = store.count_subscribers(mailing_list.name, "active")
+    return DryRun(issue, recipients)
+
+
+def send_test(
+    settings: Settings, store: Store, mailing_list: ListSettings, address: str
+) -> tuple[Issue, SendResult] | None:
+    """The issue a send would work on, to one address, subject marked ``[TEST]``; no ledger, nothing frozen."""
+    from pipeline.delivery import sender_for
+    from pipeline.delivery.send import Outbox
+
+    issue = _issue_to_try(settings, store, mailing_list)
+    if issue is None:
+        return None
+    outbox = Outbox(settings, mailing_list, issue, date=datetime.now(UTC), subject_prefix="[TEST] ")
+    message = outbox.message(0, address, None)
+    with sender_for(settings) as sender:
+        [result] = sender.send([message])
+    return issue, result
+
+
+# ---------------------------------------------------------------- schedules
+
+
+@dataclass(frozen=True)
+class FiringReport:
+    """How a firing ended: its status as recorded, and what it did."""
+
+    status: str  # done, no-news, no-subscribers, paused, deferred, skipped, failed, taken
+    detail: str = ""
+    issue_number: int | None = None
+
+
+def fire_schedule(settings: Settings, name: str, *, due: datetime, now: datetime | None = None) -> FiringReport:
+    """One firing of schedule *name*, due at *due*: collect, publish, then send the list as ``send`` would.
+
+    Recorded under (schedule, due) before it acts, so two schedulers never act
+    on one firing; a firing later than its ``send_deadline`` is skipped.
+    """
+    schedule = settings.schedule(name)
+    now = now or datetime.now(UTC)
+    due = due.astimezone(UTC)
+    with Store.open(settings.storage_url) as store:
+        store.abandon_firings(now=now)
+        late = (now - due).total_seconds()
+        if late > schedule.deadline_seconds:
+            detail = f"{late / 3600:.1f} h late; send_deadline is {schedule.send_deadline}"
+            if store.take_firing(name, due, status="skipped", detail=detail, now=now):
+                log.warning("schedule %s: firing due %s skipped (%.0f s late)", name, due, late)
+                return FiringReport("skipped", detail)
+            return FiringReport("taken")
+        if not store.take_firing(name, due, now=now):
+            return FiringReport("taken")
+        try:
+            published = collect_and_publish(settings, store)
+            if schedule.collect_only:
+                result = FiringReport("done", published.collected.summary())
+            else:
+                mailing_list = settings.mailing_list(schedule.list or "")
+                sent = send_list(settings, store, mailing_list, min_items=schedule.min_items)
+                result = _firing_result(sent)
+                if sent.sends:  # the issue just sent joins the static archive
+                    write_feeds_and_archive(settings, store)
+        except FlygbladError as err:
+            result = FiringReport("failed", str(err))
+            log.error("schedule %s: firing due %s failed: %s", name, due, err)
+        store.finish_firing(name, due, result.status, result.detail, issue_number=result.issue_number)
+        return result
+
+
+def _firing_result(sent: ListSendReport) -> FiringReport:
+    if not sent.sends:
+        note = sent.note
+        status = "no-subscribers" if "no active subscribers" in note else "no-news"
+        if "is being sent by" in note or "waits for" in note:
+            status = "deferred"
+        return FiringReport(status, note)
+    last = sent.sends[-1]
+    summary = "; ".join(s.summary() for s in sent.sends)
+    if last.paused:
+        return FiringReport("paused", f"{summary}: {last.paused}", last.number)
+    if not last.finished:
+        return FiringReport("deferred", summary, last.number)
+    return FiringReport("done", summary, last.number)
+
+
+__all__ = [
+    "DryRun",
+    "FiringReport",
+    "Frozen",
+    "ListSendReport",
+    "PublishReport",
+    "collect_and_publish",
+    "dry_run",
+    "fire_schedule",
+    "freeze_next",
+    "next_draft",
+    "send_list",
+    "send_test",
+    "write_feeds_and_archive",
+]

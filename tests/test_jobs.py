@@ -1,0 +1,262 @@
+"""The send policy, through the real command in several processes at once: one issue, everyone once."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings, load_settings
+from pipeline.store import Store
+from pipeline.subscribers import ImportReport, batches, candidate
+from tests.conftest import ROOT, postgres_schema
+from tests.smtp_sink import Sink
+
+SECRET = "jobs-secret-0123456789abcdef"
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLYGBLAD_")}
+    env["FLYGBLAD_SECRET"] = SECRET
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def project(settings: Settings, *, port: int, storage: str | None = None, **sender: object) -> Settings:
+    """The bundled project sending through an SMTP sink on *port* (and on *storage*)."""
+    text = settings.path.read_text(encoding="utf-8")
+    if storage:
+        text = text.replace('url = "sqlite:///var/flygblad.db"', f'url = "{storage}"')
+    options = {"kind": "smtp", "host": "127.0.0.1", "port": port, "security": "none", "retry_base_seconds": 0}
+    options.update(sender)
+    table = "[sender]\n" + "".join(
+        f'{k} = "{v}"\n' if isinstance(v, str) else f"{k} = {v}\n" for k, v in options.items()
+    )
+    text = re.sub(r"\[sender\][^\[]*", table + "\n", text)
+    settings.path.write_text(text, encoding="utf-8")
+    return load_settings(settings.path)
+
+
+def subscribe(settings: Settings, count: int, prefix: str = "p") -> list[str]:
+    emails = [f"{prefix}{n}@example.org" for n in range(count)]
+    with Store.open(settings.storage_url) as store:
+        if not store.count_items():  # a PostgreSQL project starts empty: collect the sample site
+            from pipeline.collect import collect
+
+            collect(settings, store)
+        for batch in batches((candidate(e) for e in emails), 1000):
+            store.upsert_subscribers("nyhetsbrev", batch, report=ImportReport())
+    return emails
+
+
+def together(settings: Settings, tmp_path: Path, *commands: list[str]) -> list[subprocess.CompletedProcess[str]]:
+    """Run flygblad commands in separate processes that start their work at one barrier."""
+    gate = tmp_path / f"barrier-{len(list(tmp_path.glob('barrier-*')))}"
+    gate.mkdir()
+    running = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.barrier_main", str(gate), str(len(commands)), *command],
+            cwd=settings.base_dir,
+            env=_env(),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for command in commands
+    ]
+    done = []
+    for process in running:
+        out, err = process.communicate(timeout=300)
+        done.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    return done
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request):
+    if request.param == "sqlite":
+        yield None
+        return
+    with postgres_schema() as url:
+        yield url
+
+
+def test_three_sends_at_once_make_one_issue_and_mail_everyone_once(example_settings, storage, tmp_path) -> None:
+    with Sink() as sink:
+        settings = project(example_settings, port=sink.port, storage=storage)
+        emails = subscribe(settings, 2000)
+        results = together(settings, tmp_path, *[["send", "--list", "nyhetsbrev"]] * 3)
+        for result in results:
+            assert result.returncode == 0, result.stderr
+        counts = sink.handler.count()
+    with Store.open(settings.storage_url) as store:
+        issues = store.issues("nyhetsbrev")
+    assert [i.number for i in issues] == [1], "three senders, one issue"
+    assert counts == Counter({e: 1 for e in emails}), "every subscriber exactly once"
+    assert issues[0].status == "sent"
+
+
+def flygblad(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The real command in a subprocess, in the project's folder."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=settings.base_dir,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def add_news(settings: Settings, slug: str = "extra") -> None:
+    """One more entry in the sample site's news feed: the next collect finds one new item."""
+    page = settings.base_dir / "examples" / "site" / "nyheter.xml"
+    page.write_text(
+        page.read_text(encoding="utf-8").replace(
+            "<item>",
+            f"<item><title>Nytt: {slug}</title><link>https://www.produktionslyftet.example/nyheter/{slug}</link>"
+            "<description>Ny nyhet.</description></item><item>",
+            1,
+        ),
+        encoding="utf-8",
+    )
+
+
+def with_schedule(settings: Settings, cron: str = "30 7 * * 4") -> Settings:
+    text = settings.path.read_text(encoding="utf-8")
+    text += f'\n[[schedules]]\nname = "veckan"\nlist = "nyhetsbrev"\ncron = "{cron}"\nsend_deadline = "6h"\n'
+    settings.path.write_text(text, encoding="utf-8")
+    return load_settings(settings.path)
+
+
+def test_non_ascii_addresses_are_normalised_and_never_crash_a_send(example_settings) -> None:
+    """ivan@exämple.org goes out as IDNA; ivån@… needs SMTPUTF8: it fails alone where the server lacks it."""
+    for smtputf8 in (False, True):
+        with Sink(smtputf8=smtputf8) as sink:
+            settings = project(example_settings, port=sink.port)
+            for address in ("ivan@exämple.org", "ivån@example.org", "anna@example.org"):
+                added = flygblad(settings, "subscribers", "add", "--list", "nyhetsbrev", address)
+                assert added.returncode == 0, added.stderr
+            listed = flygblad(settings, "subscribers", "list", "--list", "nyhetsbrev").stdout
+            assert "ivan@xn--exmple-cua.org" in listed, "the domain is kept in its ASCII form"
+            if smtputf8:
+                add_news(settings, "utf8")
+                assert flygblad(settings, "collect").returncode == 0
+            sent = flygblad(settings, "send")
+            assert sent.returncode == 0, sent.stderr
+            got = sink.handler.count()
+        assert got["ivan@xn--exmple-cua.org"] == 1 and got["anna@example.org"] == 1
+        number = 2 if smtputf8 else 1
+        if smtputf8:
+            assert got["ivån@example.org"] == 1
+            assert sent.stdout.strip().endswith("3 sent, 0 deferred, 0 bounced, 0 failed, 0 uncertain (done)")
+        else:
+            assert "ivån@example.org" not in got
+            assert sent.stdout.strip().endswith("2 sent, 0 deferred, 0 bounced, 1 failed, 0 uncertain (done)")
+            with Store.open(settings.storage_url) as store:
+                [row] = store.outbox_rows(store.issue("nyhetsbrev", number).id, "failed")
+            assert row.email == "ivån@example.org" and "SMTPUTF8" in (row.last_reply or "")
+
+
+def test_a_recipient_answering_4xx_is_deferred_and_does_not_hold_up_the_rest(example_settings) -> None:
+    with Sink() as sink:
+        settings = project(example_settings, port=sink.port, retry_base_seconds=300)
+        emails = subscribe(settings, 20)
+        sink.handler.rule(emails[3], *["451"] * 50)
+        sent = flygblad(settings, "send", timeout=60)  # returns: it does not sit out the retries
+        assert sent.returncode == 0, sent.stderr
+        assert "19 sent, 1 deferred" in sent.stdout and "retried by a later send" in sent.stdout
+        assert set(sink.handler.count()) == set(emails) - {emails[3]}
+        [shown] = json.loads(flygblad(settings, "issues", "--json").stdout)
+        assert shown["unfinished"].startswith("1 deferred, the first due"), shown
+        add_news(settings)
+        assert flygblad(settings, "collect").returncode == 0
+        built = flygblad(settings, "build")
+        assert "issue 1 of 'nyhetsbrev' is sending, not yet sent to everyone" in built.stdout
+    with Store.open(settings.storage_url) as store:
+        assert [i.number for i in store.issues("nyhetsbrev")] == [1], "no second issue while one is unfinished"
+
+
+def test_a_firing_without_subscribers_freezes_nothing(example_settings) -> None:
+    with Sink() as sink:
+        settings = with_schedule(project(example_settings, port=sink.port))
+        fired = flygblad(settings, "schedule", "--run", "veckan")
+        assert fired.returncode == 0, fired.stderr
+        assert fired.stdout.startswith("schedule: veckan fired: no-subscribers")
+        with Store.open(settings.storage_url) as store:
+            assert store.issues("nyhetsbrev") == [], "the items are kept for the first subscriber"
+        emails = subscribe(settings, 2)
+        sent = flygblad(settings, "send")
+        assert sent.returncode == 0 and "2 sent" in sent.stdout
+        assert set(sink.handler.count()) == set(emails)
+    with Store.open(settings.storage_url) as store:
+        [issue] = store.issues("nyhetsbrev")
+    assert len(issue.item_ids) == 8
+
+
+def test_schedule_run_fires_now(example_settings) -> None:
+    """`schedule --run` of a weekly schedule fires now, not at its last due time days ago (which was "skipped")."""
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    two_days_ago = datetime.now(ZoneInfo("Europe/Stockholm")) - timedelta(days=2)
+    weekly = f"0 {two_days_ago.hour} * * {(two_days_ago.weekday() + 1) % 7}"  # crontab: 0 is Sunday
+    settings = with_schedule(example_settings, cron=weekly)
+    subscribe(settings, 1)
+    before = datetime.now(UTC)
+    fired = flygblad(settings, "schedule", "--run", "veckan")
+    assert fired.returncode == 0, fired.stderr
+    assert fired.stdout.startswith("schedule: veckan fired: done")
+    again = flygblad(settings, "schedule", "--run", "veckan")
+    assert again.stdout.startswith("schedule: veckan fired: no-news"), "again: nothing new, no second issue"
+    with Store.open(settings.storage_url) as store:
+        firings = store.firings("veckan")
+    assert [f["status"] for f in firings] == ["no-news", "done"]
+    assert all(before - timedelta(seconds=1) <= f["due"] <= datetime.now(UTC) for f in firings)
+
+
+def test_a_paused_issue_is_resumed_first_and_the_firing_says_paused(example_settings) -> None:
+    from tests.smtp_sink import free_port
+
+    settings = with_schedule(project(example_settings, port=free_port(), max_consecutive_failures=3))
+    emails = subscribe(settings, 5)
+    first = flygblad(settings, "send")  # nobody listens on that port: the send pauses
+    assert first.returncode == 1 and "paused after 3 failures in a row" in first.stderr
+    add_news(settings)
+    fired = flygblad(settings, "schedule", "--run", "veckan")
+    assert fired.returncode == 1 and fired.stdout.startswith("schedule: veckan fired: paused")
+    with Store.open(settings.storage_url) as store:
+        assert [i.number for i in store.issues("nyhetsbrev")] == [1], "no issue 2 while issue 1 is paused"
+    [shown] = json.loads(flygblad(settings, "issues", "--json").stdout)
+    assert shown["unfinished"].startswith("paused after 3 failures in a row"), shown
+    with Sink() as sink:
+        settings = project(settings, port=sink.port)
+        fired = flygblad(settings, "schedule", "--run", "veckan")
+        assert fired.returncode == 0, fired.stdout + fired.stderr
+        assert fired.stdout.startswith("schedule: veckan fired: done")
+        counts = sink.handler.count()
+    assert counts == Counter({e: 2 for e in emails}), "issue 1 resumed and finished, then issue 2 went out"
+    with Store.open(settings.storage_url) as store:
+        issues = store.issues("nyhetsbrev")
+        [firing] = [f for f in store.firings("veckan") if f["status"] == "done"]
+    assert [(i.number, i.status) for i in issues] == [(2, "sent"), (1, "sent")]
+    assert firing["issue_number"] == 2
+    assert Counter(m["Subject"] for m in sink.handler.messages())["Nytt: extra"] == 5
+
+
+def test_send_issue_n_picks_an_older_issue(example_settings) -> None:
+    with Sink() as sink:
+        settings = project(example_settings, port=sink.port)
+        subscribe(settings, 3)
+        assert flygblad(settings, "send").returncode == 0
+        again = flygblad(settings, "send", "--issue", "1")
+        assert again.returncode == 0
+        assert again.stdout.strip() == "send: issue 1 of 'nyhetsbrev' is sent to everyone already: nothing to send"
+        missing = flygblad(settings, "send", "--issue", "7")
+        assert missing.returncode == 1 and "list 'nyhetsbrev' has no issue 7" in missing.stderr
+        assert sum(sink.handler.count().values()) == 3
