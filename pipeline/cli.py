@@ -168,10 +168,17 @@ def run_command(ctx: Context) -> None:
         report = published.collected
         _print_collect(report)
         click.echo(published.feeds_summary(ctx.settings.feeds_dir))
-        sent = [_send_list(ctx, m) for m in ctx.settings.lists]
+        sent: list[jobs.ListSendReport] = []
+        for mailing_list in ctx.settings.lists:
+            sent.append(_send_list(ctx, mailing_list))
+            if sent[-1].interrupted:
+                break
         if any(s.sends for s in sent):
             with ctx.store() as store:
                 jobs.write_feeds_and_archive(ctx.settings, store)  # the issue just sent joins the archive
+    interrupted = next((s.interrupted for s in sent if s.interrupted), None)
+    if interrupted:
+        sys.exit(128 + interrupted)
     sys.exit(EXIT_OK if report.ok and all(s.ok for s in sent) else EXIT_FAILED)
 
 
@@ -584,7 +591,9 @@ def _send_list(
     help="Send the next issue to this one address only, subject marked [TEST]; freezes nothing, touches no ledger.",
 )
 @click.option("--resend-uncertain", is_flag=True, help="Send again to recipients whose fate a crash left unknown.")
-@click.option("--wait", is_flag=True, help="Stay until deferred recipients are retried, instead of leaving them to a later run.")
+@click.option(
+    "--wait", is_flag=True, help="Stay until deferred recipients are retried, instead of leaving them to a later run."
+)
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
@@ -639,6 +648,8 @@ def send_command(
         report = _send_list(
             ctx, mailing_list, number=number, resend_uncertain=resend_uncertain, wait=wait, workers=workers
         )
+    if report.interrupted:
+        sys.exit(128 + report.interrupted)  # as a shell reports a command stopped by that signal
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 

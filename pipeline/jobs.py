@@ -31,9 +31,9 @@ from datetime import UTC, datetime
 from pipeline.collect import CollectReport, collect
 from pipeline.collect import Progress as CollectProgress
 from pipeline.config import ListSettings, Settings
-from pipeline.delivery.send import Progress as SendProgress
 from pipeline.delivery import SendResult
-from pipeline.delivery.send import SendReport, SenderBusy
+from pipeline.delivery.send import Progress as SendProgress
+from pipeline.delivery.send import SenderBusy, SendReport
 from pipeline.errors import ConfigError, FlygbladError
 from pipeline.issues import Draft, draft, frozen_content, new_items, next_issue
 from pipeline.store import Issue, Store
@@ -123,7 +123,9 @@ def freeze_next(
     with store.list_turn(name) as turn:
         current = turn.open_issue()
         if current is not None:
-            return Frozen(current, reason=f"issue {current.number} of {name!r} is {current.status}, not yet sent to everyone")
+            return Frozen(
+                current, reason=f"issue {current.number} of {name!r} is {current.status}, not yet sent to everyone"
+            )
         if need_subscribers and not store.count_subscribers(name, "active"):
             return Frozen(None, reason=f"list {name!r} has no active subscribers")
         chosen, left_out = new_items(settings, store, mailing_list)
@@ -154,6 +156,11 @@ class ListSendReport:
     def ok(self) -> bool:
         """False when a send stopped before its end (paused, login refused)."""
         return not any(s.paused for s in self.sends)
+
+    @property
+    def interrupted(self) -> int | None:
+        """The signal that stopped the send, if one did."""
+        return next((s.interrupted for s in self.sends if s.interrupted), None)
 
     @property
     def uncertain(self) -> list[str]:

@@ -2,7 +2,11 @@
 
 ``SinkHandler.rules`` maps a recipient to what the server does with it:
 ``"451"`` (temporary refusal, a number of times), ``"550"`` (permanent),
-``"drop"`` (close the connection), ``"stall"`` (answer too late).
+``"drop"`` (close the connection), ``"stall"`` (answer too late),
+``"drop-after-data"`` (take the whole message, then close without a reply).
+A relay's verdicts for every message: ``mail_reply`` (to MAIL FROM),
+``rcpt_reply`` (to every RCPT), ``data_reply`` (at the end of DATA), and
+``drop_after_data`` (every message taken, then the connection closed).
 """
 
 from __future__ import annotations
@@ -37,6 +41,20 @@ class SinkHandler:
     lock: threading.Lock = field(default_factory=threading.Lock)
     stall_seconds: float = 5.0
     pipelining: bool = True  # advertise RFC 2920 PIPELINING (aiosmtpd reads pipelined commands in order)
+    mail_reply: str | None = None
+    rcpt_reply: str | None = None
+    data_reply: str | None = None
+    drop_after_data: bool = False
+    sessions: int = 0
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.mail_reply:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
@@ -53,8 +71,13 @@ class SinkHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if self.rcpt_reply:
+            self.refused[address] += 1
+            return self.rcpt_reply
         answers = self.rules.get(address.lower())
         answer = answers.pop(0) if answers else None
+        if answer == "drop-after-data":
+            session.drop_after_data = True  # type: ignore[attr-defined]
         if answer == "451":
             self.refused[address] += 1
             return "451 4.7.1 Try again later"
@@ -73,9 +96,14 @@ class SinkHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_reply:
+            return self.data_reply
         with self.lock:
             for recipient in envelope.rcpt_tos:
                 self.accepted.append((recipient, envelope.original_content or envelope.content))
+        if self.drop_after_data or getattr(session, "drop_after_data", False):
+            session.drop_after_data = False  # type: ignore[attr-defined]
+            server.transport.close()  # queued, but the client never hears so
         return "250 2.0.0 Ok: queued as FB" + str(len(self.accepted))
 
     def messages(self) -> list[EmailMessage]:

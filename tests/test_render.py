@@ -228,7 +228,7 @@ def test_template_errors_name_file_and_line(example_settings, tmp_path, old: str
     settings = _with_templates(example_settings, folder)
     with Store.open(settings.storage_url) as store:
         with pytest.raises(RenderError, match=message):
-            freeze_next(settings, store, settings.lists[0], now=WHEN).issue
+            freeze_next(settings, store, settings.lists[0], now=WHEN)
         assert store.issues() == [], "nothing is frozen"
 
 

@@ -25,6 +25,7 @@ import fcntl
 import logging
 import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,9 +37,9 @@ from pathlib import Path
 import dkim
 from sqlalchemy import Connection
 
+from pipeline.addresses import ascii_domain
 from pipeline.config import DKIM_HEADERS, ListSettings, Settings
 from pipeline.delivery import Message, Sender, SendResult
-from pipeline.addresses import ascii_domain
 from pipeline.errors import ConfigError, DeliveryError, FlygbladError
 from pipeline.issues import rendered_of
 from pipeline.render import RecipientValues
@@ -65,6 +66,7 @@ class SendReport:
     paused: str | None = None
     finished: bool = False
     next_attempt: datetime | None = None  # when the earliest deferred recipient is due again
+    interrupted: int | None = None  # the signal (SIGINT, SIGTERM) that stopped the send
 
     def summary(self) -> str:
         """``sent: issue 3 of 'nyhetsbrev': 1998 sent, 0 deferred, 1 bounced, 0 failed, 1 uncertain (done)``."""
@@ -256,7 +258,15 @@ class _LoopState:
     paused: str | None = None
     stop: bool = False
     held: list[LedgerUpdate] = field(default_factory=list)  # bounces not yet known to be the recipients'
+    interrupted: int | None = None  # the signal that stopped the send
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def interrupt(self, signum: int) -> None:
+        """Ctrl-C or SIGTERM: claim nothing more; what is in flight finishes and is recorded."""
+        name = signal.Signals(signum).name
+        self.interrupted = signum
+        self.paused = f"stopped by {name}: the messages in flight were finished; run send again to resume"
+        self.stop = True
 
     def judge(
         self, outcomes: list[LedgerUpdate], settings: Settings, sender: Sender, total: int, progress: Progress | None
@@ -312,6 +322,34 @@ class _LoopState:
         with self.lock:
             held, self.held = self.held, []
             return held
+
+
+@contextlib.contextmanager
+def _stop_on_signals(state: _LoopState) -> Iterator[None]:
+    """SIGINT and SIGTERM stop the send gracefully (a second one stops at once, as usual).
+
+    Only the main thread can take signals; a send in a scheduler thread is stopped by its process.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, _frame: object) -> None:
+        if state.interrupted is not None:  # the second time: as if flygblad had no handler
+            signal.signal(signum, previous[signum] if callable(previous[signum]) else signal.SIG_DFL)
+            signal.raise_signal(signum)
+            return
+        state.interrupt(signum)
+        log.warning("%s: finishing the messages in flight, then stopping", signal.Signals(signum).name)
+
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
 
 
 def send_issue(
@@ -443,7 +481,7 @@ def _send_issue(
                     sleep(remaining)
         store.release(issue.id, [r.subscriber_id for r in rows])  # claimed, never sent: back to pending
 
-    with sender:
+    with sender, _stop_on_signals(state):
         if workers == 1:
             work(worker_name(0))
         else:
@@ -456,6 +494,7 @@ def _send_issue(
     else:
         store.record(issue.id, leftover, now=clock())
     report.paused = state.paused
+    report.interrupted = state.interrupted
     if report.paused:
         store.set_paused(issue.id, report.paused)
     return finish_report(store, issue, report)

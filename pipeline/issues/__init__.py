@@ -15,13 +15,16 @@ No new items means no issue: both return ``None``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Any
 from datetime import UTC, datetime
+from typing import Any
 
 from pipeline.config import ListSettings, Settings
-from pipeline.render import Rendered, order_items, render_issue
+from pipeline.render import Rendered, item_problem, order_items, render_issue
 from pipeline.store import Issue, Store, StoredItem
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,17 @@ def new_items(
     found = store.items_first_seen_after(
         settings.list_sources(mailing_list), previous.cutoff if previous else None, not_in_list=mailing_list.name
     )
+    found = [s for s in found if not _unusable(s)]
     ordered = order_items(found)
     return ordered[: mailing_list.max_items], ordered[mailing_list.max_items :]
+
+
+def _unusable(stored: StoredItem) -> bool:
+    """An item that would break the issue's rules is left out (and said so), never blocking the list."""
+    problem = item_problem(stored)
+    if problem:
+        log.warning("%s", problem)
+    return problem is not None
 
 
 def next_issue(

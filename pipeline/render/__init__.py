@@ -144,6 +144,14 @@ def email_item(stored: StoredItem, *, language: str, tz: tzinfo, base_url: str, 
     )
 
 
+def item_problem(stored: StoredItem) -> str | None:
+    """Why an item cannot go in an email (its own link is not a web address), or None."""
+    url = stored.item.url or ""
+    if not re.match(r"^https?://[^/\s]+", url):
+        return f"{stored.item.id}: left out of the email: its link {url[:80]!r} is not an http(s) address"
+    return None
+
+
 def order_items(items: Sequence[StoredItem]) -> list[StoredItem]:
     """Leaders first, then articles; newest first within each."""
 

@@ -38,6 +38,6 @@ def content_problems(html: str, *, base_url: str, placeholder: re.Pattern[str]) 
         href = (a.get("href") or "").strip()
         if placeholder.fullmatch(href):
             continue
-        if not re.match(r"^(https?://[^/\s]+|mailto:)", href):
+        if not re.match(r"^(https?://[^/\s]+|mailto:|tel:)", href):
             problems.append(f"link {href or '(empty)'} is not absolute")
     return problems

@@ -44,13 +44,32 @@ FALLBACK_LANGUAGE = "en"
 LEAD_TAGS = {"a", "b", "strong", "i", "em", "br", "sub", "sup"}
 
 
+#: Links an email may carry: the web, and mail and phone, which mail clients open.
+EMAIL_LINK = re.compile(r"^(https?://[^/\s]+|mailto:|tel:)", re.IGNORECASE)
+
+
+def email_links(html: str) -> str:
+    """*html* with every link an inbox cannot follow unwrapped to its text.
+
+    A link the sanitizer emptied (``javascript:``), a relative one or another
+    scheme would break the issue's content rules; the reader keeps the words.
+    """
+    soup = BeautifulSoup(html, "html.parser")
+    changed = False
+    for a in soup.find_all("a"):
+        if not EMAIL_LINK.match(str(a.get("href") or "").strip()):
+            a.unwrap()
+            changed = True
+    return str(soup) if changed else html
+
+
 def lead_html(item: Any) -> Markup:
     """The audited door for article HTML: the item's first paragraph, sanitized to inline markup."""
     html = getattr(item, "lead_source", "") or ""
     soup = BeautifulSoup(html, "html.parser")
     first = next((p for p in soup.find_all("p") if clean_text(p.get_text(" "))), None)
     fragment = "".join(str(c) for c in first.contents) if first is not None else html
-    cleaned = clean_html(fragment)
+    cleaned = email_links(clean_html(fragment))
     allowed = "|".join(sorted(LEAD_TAGS))
     cleaned = re.sub(rf"</?(?!(?:{allowed})\b)[a-z0-9]+[^>]*>", "", cleaned)
     # nh3 has escaped every "<" that is not an allowed tag, so no MJML tag can be formed here.

@@ -89,7 +89,7 @@ DROP_WITH_CONTENT = {
     "aside",
     "footer",
 }
-URL_SCHEMES = {"http", "https", "mailto"}
+URL_SCHEMES = {"http", "https", "mailto", "tel"}  # tel: as phones and mail clients open it
 _URL_ATTRIBUTES = (("a", "href"), ("img", "src"), ("q", "cite"), ("blockquote", "cite"))
 
 

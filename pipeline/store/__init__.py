@@ -482,7 +482,9 @@ class Store:
                 connection.execute(update(lists).where(lists.c.name == list_name).values(locked_at=_now()))
                 yield ListTurn(self, connection, list_name)
         except IntegrityError as err:  # the invariants held against a bug: say so, store nothing
-            raise StoreError(f"list {list_name!r}: the store refused an issue that breaks its rules: {err.orig}") from err
+            raise StoreError(
+                f"list {list_name!r}: the store refused an issue that breaks its rules: {err.orig}"
+            ) from err
 
     def freeze_issue(self, list_name: str, **content: Any) -> Issue:
         """Store a rendered issue as the list's next number, in the list's turn (see :meth:`ListTurn.freeze`)."""
