@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,19 @@ class FakeProvider:
     inactive: set[str] = field(default_factory=set)
     requests: int = 0
 
+    slow: list[float] = field(default_factory=list)
+
+    answering_late_until: float = 0.0
+
+    def answer_late(self, seconds: float) -> None:
+        """Handle the next request in full (the mail is accepted), then answer only after *seconds*."""
+        self.slow.append(seconds)
+
+    def settle(self) -> None:
+        """Wait until a late answer is written: the server is single-threaded and shared by the tests."""
+        while self.slow or time.monotonic() < self.answering_late_until + 0.1:
+            time.sleep(0.05)
+
     def queue(self, status: int, headers: dict[str, str] | None = None, body: str = "") -> None:
         """Answer the next request with this status instead of handling it."""
         self.faults.append((status, headers or {}, body))
@@ -61,7 +75,11 @@ class FakeProvider:
         if self.faults:
             status, headers, body = self.faults.pop(0)
             return Response(body or json.dumps({"Message": "fault"}), status=status, headers=headers)
-        return getattr(self, f"_{self.name}")(request)
+        response = getattr(self, f"_{self.name}")(request)
+        if self.slow:
+            self.answering_late_until = time.monotonic() + self.slow[0]
+            time.sleep(self.slow.pop(0))
+        return response
 
     # ------------------------------------------------------------ Postmark
 

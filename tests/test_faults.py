@@ -52,6 +52,8 @@ def test_a_relay_level_refusal_pauses_and_suppresses_nobody(example_settings, wh
         sent = flygblad(settings, "send")
         assert sent.returncode == 1, "the send paused"
         assert words in sent.stderr and reply in sent.stderr, sent.stderr
+        if reply.startswith("530"):
+            assert "[sender] username is not set" in sent.stderr
         assert subscriber_statuses(settings) == {"active": 200}, "nobody suppressed"
         assert statuses(settings) == {"pending": 200}, "everyone still to send"
         setattr(sink.handler, where, None)  # the operator fixed the relay

@@ -176,3 +176,36 @@ def test_batches_respect_the_provider_limit(example_settings, httpserver, monkey
     report, _ = _send(settings)
     assert report.counts == {"sent": 20}
     assert provider.requests == 3, "20 recipients in batches of 7"
+
+
+@pytest.mark.parametrize("kind", API_SENDERS)
+def test_an_api_timeout_after_the_request_went_is_uncertain_not_resent(
+    example_settings, httpserver, monkeypatch, kind: str
+) -> None:
+    """The provider accepted the batch but answered after our timeout: nobody gets it twice."""
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
+    provider = fake(httpserver, kind)
+    settings = _write_sender(example_settings, {**provider.sender_block(), "timeout": 0.5})
+    emails = _subscribe(settings, [f"L {n}" for n in range(6)])
+    provider.answer_late(1.5)
+    report, rows = _send(settings)
+    provider.settle()
+    assert report.counts == {"uncertain": 6} and report.finished
+    assert sorted(report.uncertain) == sorted(emails)
+    report, rows = _send(settings)  # a later send does not send them again by itself
+    assert provider.requests == 1
+    assert all(len(provider.received[e]) == 1 for e in emails)
+
+
+def test_an_api_that_cannot_be_reached_defers(example_settings, monkeypatch) -> None:
+    from tests.smtp_sink import free_port
+
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
+    block = {"kind": "postmark", "api_key_env": "FLYGBLAD_TEST_API_KEY", "base_url": f"http://127.0.0.1:{free_port()}"}
+    settings = _write_sender(example_settings, block, max_consecutive_failures=3)
+    _subscribe(settings, ["A", "B"])
+    report, rows = _send(settings)
+    assert {r.status for r in rows.values()} == {"deferred"}, "nothing went: retried later"
+    assert all("cannot reach postmark" in (r.last_reply or "") for r in rows.values())

@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
 from pipeline import __version__
 from pipeline.config import SenderSettings, Settings
@@ -43,6 +44,28 @@ def retoken(content: str, nonce: str, fields: Sequence[str], replacement: str) -
     """Replace each placeholder with *replacement* formatted with its field (``%recipient.{field}%``)."""
     pattern = re.compile(rf"%%fb-{re.escape(nonce)}-({'|'.join(map(re.escape, fields))})%%")
     return pattern.sub(lambda m: replacement.format(field=m.group(1)), content)
+
+
+def _never_sent(err: requests.RequestException) -> bool:
+    """True when the request cannot have reached the provider (no connection was made)."""
+    if isinstance(err, requests.ConnectTimeout):
+        return True
+    if isinstance(err, requests.Timeout):
+        return False  # a read timeout: the request was sent
+    cause: BaseException | None = err
+    while cause is not None:
+        if (
+            isinstance(cause, NewConnectionError | ConnectionRefusedError)
+            or type(cause).__name__ == "NameResolutionError"
+        ):
+            return True
+        reason = getattr(cause, "reason", None)
+        cause = (
+            reason
+            if isinstance(reason, BaseException)
+            else (cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None)
+        )
+    return False
 
 
 class ApiSender(Sender):
@@ -118,10 +141,13 @@ class ApiSender(Sender):
         payload = self.build_payload(messages)
         try:
             response = self.post(payload)
-        except requests.Timeout as err:
-            return [SendResult(m, "deferred", reply=f"{self.name} timed out: {err}") for m in messages]
-        except requests.ConnectionError as err:
-            return [SendResult(m, "deferred", reply=f"cannot reach {self.name}: {err}") for m in messages]
+        except (requests.Timeout, requests.ConnectionError) as err:
+            if _never_sent(err):
+                return [SendResult(m, "deferred", reply=f"cannot reach {self.name}: {err}") for m in messages]
+            # The request went out and the answer never came: the provider may have accepted the
+            # batch. Sending it again could mail everyone in it twice, so they are uncertain.
+            reply = f"{self.name} did not answer after the request was sent ({type(err).__name__}): {err}"
+            return [SendResult(m, "uncertain", reply=reply) for m in messages]
         status = response.status_code
         if 200 <= status < 300:
             return self.parse_result(messages, response)

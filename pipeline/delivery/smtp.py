@@ -92,6 +92,8 @@ class _Connection:
             except smtplib.SMTPSenderRefused as err:
                 self.reset()
                 reply = f"the relay refused the sender {message.sender}: {_reply(err.smtp_code, err.smtp_error)}"
+                if err.smtp_code == 530 and not self.sender.settings.username:
+                    reply += " ([sender] username is not set: this relay wants a login)"
                 if err.smtp_code >= 500:
                     self.sender.pause(reply)
                 return SendResult(message, "deferred", reply=reply)
