@@ -406,6 +406,16 @@ def _print_import(report: ImportReport) -> None:
         err_console.print(f"flygblad: {line}", markup=False, soft_wrap=True)
 
 
+def _confirmations(ctx: Context, store: Store, list_name: str) -> None:
+    """Unconfirmed subscribers who never had a confirmation get one now (double opt-in lists)."""
+    queued = jobs.queue_confirmations(store, ctx.settings.mailing_list(list_name))
+    if queued:
+        sent = jobs.deliver_mail(ctx.settings, store)
+        click.echo(f"{queued} confirmations queued; {sent.summary()}")
+        if sent.paused:
+            err_console.print(f"flygblad: confirmations paused: {sent.paused}", markup=False, soft_wrap=True)
+
+
 @subscribers_group.command("add")
 @click.option("--list", "-l", "list_name", required=True, metavar="NAME", help="The list.")
 @click.option("--name", "-n", default=None, help="The subscriber's name.")
@@ -432,6 +442,7 @@ def subscribers_add(
             _fail(str(err), EXIT_FAILED)
         with ctx.store() as store:
             store.upsert_subscribers(list_name, [row], status=status, report=report)
+            _confirmations(ctx, store, list_name)
     click.echo(f"subscribers add: {report.summary()}")
 
 
@@ -454,6 +465,7 @@ def subscribers_import(ctx: Context, list_name: str, status: str, file: Path) ->
         with ctx.store() as store:
             for batch in batches(read_csv(file, report.problems)):
                 store.upsert_subscribers(list_name, batch, status=status, report=report)
+            _confirmations(ctx, store, list_name)
     _print_import(report)
     click.echo(f"subscribers import: {report.summary()}")
     sys.exit(EXIT_FAILED if report.problems else EXIT_OK)
@@ -550,6 +562,9 @@ def _send_list(
         return advance
 
     with ctx.store() as store:
+        mail = jobs.deliver_mail(ctx.settings, store)  # confirmations waiting in the queue go first
+        if mail.counts:
+            click.echo(mail.summary())
         try:
             report = jobs.send_list(
                 ctx.settings,

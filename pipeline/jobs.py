@@ -34,9 +34,11 @@ from pipeline.config import ListSettings, Settings
 from pipeline.delivery import SendResult
 from pipeline.delivery.send import Progress as SendProgress
 from pipeline.delivery.send import SenderBusy, SendReport
+from pipeline.delivery.transactional import MailReport
 from pipeline.errors import ConfigError, FlygbladError
 from pipeline.issues import Draft, draft, frozen_content, new_items, next_issue
 from pipeline.store import Issue, Store
+from pipeline.subscribers import Candidate, ImportReport
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +336,54 @@ def send_test(
     return issue, result
 
 
+# ---------------------------------------------------------------- subscribers
+
+
+@dataclass(frozen=True)
+class Subscribed:
+    """What a sign-up did. The web answers the same whatever it says (no enumeration)."""
+
+    status: str | None  # the subscriber's status now
+    confirmation_queued: bool = False
+
+
+def subscribe(settings: Settings, store: Store, mailing_list: ListSettings, who: Candidate) -> Subscribed:
+    """A sign-up on the web: the address joins unconfirmed (double opt-in) and a confirmation is queued.
+
+    Nothing is sent inside the request: the queue is delivered by ``serve``'s
+    mail pump (and by ``send`` and ``run``), with retries, so a relay that is
+    down loses nothing and the answer takes the same time for every address.
+    """
+    double = mailing_list.double_opt_in
+    store.upsert_subscribers(
+        mailing_list.name, [who], status="unconfirmed" if double else "active", report=ImportReport(), vouched=False
+    )
+    subscriber = store.subscriber(mailing_list.name, who.email)
+    if subscriber is None:
+        return Subscribed(None)
+    queued = False
+    if double and subscriber.status == "unconfirmed":
+        queued = store.enqueue_mail("confirm", mailing_list.name, subscriber.id, subscriber.email, subscriber.name)
+    return Subscribed(subscriber.status, queued)
+
+
+def confirm(store: Store, subscriber_id: int, list_name: str) -> bool:
+    """Double opt-in: the signed link's POST makes the subscriber active; False when unknown or suppressed."""
+    return store.confirm_subscriber(subscriber_id, list_name)
+
+
+def queue_confirmations(store: Store, mailing_list: ListSettings) -> int:
+    """Queue a confirmation for each unconfirmed subscriber of the list who never had one (after an import)."""
+    return store.queue_confirmations(mailing_list.name) if mailing_list.double_opt_in else 0
+
+
+def deliver_mail(settings: Settings, store: Store) -> MailReport:
+    """Send the transactional mail that is due (confirmations), recording every outcome."""
+    from pipeline.delivery.transactional import deliver_queue
+
+    return deliver_queue(settings, store)
+
+
 # ---------------------------------------------------------------- schedules
 
 
@@ -405,7 +455,12 @@ __all__ = [
     "Frozen",
     "ListSendReport",
     "PublishReport",
+    "Subscribed",
     "collect_and_publish",
+    "confirm",
+    "deliver_mail",
+    "queue_confirmations",
+    "subscribe",
     "dry_run",
     "fire_schedule",
     "freeze_next",

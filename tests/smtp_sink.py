@@ -45,7 +45,6 @@ class SinkHandler:
     rcpt_reply: str | None = None
     data_reply: str | None = None
     drop_after_data: bool = False
-    sessions: int = 0
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -119,9 +118,9 @@ class SinkHandler:
 class Sink:
     """A running SMTP sink: ``with Sink() as sink: ... sink.port``."""
 
-    def __init__(self, pipelining: bool = True, smtputf8: bool = False) -> None:
+    def __init__(self, pipelining: bool = True, smtputf8: bool = False, port: int | None = None) -> None:
         self.handler = SinkHandler(pipelining=pipelining)
-        self.port = free_port()
+        self.port = port or free_port()
         self.controller = Controller(
             self.handler,
             hostname="127.0.0.1",

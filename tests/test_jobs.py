@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -260,3 +261,52 @@ def test_send_issue_n_picks_an_older_issue(example_settings) -> None:
         missing = flygblad(settings, "send", "--issue", "7")
         assert missing.returncode == 1 and "list 'nyhetsbrev' has no issue 7" in missing.stderr
         assert sum(sink.handler.count().values()) == 3
+
+
+def test_a_confirmation_waits_in_the_queue_while_the_relay_is_down(example_settings, monkeypatch) -> None:
+    """Sign-up while SMTP is down: the form answers at once, nothing is lost, the mail goes when it is back."""
+    import requests
+
+    from tests.smtp_sink import free_port
+    from tests.test_web import Server, _configure, _form
+
+    smtp_port, web_port = free_port(), free_port()
+    settings = project(example_settings, port=smtp_port, max_retries=5)
+    settings = _configure(settings, f"http://127.0.0.1:{web_port}")
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    with Server(settings, web_port) as server:
+        session = requests.Session()
+        token = _form(session, f"{server.url}/subscribe/nyhetsbrev")
+        answer = session.post(
+            f"{server.url}/subscribe/nyhetsbrev", data={"email": "ny@example.org", "csrf_token": token}
+        )
+        assert answer.status_code == 200
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with Store.open(settings.storage_url) as store:
+                rows = store.mail_rows()
+            if rows and rows[0]["status"] == "deferred":
+                break
+            time.sleep(0.05)
+        assert [r["status"] for r in rows] == ["deferred"], "kept, to be tried again"
+        assert "connection" in rows[0]["last_reply"].lower() or "refused" in rows[0]["last_reply"].lower()
+    with Sink(port=smtp_port) as sink:
+        sent = flygblad(settings, "send")  # the queue is delivered first
+        assert "confirmations: 1 sent" in sent.stdout, sent.stdout + sent.stderr
+        [(to, data)] = sink.handler.accepted
+    assert to == "ny@example.org" and b"/confirm/" in data
+    with Store.open(settings.storage_url) as store:
+        assert [r["status"] for r in store.mail_rows()] == ["sent"]
+
+
+def test_import_unconfirmed_sends_one_confirmation_each(example_settings) -> None:
+    settings = example_settings
+    (settings.base_dir / "new.csv").write_text("email,name\na@example.org,A\nb@example.org,B\n", encoding="utf-8")
+    first = flygblad(settings, "subscribers", "import", "--list", "nyhetsbrev", "--status", "unconfirmed", "new.csv")
+    assert first.returncode == 0, first.stderr
+    assert "2 confirmations queued; confirmations: 2 sent" in first.stdout
+    again = flygblad(settings, "subscribers", "import", "--list", "nyhetsbrev", "--status", "unconfirmed", "new.csv")
+    assert "confirmations" not in again.stdout, "a re-import asks nobody twice"
+    confirmations = sorted(settings.outbox_dir.glob("confirm.*.eml"))
+    assert len(confirmations) == 2
+    assert all(b"/confirm/" in p.read_bytes() for p in confirmations)

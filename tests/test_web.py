@@ -73,10 +73,14 @@ def _form(session: requests.Session, url: str) -> str:
 
 
 def _confirm_link(settings: Settings, email: str) -> str:
-    for path in sorted((settings.outbox_dir).glob("*confirm*.eml")):
-        message = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
-        if message["To"].addresses[0].addr_spec == email:
-            return re.search(r"https?://\S+/confirm/\S+", message.get_content()).group(0)
+    """The link in the confirmation to *email*, once the server's mail pump has sent it."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for path in sorted((settings.outbox_dir).glob("*confirm*.eml")):
+            message = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+            if message["To"].addresses[0].addr_spec == email:
+                return re.search(r"https?://\S+/confirm/\S+", message.get_content()).group(0)
+        time.sleep(0.05)
     raise AssertionError(f"no confirmation mail to {email}")
 
 

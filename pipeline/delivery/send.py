@@ -34,13 +34,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import dkim
 from sqlalchemy import Connection
 
 from pipeline.addresses import ascii_domain
-from pipeline.config import DKIM_HEADERS, ListSettings, Settings
+from pipeline.config import ListSettings, Settings
 from pipeline.delivery import Message, Sender, SendResult
-from pipeline.errors import ConfigError, DeliveryError, FlygbladError
+from pipeline.delivery.signing import signer_for
+from pipeline.errors import DeliveryError, FlygbladError
 from pipeline.issues import rendered_of
 from pipeline.render import RecipientValues
 from pipeline.render.mime import MessageTemplate, mailbox
@@ -113,44 +113,11 @@ class Outbox:
         )
         self.envelope_from = mailing_list.from_.rpartition("<")[2].rstrip(">").strip()
         self.mailto = settings.web.unsubscribe_mailto
-        self.dkim = settings.dkim
-        self.dkim_key = b""
-        if self.dkim is not None:
-            path = settings.resolve(self.dkim.private_key_path)
-            try:
-                self.dkim_key = path.read_bytes()
-            except OSError as err:
-                raise ConfigError(
-                    f"cannot read the DKIM private key {path}: {err.strerror}",
-                    path=str(settings.path),
-                    key="dkim.private_key_path",
-                ) from err
+        self.signer = signer_for(settings)
 
     def message_id(self, subscriber_id: int) -> str:
         """Deterministic from (issue, subscriber): a resend carries the same Message-ID."""
         return f"{self.issue.list}.{self.issue.number}.{subscriber_id}.{self.issue.nonce[:8]}@{self.domain}"
-
-    def sign(self, data: bytes) -> bytes:
-        """Prepend a DKIM-Signature (relaxed/relaxed) covering the headers that matter to receivers."""
-        assert self.dkim is not None
-        present = {
-            line.split(b":", 1)[0].strip().lower()
-            for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
-            if b":" in line
-        }
-        headers = [h.lower().encode() for h in DKIM_HEADERS if h.lower().encode() in present]
-        try:
-            signature = dkim.sign(
-                data,
-                self.dkim.selector.encode(),
-                self.dkim.domain.encode(),
-                self.dkim_key,
-                include_headers=headers,
-                canonicalize=(b"relaxed", b"relaxed"),
-            )
-        except dkim.DKIMException as err:
-            raise ConfigError(f"DKIM signing failed: {err}", path=str(self.settings.path), key="dkim") from err
-        return signature + data
 
     def message(self, subscriber_id: int, email: str, name: str | None) -> Message:
         """One subscriber's message."""
@@ -171,8 +138,8 @@ class Outbox:
         message_id = self.message_id(subscriber_id)
         to = mailbox(email, name)
         data = self.template.message(to=to, message_id=message_id, values=values, extra_headers=[list_unsubscribe])
-        if self.dkim is not None:
-            data = self.sign(data)
+        if self.signer is not None:
+            data = self.signer.sign(data)
         return Message(
             key=(self.issue.id, subscriber_id),
             sender=self.envelope_from,

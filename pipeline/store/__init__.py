@@ -42,6 +42,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
 from pipeline.errors import StoreError
 from pipeline.sources import Item, Validators
+from pipeline.store.mail_queue import MailQueueMixin, QueuedMail
 from pipeline.store.schema import (
     OPEN_STATUSES,
     UTCDateTime,
@@ -319,8 +320,8 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
-class Store:
-    """Reads and writes items and fetch state. Use as a context manager."""
+class Store(MailQueueMixin):
+    """Reads and writes everything flygblad keeps. Use as a context manager."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -1146,4 +1147,4 @@ class ListTurn:
         return number
 
 
-__all__ = ["Issue", "ListTurn", "Outcome", "OutboxRow", "LedgerUpdate", "Store", "StoredItem"]
+__all__ = ["Issue", "ListTurn", "Outcome", "QueuedMail", "OutboxRow", "LedgerUpdate", "Store", "StoredItem"]

@@ -198,3 +198,34 @@ firings = Table(
     Column("finished", UTCDateTime()),
     Column("worker", String(100)),  # host:pid of the process running it
 )
+
+#: Transactional mail (confirmations), stored before it is sent and retried like the outbox:
+#: pending, sending, sent, deferred, failed, uncertain. At most one unsent message of a kind per subscriber.
+mail_queue = Table(
+    "mail_queue",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(20), nullable=False),  # confirm
+    Column("list", String(100), nullable=False),
+    Column("subscriber_id", Integer, nullable=False),
+    Column("email", Text, nullable=False),
+    Column("name", Text),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("message_id", Text),
+    Column("last_reply", Text),
+    Column("next_attempt", UTCDateTime()),
+    Column("claimed_at", UTCDateTime()),
+    Column("worker", String(100)),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("changed", UTCDateTime(), nullable=False),
+    Index("ix_mail_queue_status", "status", "next_attempt"),
+    Index(
+        "uq_mail_queue_unsent",
+        "kind",
+        "subscriber_id",
+        unique=True,
+        sqlite_where=text("status IN ('pending', 'sending', 'deferred')"),
+        postgresql_where=text("status IN ('pending', 'sending', 'deferred')"),
+    ),
+)

@@ -22,9 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.utils import make_msgid
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +30,13 @@ from flask import Flask, Response, abort, make_response, render_template, reques
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
+from pipeline import jobs
 from pipeline.config import ListSettings, Settings
-from pipeline.delivery import Message, sender_for
-from pipeline.errors import FlygbladError
 from pipeline.issues import rendered_of
 from pipeline.render import RecipientValues
 from pipeline.render.templates import BUILTIN_TEMPLATES, environment, strings
 from pipeline.store import Store
-from pipeline.subscribers import ImportReport, SubscriberError, candidate
+from pipeline.subscribers import SubscriberError, candidate
 from pipeline.tokens import Tokens, load_secret
 from pipeline.web import webhooks
 
@@ -63,6 +60,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
     app.jinja_env.auto_reload = app.debug  # as Flask's own: no stat of every template on every page in production
     app.jinja_env.globals["url_for"] = url_for
     limiter = Limiter(get_remote_address, app=app, storage_uri="memory://", strategy="fixed-window")
+    pump = MailPump(settings, store).start()
+    app.extensions["flygblad_mail_pump"] = pump
     base = settings.web_base_url
     organisation = settings.organisation.name if settings.organisation else settings.site.title
 
@@ -155,12 +154,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
         except SubscriberError:
             return subscribe_form(mailing_list, t["bad_email"], status=400)
         double = mailing_list.double_opt_in
-        store.upsert_subscribers(
-            list_name, [who], status="unconfirmed" if double else "active", report=ImportReport(), vouched=False
-        )
-        subscriber = store.subscriber(list_name, who.email)
-        if double and subscriber is not None and subscriber.status == "unconfirmed":
-            _send_confirmation(settings, mailing_list, tokens, subscriber.id, subscriber.email, t)
+        if jobs.subscribe(settings, store, mailing_list, who).confirmation_queued:
+            pump.wake.set()
         # The same answer whether the address was new, known, active or suppressed: no enumeration.
         done = (t["subscribe_done"] if double else t["subscribe_done_single"]).format(list=mailing_list.title)
         return subscribe_form(mailing_list, done, done=True)
@@ -174,7 +169,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
     actions = {
         "confirm": (
             tokens.read_confirm,
-            store.confirm_subscriber,
+            lambda subscriber_id, list_name: jobs.confirm(store, subscriber_id, list_name),
             "confirm_title",
             "confirm_intro",
             "confirm_button",
@@ -278,40 +273,42 @@ def _list_of(message_id: str | None, settings: Settings) -> str | None:
     return name if any(m.name == name for m in settings.lists) else None
 
 
-def _send_confirmation(
-    settings: Settings, mailing_list: ListSettings, tokens: Tokens, subscriber_id: int, email: str, t: dict[str, str]
-) -> None:
-    """The double opt-in message, through the configured sender. A failure is logged, never shown."""
-    url = f"{settings.web_base_url}/confirm/{tokens.confirm(subscriber_id, mailing_list.name)}"
-    message = EmailMessage()
-    message["From"] = mailing_list.from_
-    message["To"] = email
-    message["Subject"] = t["confirm_subject"].format(list=mailing_list.title)
-    message["Date"] = datetime.now(UTC)
-    domain = mailing_list.from_.rpartition("@")[2].rstrip(">").strip() or "localhost"
-    message["Message-ID"] = make_msgid("confirm", domain=domain)
-    message["Auto-Submitted"] = "auto-generated"
-    message.set_content(t["confirm_mail"].format(list=mailing_list.title, url=url))
-    data = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
-    envelope_from = mailing_list.from_.rpartition("<")[2].rstrip(">").strip()
-    item = Message(
-        key=(0, subscriber_id),
-        sender=envelope_from,
-        recipient=email,
-        to=email,
-        message_id=str(message["Message-ID"]).strip("<>"),
-        data=data,
-        subject=str(message["Subject"]),
-        from_header=mailing_list.from_,
-        parts=lambda: ("", message.get_content()),
-    )
-    try:
-        with sender_for(settings) as sender:
-            [result] = sender.send([item])
-        if result.status != "sent":
-            log.warning("confirmation to %s not sent: %s %s", email, result.status, result.reply)
-    except FlygbladError as err:
-        log.warning("confirmation to %s not sent: %s", email, err)
+class MailPump:
+    """Delivers the transactional queue in the background of ``serve``: woken by a sign-up, else every minute.
+
+    A sign-up only queues its confirmation (:func:`pipeline.jobs.subscribe`), so
+    the form answers at once and the same for every address; this thread sends
+    it moments later, and retries it when the relay was down.
+    """
+
+    def __init__(self, settings: Settings, store: Store, interval: float = 60.0) -> None:
+        self.settings = settings
+        self.store = store
+        self.interval = interval
+        self.wake = threading.Event()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="flygblad-mail", daemon=True)
+
+    def start(self) -> MailPump:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.wake.set()
+
+    def _run(self) -> None:
+        from pipeline.jobs import deliver_mail
+
+        while not self.stopped.is_set():
+            self.wake.wait(self.interval)
+            self.wake.clear()
+            if self.stopped.is_set():
+                return
+            try:
+                deliver_mail(self.settings, self.store)
+            except Exception:  # the pump must outlive any one failure; the queue keeps the mail
+                log.exception("delivering the transactional queue failed; it is tried again")
 
 
 def archive_index(settings: Settings, store: Store) -> list[dict[str, Any]]:
