@@ -38,8 +38,9 @@ from pipeline.issues import Draft
 from pipeline.jobs import PublishReport
 from pipeline.render import RecipientValues, greeting
 from pipeline.render.mime import MessageTemplate, mailbox
-from pipeline.store import Issue, Store
+from pipeline.store import Store
 from pipeline.subscribers import STATUSES, ImportReport, SubscriberError, batches, candidate, check_address, read_csv
+from pipeline.types import Issue
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

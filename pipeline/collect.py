@@ -104,6 +104,7 @@ def _collect_source(
     source = open_source(settings, source_settings)
     try:
         for collected in source.collect(fetcher, store):
+            outcome: str
             if isinstance(collected, Found):
                 outcome = store.save_item(
                     collected.item, fetched_url=collected.fetched_url, validators=collected.validators

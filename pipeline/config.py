@@ -495,10 +495,10 @@ class Settings(_Table):
             if mailing_list.name in lists:
                 raise ValueError(f"lists[{i + 1}].name: {mailing_list.name!r} is used by an earlier list")
             lists.add(mailing_list.name)
-            for source in mailing_list.sources or ():
-                if source not in names:
+            for wanted in mailing_list.sources or ():
+                if wanted not in names:
                     raise ValueError(
-                        f"lists[{i + 1}].sources: no source named {source!r} (sources: {', '.join(sorted(names)) or 'none'})"
+                        f"lists[{i + 1}].sources: no source named {wanted!r} (sources: {', '.join(sorted(names)) or 'none'})"
                     )
         list_names = {m.name for m in self.lists}
         schedule_names: set[str] = set()

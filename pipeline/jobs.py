@@ -22,6 +22,7 @@ The send policy, once:
 
 from __future__ import annotations
 
+import builtins
 import logging
 import multiprocessing
 from collections.abc import Callable
@@ -37,8 +38,8 @@ from pipeline.delivery.send import SenderBusy, SendReport
 from pipeline.delivery.transactional import MailReport
 from pipeline.errors import ConfigError, FlygbladError
 from pipeline.issues import Draft, draft, frozen_content, new_items, next_issue
-from pipeline.store import Issue, Store
-from pipeline.subscribers import Candidate, ImportReport
+from pipeline.store import Store
+from pipeline.types import Candidate, ImportReport, Issue
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class ListSendReport:
     """What sending a list did: the issues it worked on, and why it stopped where it did."""
 
     list: str
-    sends: list[SendReport] = field(default_factory=list)
+    sends: builtins.list[SendReport] = field(default_factory=builtins.list)
     note: str = ""  # e.g. "no new items for list 'nyhetsbrev'"
     frozen: Issue | None = None  # the issue this run froze, if it froze one
 
@@ -165,7 +166,7 @@ class ListSendReport:
         return next((s.interrupted for s in self.sends if s.interrupted), None)
 
     @property
-    def uncertain(self) -> list[str]:
+    def uncertain(self) -> builtins.list[str]:
         return [email for s in self.sends for email in s.uncertain]
 
 

@@ -13,72 +13,19 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Literal
 
 from email_validator import EmailNotValidError, validate_email
 
 from pipeline.errors import FlygbladError
+from pipeline.types import STATUSES, SUPPRESSED, Candidate, ImportReport, Status, Subscriber
 
-Status = Literal["unconfirmed", "active", "unsubscribed", "bounced", "complained"]
-STATUSES: tuple[Status, ...] = ("unconfirmed", "active", "unsubscribed", "bounced", "complained")
-#: Statuses an import or add never changes: the person said no, or the address does not work.
-SUPPRESSED: frozenset[str] = frozenset({"unsubscribed", "bounced", "complained"})
 BATCH = 1000
 _LANGUAGE = re.compile(r"^[a-zA-Z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
 class SubscriberError(FlygbladError):
     """A subscriber could not be added: names the address or the file and line."""
-
-
-@dataclass(frozen=True)
-class Subscriber:
-    """One person on one list."""
-
-    id: int
-    list: str
-    email: str
-    name: str | None
-    language: str | None
-    status: str
-    created: datetime
-    changed: datetime
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A checked address with what came with it, ready to be stored."""
-
-    email: str
-    name: str | None = None
-    language: str | None = None
-
-    @property
-    def key(self) -> str:
-        """The address as the list knows it: lower-cased."""
-        return self.email.lower()
-
-
-@dataclass
-class ImportReport:
-    """What an add or import did."""
-
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    suppressed: int = 0
-    duplicates: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        """One line for the end of the command."""
-        return (
-            f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
-            f"{self.suppressed} kept suppressed, {self.duplicates} duplicate rows, {len(self.problems)} rejected"
-        )
 
 
 def check_address(raw: str) -> str:

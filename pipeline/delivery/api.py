@@ -114,8 +114,8 @@ class ApiSender(Sender):
         """Per-recipient results from a 2xx response."""
         raise NotImplementedError
 
-    def shared_template(self, messages: Sequence[Message]) -> tuple[Message, list[str]]:
-        """For APIs that send one body to many recipients: the batch's first message and the placeholder fields.
+    def shared_template(self, messages: Sequence[Message]) -> tuple[Message, tuple[str, str], list[str]]:
+        """For APIs that send one body to many recipients: the batch's first message, its (HTML, text), the fields.
 
         Refuses (rather than silently mixing) a batch without the issue's
         template, or one that holds more than one issue.
@@ -125,7 +125,7 @@ class ApiSender(Sender):
             raise DeliveryError(f"{self.name} needs the issue's template to personalise one body for many recipients")
         if any(m.template is not first.template for m in messages):
             raise DeliveryError(f"{self.name}: a batch must hold one issue")
-        return first, [field for field, _ in first.values]
+        return first, first.template, [field for field, _ in first.values]
 
     def request(self, path: str, **kwargs: Any) -> requests.Response:
         """POST to the provider's API with the sender's session and timeout."""

@@ -29,9 +29,9 @@ class MailgunSender(ApiSender):
     max_batch = 1000
 
     def build_payload(self, messages: Sequence[Message]) -> list[tuple[str, str]]:
-        first, fields = self.shared_template(messages)
-        html = retoken(first.template[0], first.nonce, fields, "%recipient.{field}_h%")
-        text = retoken(first.template[1], first.nonce, fields, "%recipient.{field}%")
+        first, (html, text), fields = self.shared_template(messages)
+        html = retoken(html, first.nonce, fields, "%recipient.{field}_h%")
+        text = retoken(text, first.nonce, fields, "%recipient.{field}%")
         variables: dict[str, dict[str, str]] = {}
         form: list[tuple[str, str]] = [
             ("from", first.from_header),

@@ -20,6 +20,7 @@ instead of burning through the list.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import logging
@@ -45,8 +46,9 @@ from pipeline.issues import rendered_of
 from pipeline.render import RecipientValues
 from pipeline.render.mime import MessageTemplate, mailbox
 from pipeline.render.templates import strings
-from pipeline.store import Issue, LedgerUpdate, OutboxRow, Store, worker_name
+from pipeline.store import Store, worker_name
 from pipeline.tokens import Tokens, load_secret
+from pipeline.types import Issue, LedgerUpdate, OutboxRow
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ class SendReport:
     list: str
     number: int
     counts: dict[str, int] = field(default_factory=dict)
-    uncertain: list[str] = field(default_factory=list)
+    uncertain: builtins.list[str] = field(default_factory=builtins.list)
     paused: str | None = None
     finished: bool = False
     next_attempt: datetime | None = None  # when the earliest deferred recipient is due again
@@ -304,7 +306,8 @@ def _stop_on_signals(state: _LoopState) -> Iterator[None]:
 
     def handler(signum: int, _frame: object) -> None:
         if state.interrupted is not None:  # the second time: as if flygblad had no handler
-            signal.signal(signum, previous[signum] if callable(previous[signum]) else signal.SIG_DFL)
+            old = previous[signal.Signals(signum)]
+            signal.signal(signum, old if callable(old) else signal.SIG_DFL)
             signal.raise_signal(signum)
             return
         state.interrupt(signum)

@@ -35,9 +35,8 @@ class SendGridSender(ApiSender):
     max_batch = 1000
 
     def build_payload(self, messages: Sequence[Message]) -> dict[str, Any]:
-        first, fields = self.shared_template(messages)
-        html = retoken(first.template[0], first.nonce, fields, placeholder(first.nonce, "{field}-h"))
-        text = first.template[1]
+        first, (html, text), fields = self.shared_template(messages)
+        html = retoken(html, first.nonce, fields, placeholder(first.nonce, "{field}-h"))
         personalizations = []
         for m in messages:
             substitutions = {}

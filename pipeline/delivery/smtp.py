@@ -29,7 +29,8 @@ import ssl
 import threading
 from collections.abc import Sequence
 
-from pipeline.delivery import Message, Sender, SendResult
+from pipeline.config import SenderSettings, Settings
+from pipeline.delivery import Message, ResultStatus, Sender, SendResult
 from pipeline.errors import ConfigError, DeliveryError
 
 
@@ -199,7 +200,7 @@ class _Connection:
 
     def _refused(self, message: Message, code: int, text: bytes | str) -> SendResult:
         self._rset()
-        status = "deferred" if 400 <= code < 500 else "bounced"
+        status: ResultStatus = "deferred" if 400 <= code < 500 else "bounced"
         return SendResult(message, status, reply=_reply(code, text))
 
     def _rset(self) -> None:
@@ -231,7 +232,7 @@ class SmtpSender(Sender):
 
     name = "smtp"
 
-    def __init__(self, settings, app) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, settings: SenderSettings, app: Settings) -> None:
         super().__init__(settings, app)
         self.password: str | None = None
         if settings.password_env:

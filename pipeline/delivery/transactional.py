@@ -17,6 +17,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime
 
@@ -27,8 +28,9 @@ from pipeline.delivery.signing import signer_for
 from pipeline.errors import FlygbladError
 from pipeline.render.mime import mailbox
 from pipeline.render.templates import strings
-from pipeline.store import QueuedMail, Store, worker_name
+from pipeline.store import Store, worker_name
 from pipeline.tokens import Tokens, load_secret
+from pipeline.types import QueuedMail
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ class Confirmations:
         if mailing_list.reply_to:
             message["Reply-To"] = mailing_list.reply_to
         message.set_content(text)
-        data = message.as_bytes(policy=message.policy.clone(linesep="\r\n", utf8=not email.isascii()))
+        data = message.as_bytes(policy=policy.SMTP if email.isascii() else policy.SMTPUTF8)
         if self.signer is not None:
             data = self.signer.sign(data)
         html = _html(text)

@@ -33,9 +33,9 @@ from lxml import etree
 from pipeline import __version__
 from pipeline.config import Settings
 from pipeline.errors import FeedError
-from pipeline.sources.extract import shorten
-from pipeline.sources.sanitize import clean_text
-from pipeline.store import Store, StoredItem
+from pipeline.store import Store
+from pipeline.text import clean_text, shorten
+from pipeline.types import StoredItem
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"

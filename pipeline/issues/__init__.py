@@ -15,6 +15,7 @@ No new items means no issue: both return ``None``.
 
 from __future__ import annotations
 
+import builtins
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +23,8 @@ from typing import Any
 
 from pipeline.config import ListSettings, Settings
 from pipeline.render import Rendered, item_problem, order_items, render_issue
-from pipeline.store import Issue, Store, StoredItem
+from pipeline.store import Store
+from pipeline.types import Issue, StoredItem
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ class Draft:
 
     list: ListSettings
     number: int
-    items: list[StoredItem]
+    items: builtins.list[StoredItem]
     left_out: int  # new items beyond max_items
     cutoff: datetime  # the newest first_seen considered; the issue after this one starts there
     rendered: Rendered

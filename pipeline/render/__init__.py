@@ -29,9 +29,8 @@ from pipeline.errors import RenderError
 from pipeline.render.checks import content_problems
 from pipeline.render.compiler import check_structure, compile_mjml
 from pipeline.render.templates import environment, render_template, strings
-from pipeline.sources.extract import shorten
-from pipeline.sources.sanitize import clean_text
-from pipeline.store import StoredItem
+from pipeline.text import clean_text, shorten
+from pipeline.types import StoredItem
 
 HTML_TEMPLATE = "newsletter.mjml.j2"
 TEXT_TEMPLATE = "newsletter.txt.j2"

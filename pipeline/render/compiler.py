@@ -156,7 +156,7 @@ def compile_mjml(source: str, template: str) -> str:
             inline_style_tags=False, keep_style_tags=True, extra_css=plain, load_remote_stylesheets=False
         )
         return inliner.inline(html)
-    except css_inline.InlineError as err:  # type: ignore[attr-defined]
+    except css_inline.InlineError as err:
         raise RenderError(f"{template}: CSS could not be inlined: {err}") from err
 
 

@@ -34,7 +34,7 @@ from jinja2 import (
 from markupsafe import Markup
 
 from pipeline.errors import RenderError
-from pipeline.sources.sanitize import clean_html, clean_text
+from pipeline.text import clean_html, clean_text
 
 #: The templates that ship with flygblad, used for any file a configured folder lacks.
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"

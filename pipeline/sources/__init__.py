@@ -14,45 +14,13 @@ what they found is the collector's job (:mod:`pipeline.collect`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from typing import Literal, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from pipeline.config import Settings, SourceSettings
 from pipeline.sources.http import Fetcher, NotModified, Page, Validators
-
-Category = Literal["leader", "article"]
-
-
-@dataclass(frozen=True)
-class Item:
-    """One leader or article. ``id`` is its canonical URL or its feed guid: stable across runs."""
-
-    id: str
-    source: str
-    category: Category
-    url: str
-    title: str
-    author: str | None = None
-    author_role: str | None = None
-    published: datetime | None = None
-    modified: datetime | None = None
-    summary: str | None = None
-    body_html: str = ""
-    image: str | None = None
-    image_alt: str | None = None
-    language: str | None = None
-
-    def content_hash(self) -> str:
-        """A digest of everything a reader sees: a change in any field changes it."""
-        data = asdict(self)
-        for key in ("published", "modified"):
-            data[key] = data[key].isoformat() if data[key] else None
-        encoded = json.dumps(data, sort_keys=True, ensure_ascii=False).encode("utf-8")
-        return hashlib.sha256(encoded).hexdigest()
+from pipeline.types import Category, Item
 
 
 @dataclass(frozen=True)

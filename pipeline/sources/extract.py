@@ -31,7 +31,7 @@ from bs4 import BeautifulSoup, Tag
 
 from pipeline.config import SelectSettings
 from pipeline.sources.dates import find_date, parse_date
-from pipeline.sources.sanitize import clean_html, clean_text
+from pipeline.text import clean_html, clean_text, shorten
 
 ARTICLE_TYPES = {
     "article",
@@ -95,7 +95,6 @@ CHROME_SELECTORS = (
     "header.site-header, [class*=footer], [id*=footer], [class*=sidfot], [class*=menu], [class*=meny], "
     "[class*=breadcrumb], [class*=brodsmula], [class*=sidebar], [class*=widget], [class*=puff], [class*=skip-link]"
 )
-SUMMARY_LENGTH = 280
 PLACEHOLDER_IMAGE = re.compile(
     r"(spacer|pixel|blank|preload|loading|lazy|transparent|1x1|placeholder)[^/]*\.(gif|png|svg)$", re.I
 )
@@ -260,7 +259,7 @@ def meta_tags(soup: BeautifulSoup) -> dict[str, str]:
         for attribute in ("property", "name", "itemprop"):
             key = meta.get(attribute)
             if key:
-                found.setdefault(key.strip().lower(), content.strip())
+                found.setdefault(str(key).strip().lower(), str(content).strip())
     return found
 
 
@@ -315,7 +314,7 @@ def _select_text(soup: BeautifulSoup, selector: str | None) -> str | None:
     element = soup.select_one(selector)
     if element is None:
         return None
-    return clean_text(element.get("content") or element.get_text(" ", strip=True))
+    return clean_text(attr(element, "content") or element.get_text(" ", strip=True))
 
 
 def _element_date(element: Tag | None, tz: tzinfo) -> datetime | None:
@@ -405,12 +404,12 @@ def _summary_from(body_html: str) -> str | None:
     return shorten(clean_text(soup.get_text(" ")))
 
 
-def shorten(text: str | None, limit: int = SUMMARY_LENGTH) -> str | None:
-    """*text* cut at a word boundary to at most *limit* characters, with an ellipsis."""
-    if not text or len(text) <= limit:
-        return text
-    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,.;:–-")
-    return f"{cut}…"
+def attr(tag: Tag, name: str) -> str | None:
+    """An attribute's value as one string (bs4 gives multi-valued ones, such as ``class``, as a list)."""
+    value = tag.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    return " ".join(value)
 
 
 def _http(url: str | None, base: str) -> str | None:
@@ -438,7 +437,7 @@ def extract_page(
     meta = meta_tags(soup)
 
     canonical_link = soup.find("link", rel="canonical")
-    canonical_href = (canonical_link.get("href") or "").strip() if canonical_link else ""
+    canonical_href = (attr(canonical_link, "href") or "").strip() if canonical_link else ""
     if not re.match(r"^(https?:)?/", canonical_href):
         canonical_href = ""  # a bare token ("8003098") is a CMS bug, not a URL to trust
     canonical = _first(
@@ -548,7 +547,7 @@ def extract_page(
     selected_image = soup.select_one(select.image) if select.image else None
     image = _first(
         _http(
-            (selected_image.get("src") or selected_image.get("data-src") or selected_image.get("content"))
+            (attr(selected_image, "src") or attr(selected_image, "data-src") or attr(selected_image, "content"))
             if selected_image
             else None,
             base,
@@ -561,12 +560,12 @@ def extract_page(
     if image and PLACEHOLDER_IMAGE.search(image.split("?")[0]):
         image = None  # a lazy-loading or tracking placeholder, not the article's picture
     image_alt = _first(
-        clean_text(selected_image.get("alt")) if selected_image else None,
+        clean_text(attr(selected_image, "alt")) if selected_image else None,
         _text(_resolve(article.get("image"), nodes).get("caption"))
         if isinstance(_resolve(article.get("image"), nodes), dict)
         else None,
         clean_text(meta.get("og:image:alt") or meta.get("twitter:image:alt")),
-        clean_text(first_image.get("alt")) if first_image and first_image.get("src") == image else None,
+        clean_text(attr(first_image, "alt")) if first_image and attr(first_image, "src") == image else None,
     )
 
     html_tag = soup.find("html")

@@ -15,14 +15,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import feedparser
-from bs4 import BeautifulSoup
+from bs4 import BeautifulSoup, Tag
 
 from pipeline.errors import SourceError
 from pipeline.sources import Collected, Failed, Found, Item, ListingUpdate, Source, Unchanged, ValidatorLookup
 from pipeline.sources.dates import parse_date
-from pipeline.sources.extract import shorten
+from pipeline.sources.extract import attr
 from pipeline.sources.http import Fetcher, NotModified
-from pipeline.sources.sanitize import clean_html, clean_text
+from pipeline.text import clean_html, clean_text, shorten
 
 log = logging.getLogger(__name__)
 
@@ -133,4 +133,4 @@ class FeedSource(Source):
             if link.get("rel") == "enclosure" and str(link.get("type", "")).startswith("image/"):
                 return link.get("href"), None
         img = BeautifulSoup(body, "html.parser").find("img", src=True)
-        return (img["src"], clean_text(img.get("alt"))) if img else (None, None)
+        return (attr(img, "src"), clean_text(attr(img, "alt"))) if isinstance(img, Tag) else (None, None)

@@ -17,7 +17,7 @@ from bs4 import BeautifulSoup, Tag
 
 from pipeline.errors import SourceError
 from pipeline.sources import Collected, Failed, Found, Item, ListingUpdate, Source, Unchanged, ValidatorLookup
-from pipeline.sources.extract import extract_page
+from pipeline.sources.extract import attr, extract_page
 from pipeline.sources.http import Fetcher, NotModified, Page
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def _in_chrome(anchor: Tag) -> bool:
     return (
         block is not None
         and block.find_parent(["article", "main"]) is None
-        and "entry" not in " ".join(block.get("class", []))
+        and "entry" not in (attr(block, "class") or "")
     )
 
 
@@ -87,7 +87,7 @@ class HtmlSource(Source):
         for anchor in anchors:
             if anchor is None:
                 continue
-            url = urldefrag(urljoin(index.final_url, anchor["href"].strip())).url
+            url = urldefrag(urljoin(index.final_url, (attr(anchor, "href") or "").strip())).url
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https", "file"):
                 continue

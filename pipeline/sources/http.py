@@ -32,21 +32,11 @@ from urllib3.util.retry import Retry
 from pipeline import __version__
 from pipeline.config import HttpSettings
 from pipeline.errors import SourceError
+from pipeline.types import Validators
 
 log = logging.getLogger(__name__)
 
 ROBOTS_AGENT = "flygblad"
-
-
-@dataclass(frozen=True)
-class Validators:
-    """What a server (or the disk) said identifies this version of a page."""
-
-    etag: str | None = None
-    last_modified: str | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.etag or self.last_modified)
 
 
 @dataclass(frozen=True)

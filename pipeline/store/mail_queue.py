@@ -2,61 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
 
+from pipeline.store.base import StoreBase
 from pipeline.store.schema import UTCDateTime, mail_queue
+from pipeline.types import QueuedMail
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    pass
 
 
-@dataclass(frozen=True)
-class QueuedMail:
-    """One transactional message waiting in the queue, as it was claimed."""
-
-    id: int
-    kind: str
-    list: str
-    subscriber_id: int
-    email: str
-    name: str | None
-    attempts: int
-
-
-class MailQueueMixin:
+class MailQueueMixin(StoreBase):
     """Transactional mail: queued before it is sent, so a relay that is down loses nothing."""
-
-    engine: Engine
-    _writing: Any
 
     def enqueue_mail(
         self, kind: str, list_name: str, subscriber_id: int, email: str, name: str | None, now: datetime | None = None
     ) -> bool:
         """Queue one message; False when one of this kind to this subscriber is still unsent (no second one)."""
         now = now or datetime.now(UTC)
-        try:
-            with self._writing, self.engine.begin() as connection:
-                connection.execute(
-                    insert(mail_queue).values(
-                        kind=kind,
-                        list=list_name,
-                        subscriber_id=subscriber_id,
-                        email=email,
-                        name=name,
-                        status="pending",
-                        attempts=0,
-                        created=now,
-                        changed=now,
-                    )
-                )
-        except IntegrityError:
-            return False
-        return True
+        row = {
+            "kind": kind,
+            "list": list_name,
+            "subscriber_id": subscriber_id,
+            "email": email,
+            "name": name,
+            "status": "pending",
+            "attempts": 0,
+            "created": now,
+            "changed": now,
+        }
+        return self._insert_once(mail_queue, row)
 
     def claim_mail(
         self, limit: int, worker: str, now: datetime | None = None, lease_seconds: float = 600
@@ -66,7 +44,7 @@ class MailQueueMixin:
         Claims older than the lease (a process that died) become ``uncertain`` first.
         """
         now = now or datetime.now(UTC)
-        with self._writing, self.engine.begin() as connection:
+        with self._write() as connection:
             connection.execute(
                 update(mail_queue)
                 .where(
@@ -116,7 +94,7 @@ class MailQueueMixin:
         values["next_attempt"] = next_attempt
         if status == "pending":
             values["attempts"] = mail_queue.c.attempts - 1
-        with self._writing, self.engine.begin() as connection:
+        with self._write() as connection:
             connection.execute(update(mail_queue).where(mail_queue.c.id == mail_id).values(**values))
 
     def queue_confirmations(self, list_name: str, now: datetime | None = None) -> int:
@@ -138,7 +116,7 @@ class MailQueueMixin:
             literal(now, UTCDateTime()),
             literal(now, UTCDateTime()),
         ).where(subscribers.c.list == list_name, subscribers.c.status == "unconfirmed", ~asked)
-        with self._writing, self.engine.begin() as connection:
+        with self._write() as connection:
             before = connection.execute(select(func.count()).select_from(mail_queue)).scalar_one()
             connection.execute(
                 insert(mail_queue).from_select(
@@ -168,4 +146,4 @@ class MailQueueMixin:
             return [dict(r._mapping) for r in connection.execute(query)]
 
 
-__all__ = ["MailQueueMixin", "QueuedMail"]
+__all__ = ["MailQueueMixin"]

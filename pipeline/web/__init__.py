@@ -56,7 +56,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
     tokens = Tokens(secret)
     store = store or Store.open(settings.storage_url)
     app = Flask(__name__, static_folder=None)
-    app.jinja_env = environment(settings.templates_dir)  # the same loader and autoescape as the emails
+    # The same loader and autoescape as the emails: a plain Jinja environment where Flask keeps its subclass.
+    app.jinja_env = environment(settings.templates_dir)  # type: ignore[assignment]
     app.jinja_env.auto_reload = app.debug  # as Flask's own: no stat of every template on every page in production
     app.jinja_env.globals["url_for"] = url_for
     limiter = Limiter(get_remote_address, app=app, storage_uri="memory://", strategy="fixed-window")
@@ -240,7 +241,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
             abort(404)
         body = request.get_data(cache=False)
         try:
-            events = webhooks.PROVIDERS[provider](settings, request.headers, body)
+            events = webhooks.PROVIDERS[provider](settings, request.headers, body)  # type: ignore[arg-type]
         except webhooks.Unverified:
             return make_response("unverified\n", 401 if provider == "postmark" else 403)
         except (ValueError, TypeError, AttributeError):

@@ -1,10 +1,12 @@
-"""Scraped HTML is untrusted: make it safe to store, republish and mail.
+"""Text that every stage handles: scraped HTML made safe, plain text cleaned and shortened.
+
+Scraped HTML is untrusted: make it safe to store, republish and mail.
 
 Two steps, in this order: every link and image URL is made absolute against the
 page's canonical URL (so it still works in a feed reader or an inbox), then the
 HTML is cleaned by nh3 (ammonia) against an allow-list: no script, style,
 iframe, form or other active content, no event handlers, no ``style``
-attributes, and only http, https and mailto URLs.
+attributes, and only http, https, mailto and tel URLs.
 """
 
 from __future__ import annotations
@@ -98,13 +100,13 @@ def absolutize(html: str, base_url: str) -> str:
     soup = BeautifulSoup(html, "html.parser")
     for tag, attribute in _URL_ATTRIBUTES:
         for element in soup.find_all(tag, attrs={attribute: True}):
-            value = element[attribute].strip()
+            value = str(element[attribute]).strip()
             if tag == "img" and not value and element.get("data-src"):
-                value = element["data-src"].strip()  # lazy-loaded images
+                value = str(element["data-src"]).strip()  # lazy-loaded images
             element[attribute] = urljoin(base_url, value)
     for element in soup.find_all("img", attrs={"data-src": True}):
         if not element.get("src") or element["src"] == base_url:
-            element["src"] = urljoin(base_url, element["data-src"].strip())
+            element["src"] = urljoin(base_url, str(element["data-src"]).strip())
     return str(soup)
 
 
@@ -138,3 +140,15 @@ def clean_text(text: str | None) -> str | None:
         return None
     value = " ".join(text.split())
     return value or None
+
+
+#: How long a summary may be: what feed readers and inbox previews show.
+SUMMARY_LENGTH = 280
+
+
+def shorten(text: str | None, limit: int = SUMMARY_LENGTH) -> str | None:
+    """*text* cut at a word boundary to at most *limit* characters, with an ellipsis."""
+    if not text or len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,.;:–-")
+    return f"{cut}…"

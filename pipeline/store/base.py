@@ -1,0 +1,80 @@
+"""What every domain of the store shares: the engine, the one write path, and who is working."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert
+from sqlalchemy.exc import IntegrityError
+
+
+def worker_name(number: int = 0) -> str:
+    """``host:pid:n``: who claimed an outbox row, so a later run can tell a dead claim from a live one."""
+    return f"{socket.gethostname()}:{os.getpid()}:{number}"
+
+
+def worker_is_dead(worker: str | None) -> bool:
+    """True for a worker of this machine whose process is gone (or an unnamed one: the old single-process form)."""
+    if not worker or worker.count(":") < 2:
+        return True
+    host, pid, _ = worker.rsplit(":", 2)
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's: only its lease can expire it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (the web side, a second command) work while a collect writes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode NORMAL keeps the database consistent through a crash of the process (what
+    # the outbox ledger guards against); only a power cut can lose the last commits.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class StoreBase:
+    """The engine, and the one write path every writer of every domain goes through."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        # SQLite has one writer at a time and its busy handler sleeps in steps of milliseconds:
+        # threads of this process take turns here instead. Re-entrant, so a writer holding the
+        # turn (a list's turn) may call another writer.
+        self._writing: Any = threading.RLock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction, in this process's SQLite write turn: committed, or rolled back on error."""
+        with self._writing, self.engine.begin() as connection:
+            yield connection
+
+    def _insert_once(self, table: Any, values: dict[str, Any]) -> bool:
+        """Insert one row; False when a unique constraint says it is there already."""
+        try:
+            with self._write() as connection:
+                connection.execute(insert(table).values(**values))
+        except IntegrityError:
+            return False
+        return True
+
+
+__all__ = ["StoreBase", "worker_is_dead", "worker_name"]

@@ -1,0 +1,61 @@
+"""The store's fetch state: validators (ETag, Last-Modified) and listed links per URL."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+
+from sqlalchemy import (
+    Connection,
+    insert,
+    select,
+    update,
+)
+
+from pipeline.store.base import StoreBase, _now
+from pipeline.store.schema import (
+    fetch_state,
+)
+from pipeline.types import (
+    Validators,
+)
+
+log = logging.getLogger(__name__)
+
+
+class FetchStateMixin(StoreBase):
+    """Fetch state: validators and listed links per URL."""
+
+    def validators(self, url: str) -> Validators | None:
+        """The ETag/Last-Modified stored for *url*, if any."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(fetch_state.c.etag, fetch_state.c.last_modified).where(fetch_state.c.url == url)
+            ).first()
+        if row is None or not (row.etag or row.last_modified):
+            return None
+        return Validators(row.etag, row.last_modified)
+
+    def links(self, url: str) -> list[str] | None:
+        """The item links (or entry ids) stored for an index page or feed."""
+        with self.engine.connect() as connection:
+            value = connection.execute(select(fetch_state.c.links).where(fetch_state.c.url == url)).scalar()
+        return json.loads(value) if value else None
+
+    def save_listing(self, url: str, validators: Validators, links: list[str], now: datetime | None = None) -> None:
+        """Store an index page's or feed's validators and the links it listed."""
+        with self._write() as connection:
+            save_state(connection, url, validators, links, now or _now())
+
+
+def save_state(
+    connection: Connection, url: str, validators: Validators, links: list[str] | None, now: datetime
+) -> None:
+    """Write (insert or update) the fetch state of one URL in *connection*'s transaction."""
+    values = {"etag": validators.etag, "last_modified": validators.last_modified, "checked": now}
+    if links is not None:
+        values["links"] = json.dumps(links, ensure_ascii=False)
+    done = connection.execute(update(fetch_state).where(fetch_state.c.url == url).values(**values))
+    if done.rowcount == 0:
+        connection.execute(insert(fetch_state).values(url=url, **values))

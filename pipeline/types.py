@@ -1,0 +1,210 @@
+"""The types that cross stages: every stage may import this module, and it imports none of them.
+
+(lemon24/reader's public ``types.py``.) A source makes an :class:`Item`; the
+store keeps it as a :class:`StoredItem`; an issue is an :class:`Issue`; a
+subscriber is a :class:`Subscriber` (a :class:`Candidate` before it is stored);
+the outbox ledger speaks in :class:`OutboxRow` and :class:`LedgerUpdate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Literal
+
+Category = Literal["leader", "article"]
+#: The statuses of an issue that is frozen but not yet sent to everyone (at most one per list).
+OPEN_STATUSES = ("frozen", "sending")
+#: Unfinished: open, or held behind another (see migration 0006).
+UNFINISHED_STATUSES = (*OPEN_STATUSES, "held")
+Status = Literal["unconfirmed", "active", "unsubscribed", "bounced", "complained"]
+STATUSES: tuple[Status, ...] = ("unconfirmed", "active", "unsubscribed", "bounced", "complained")
+#: Statuses an import or add never changes: the person said no, or the address does not work.
+SUPPRESSED: frozenset[str] = frozenset({"unsubscribed", "bounced", "complained"})
+
+
+@dataclass(frozen=True)
+class Item:
+    """One leader or article. ``id`` is its canonical URL or its feed guid: stable across runs."""
+
+    id: str
+    source: str
+    category: Category
+    url: str
+    title: str
+    author: str | None = None
+    author_role: str | None = None
+    published: datetime | None = None
+    modified: datetime | None = None
+    summary: str | None = None
+    body_html: str = ""
+    image: str | None = None
+    image_alt: str | None = None
+    language: str | None = None
+
+    def content_hash(self) -> str:
+        """A digest of everything a reader sees: a change in any field changes it."""
+        data = asdict(self)
+        for key in ("published", "modified"):
+            data[key] = data[key].isoformat() if data[key] else None
+        encoded = json.dumps(data, sort_keys=True, ensure_ascii=False).encode("utf-8")
+        return hashlib.sha256(encoded).hexdigest()
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What a server (or the disk) said identifies this version of a page."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.etag or self.last_modified)
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """One person on one list."""
+
+    id: int
+    list: str
+    email: str
+    name: str | None
+    language: str | None
+    status: str
+    created: datetime
+    changed: datetime
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A checked address with what came with it, ready to be stored."""
+
+    email: str
+    name: str | None = None
+    language: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The address as the list knows it: lower-cased."""
+        return self.email.lower()
+
+
+@dataclass
+class ImportReport:
+    """What an add or import did."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    suppressed: int = 0
+    duplicates: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for the end of the command."""
+        return (
+            f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{self.suppressed} kept suppressed, {self.duplicates} duplicate rows, {len(self.problems)} rejected"
+        )
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """An item as the store has it: the item, a digest of it, and when it was first and last changed."""
+
+    item: Item
+    content_hash: str
+    first_seen: datetime
+    updated: datetime
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A frozen issue of a list: its items, subject, preheader and rendered HTML and text.
+
+    ``html`` and ``text`` hold the per-recipient placeholders (see
+    :mod:`pipeline.render`); ``nonce`` is their per-issue secret part.
+    """
+
+    id: int
+    list: str
+    number: int
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    nonce: str
+    language: str
+    created: datetime
+    cutoff: datetime
+    status: str
+    item_ids: tuple[str, ...]
+    paused: str | None = None  # why an unfinished issue stopped
+
+    @property
+    def unfinished(self) -> bool:
+        """Frozen, or sent to some but not yet all of its recipients."""
+        return self.status in UNFINISHED_STATUSES
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One recipient of one issue, as the ledger has it."""
+
+    issue_id: int
+    subscriber_id: int
+    email: str
+    name: str | None
+    status: str
+    attempts: int
+    message_id: str | None
+    last_reply: str | None
+    next_attempt: datetime | None
+
+
+@dataclass(frozen=True)
+class LedgerUpdate:
+    """An outcome to record: the row, its new status and what the sender said."""
+
+    subscriber_id: int
+    status: str  # sent, deferred, bounced, failed
+    message_id: str
+    provider_id: str | None = None
+    reply: str = ""
+    next_attempt: datetime | None = None
+
+
+@dataclass(frozen=True)
+class QueuedMail:
+    """One transactional message waiting in the queue, as it was claimed."""
+
+    id: int
+    kind: str
+    list: str
+    subscriber_id: int
+    email: str
+    name: str | None
+    attempts: int
+
+
+__all__ = [
+    "Candidate",
+    "Category",
+    "ImportReport",
+    "Issue",
+    "Item",
+    "LedgerUpdate",
+    "OPEN_STATUSES",
+    "OutboxRow",
+    "QueuedMail",
+    "STATUSES",
+    "SUPPRESSED",
+    "Status",
+    "StoredItem",
+    "Subscriber",
+    "UNFINISHED_STATUSES",
+    "Validators",
+]
