@@ -159,6 +159,20 @@ ROWS = [
         lambda r: r["requests_per_s"] >= 500 and r["p99_ms"] <= 50,
     ),
     Row(
+        "soak: 20,000 through a hostile relay, sender killed 3 times",
+        "soak",
+        (),
+        ("--recipients", "2000"),
+        None,
+        lambda r: (
+            f"{r['ledger'].get('sent', 0):,} sent, {r['ledger'].get('bounced', 0)} bounced, "
+            f"{r['ledger'].get('uncertain', 0)} uncertain, {r['ledger'].get('failed', 0)} failed; "
+            f"{r['duplicates']} duplicates, {r['lost']} lost ({len(r['kills'])} kills, {r['runs']} runs, {r['seconds']} s)"
+        ),
+        "0 duplicates, 0 lost",
+        lambda r: r["duplicates"] == 0 and r["lost"] == 0 and r["sent_but_not_queued"] == 0,
+    ),
+    Row(
         "send --workers 4 (PostgreSQL)",
         "workers",
         (),

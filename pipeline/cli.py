@@ -583,8 +583,8 @@ def _send_list(
     for send in report.sends:
         for email in send.uncertain:
             err_console.print(
-                f"flygblad: uncertain: {email} (the run that sent it stopped before the answer; "
-                f"send --issue {send.number} --resend-uncertain sends it again)",
+                f"flygblad: uncertain: {email} (it may or may not have gone: the connection or the run ended "
+                f"before the answer; send --issue {send.number} --resend-uncertain sends it again)",
                 markup=False,
                 soft_wrap=True,
             )
