@@ -28,6 +28,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline import __version__, jobs
 from pipeline.collect import CollectReport
@@ -39,6 +40,7 @@ from pipeline.jobs import PublishReport
 from pipeline.render import RecipientValues, greeting
 from pipeline.render.mime import MessageTemplate, mailbox
 from pipeline.store import Store
+from pipeline.store.base import database_trouble
 from pipeline.subscribers import STATUSES, ImportReport, SubscriberError, batches, candidate, check_address, read_csv
 from pipeline.types import Issue
 
@@ -78,6 +80,8 @@ def _errors() -> Iterator[None]:
         _fail(f"config error: {err}", EXIT_USAGE)
     except FlygbladError as err:
         _fail(str(err), EXIT_FAILED)
+    except SQLAlchemyError as err:  # a read that found the database locked or gone: one line, no traceback
+        _fail(database_trouble(err).replace("could not be written", "could not be read"), EXIT_FAILED)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -728,6 +732,7 @@ def schedule_command(ctx: Context, count: int, run_name: str | None) -> None:
                 click.echo(f"{schedule.name}: {schedule.cron} ({what}, send_deadline {schedule.send_deadline})")
                 for when in next_runs(settings, schedule, count):
                     click.echo(f"  next {when.isoformat()}")
-                for firing in store.firings(schedule.name)[:3]:
+                for firing in jobs.recent_firings(store, schedule.name):
+                    assert isinstance(firing["due"], datetime)
                     due = firing["due"].astimezone(settings.site.tz).isoformat()
                     click.echo(f"  last {due} {firing['status']}: {firing['detail'] or ''}".rstrip())

@@ -373,6 +373,11 @@ def confirm(store: Store, subscriber_id: int, list_name: str) -> bool:
     return store.confirm_subscriber(subscriber_id, list_name)
 
 
+def unsubscribe(store: Store, subscriber_id: int, list_name: str) -> bool:
+    """The signed link's POST (or RFC 8058's one-click POST): the subscriber leaves; False when unknown."""
+    return store.unsubscribe(subscriber_id, list_name)
+
+
 def queue_confirmations(store: Store, mailing_list: ListSettings) -> int:
     """Queue a confirmation for each unconfirmed subscriber of the list who never had one (after an import)."""
     return store.queue_confirmations(mailing_list.name) if mailing_list.double_opt_in else 0
@@ -434,6 +439,12 @@ def fire_schedule(settings: Settings, name: str, *, due: datetime, now: datetime
         return result
 
 
+def recent_firings(store: Store, name: str, count: int = 3) -> list[dict[str, object]]:
+    """A schedule's last firings, newest first; one left ``running`` by a process that is gone says so."""
+    store.abandon_firings()
+    return store.firings(name)[:count]
+
+
 def _firing_result(sent: ListSendReport) -> FiringReport:
     if not sent.sends:
         note = sent.note
@@ -445,7 +456,7 @@ def _firing_result(sent: ListSendReport) -> FiringReport:
     summary = "; ".join(s.summary() for s in sent.sends)
     if last.paused:
         return FiringReport("paused", f"{summary}: {last.paused}", last.number)
-    if not last.finished:
+    if not last.finished and not last.with_others:
         return FiringReport("deferred", summary, last.number)
     return FiringReport("done", summary, last.number)
 
@@ -461,7 +472,9 @@ __all__ = [
     "confirm",
     "deliver_mail",
     "queue_confirmations",
+    "recent_firings",
     "subscribe",
+    "unsubscribe",
     "dry_run",
     "fire_schedule",
     "freeze_next",

@@ -143,12 +143,10 @@ def test_a_tel_or_javascript_link_never_blocks_the_list(example_settings) -> Non
     assert issue["status"] == "sent" and not any("javascript" in i for i in issue["items"])
 
 
-def send_then_signal(
-    settings: Settings, sink: Sink, *, after: int, signum: int
-) -> tuple[subprocess.Popen[str], str, str]:
-    """`flygblad send`, signalled once the sink has taken *after* messages; its output."""
-    sending = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "send"],
+def running(settings: Settings, sink: Sink, *args: str, after: int) -> subprocess.Popen[str]:
+    """`flygblad ARGS` in a subprocess, returned once the sink has taken *after* messages."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
         cwd=settings.base_dir,
         env=_env(),
         text=True,
@@ -156,8 +154,16 @@ def send_then_signal(
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
-    while len(sink.handler.accepted) < after and time.monotonic() < deadline:
-        time.sleep(0.005)
+    while len(sink.handler.accepted) < after and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return process
+
+
+def send_then_signal(
+    settings: Settings, sink: Sink, *, after: int, signum: int
+) -> tuple[subprocess.Popen[str], str, str]:
+    """`flygblad send`, signalled once the sink has taken *after* messages; its output."""
+    sending = running(settings, sink, "send", after=after)
     sending.send_signal(signum)
     out, err = sending.communicate(timeout=60)
     return sending, out, err
@@ -214,3 +220,82 @@ def test_kill_mid_send_then_build_makes_no_new_issue(example_settings) -> None:
         counts = sink.handler.count()
     uncertain = {e for e in emails if counts[e] == 1}
     assert len(uncertain) <= 2 and all(counts[e] in (1, 2) for e in emails), "issue 1 once (or uncertain), issue 2 once"
+
+
+def resumes_once_each(settings: Settings, sink: Sink, emails: list[str]) -> None:
+    """The next `send` finishes the issue: nobody twice, nobody missing but the (at most 2) uncertain."""
+    again = flygblad(settings, "send", timeout=300)
+    assert again.returncode == 0, again.stderr
+    counts = sink.handler.count()
+    uncertain = {line.split()[2] for line in again.stderr.splitlines() if line.startswith("flygblad: uncertain:")}
+    assert max(counts.values()) == 1, "nobody twice"
+    assert set(emails) - set(counts) <= uncertain and len(uncertain) <= 2
+
+
+def test_a_database_locked_mid_send_pauses_it_without_a_traceback(example_settings) -> None:
+    """Another program holds SQLite's write lock past the busy timeout: the send pauses, says why, and resumes."""
+    import sqlite3
+
+    with Sink() as sink:
+        settings = project(example_settings, port=sink.port)
+        emails = subscribe(settings, 2000)
+        sending = running(settings, sink, "send", after=200)
+        holder = sqlite3.connect(settings.storage_url.removeprefix("sqlite:///"), isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            out, err = sending.communicate(timeout=60)  # its busy timeout is 10 s
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert sending.returncode == 1, err
+        assert "Traceback" not in err
+        assert "paused: the database could not be written (OperationalError: database is locked)" in err
+        resumes_once_each(settings, sink, emails)
+
+
+def test_a_lost_postgresql_connection_pauses_the_send_without_a_traceback(example_settings) -> None:
+    """The server ends the sender's connections mid-send (as a restart would): pause, say why, resume."""
+    import secrets
+
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import postgres_schema
+
+    with postgres_schema() as url, Sink() as sink:
+        name = f"flygblad-{secrets.token_hex(4)}"
+        settings = project(example_settings, port=sink.port, storage=f"{url}&application_name={name}")
+        emails = subscribe(settings, 2000)
+        sending = running(settings, sink, "send", after=300)
+        admin = create_engine(url)
+        with admin.begin() as connection:
+            ended = connection.execute(
+                text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = :n"),
+                {"n": name},
+            ).scalar()
+        admin.dispose()
+        out, err = sending.communicate(timeout=60)
+        assert ended, "the sender's connections were found and ended"
+        assert sending.returncode == 1, out + err
+        assert "Traceback" not in err
+        assert "paused: the database could not be written" in err, err
+        resumes_once_each(settings, sink, emails)
+
+
+def test_a_firing_killed_mid_send_is_recorded_interrupted_and_the_next_resumes(example_settings) -> None:
+    from tests.test_jobs import with_schedule
+
+    with Sink() as sink:
+        settings = with_schedule(project(example_settings, port=sink.port))
+        emails = subscribe(settings, 2000)
+        firing = running(settings, sink, "schedule", "--run", "veckan", after=200)
+        firing.send_signal(signal.SIGKILL)
+        firing.wait(30)
+        listed = flygblad(settings, "schedule")
+        assert "interrupted: the process running it stopped before it ended" in listed.stdout, listed.stdout
+        again = flygblad(settings, "schedule", "--run", "veckan", timeout=300)
+        assert again.returncode == 0 and again.stdout.startswith("schedule: veckan fired: done"), again.stdout
+        counts = sink.handler.count()
+    assert max(counts.values()) == 1 and len(set(emails) - set(counts)) <= 2
+    with Store.open(settings.storage_url) as store:
+        assert [f["status"] for f in store.firings("veckan")] == ["done", "interrupted"]
+        assert [i.status for i in store.issues("nyhetsbrev")] == ["sent"]

@@ -108,13 +108,13 @@ def _workers(store: Store) -> list[str]:
 
 def test_send_workers_flag(postgres_project) -> None:
     settings, sink = postgres_project
-    emails = _subscribe(settings, 600)
+    emails = _subscribe(settings, 3000)  # enough that the spawned workers start before the first is done
     result = _flygblad("send", "--list", "nyhetsbrev", "--workers", "3", cwd=settings.base_dir)
     out, err = result.communicate(timeout=300)
     assert result.returncode == 0, err
     assert (
         out.strip().splitlines()[-1]
-        == "send: issue 1 of 'nyhetsbrev': 600 sent, 0 deferred, 0 bounced, 0 failed, 0 uncertain (done)"
+        == "send: issue 1 of 'nyhetsbrev': 3000 sent, 0 deferred, 0 bounced, 0 failed, 0 uncertain (done)"
     )
     assert sink.handler.count() == {e: 1 for e in emails}
     with Store.open(settings.storage_url) as store:

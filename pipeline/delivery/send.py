@@ -36,17 +36,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.addresses import ascii_domain
 from pipeline.config import ListSettings, Settings
 from pipeline.delivery import Message, Sender, SendResult
 from pipeline.delivery.signing import signer_for
-from pipeline.errors import DeliveryError, FlygbladError
+from pipeline.errors import DeliveryError, FlygbladError, StoreError
 from pipeline.issues import rendered_of
 from pipeline.render import RecipientValues
 from pipeline.render.mime import MessageTemplate, mailbox
 from pipeline.render.templates import strings
 from pipeline.store import Store, worker_name
+from pipeline.store.base import database_trouble
 from pipeline.tokens import Tokens, load_secret
 from pipeline.types import Issue, LedgerUpdate, OutboxRow
 
@@ -70,6 +72,18 @@ class SendReport:
     next_attempt: datetime | None = None  # when the earliest deferred recipient is due again
     interrupted: int | None = None  # the signal (SIGINT, SIGTERM) that stopped the send
 
+    @property
+    def with_others(self) -> bool:
+        """Nothing is left for this run: the rows still open are in flight with another sender."""
+        c = self.counts
+        return (
+            not self.finished
+            and not self.paused
+            and c.get("sending", 0) > 0
+            and not c.get("pending", 0)
+            and not c.get("deferred", 0)
+        )
+
     def summary(self) -> str:
         """``sent: issue 3 of 'nyhetsbrev': 1998 sent, 0 deferred, 1 bounced, 0 failed, 1 uncertain (done)``."""
         c = self.counts
@@ -77,6 +91,8 @@ class SendReport:
         pending = c.get("pending", 0) + c.get("sending", 0)
         if self.finished:
             state = "done"
+        elif self.with_others:
+            state = f"done here; {c.get('sending', 0)} in flight with another sender"
         elif self.paused or pending:
             state = f"stopped, {pending} not yet sent"
         else:
@@ -229,6 +245,12 @@ class _LoopState:
     held: list[LedgerUpdate] = field(default_factory=list)  # bounces not yet known to be the recipients'
     interrupted: int | None = None  # the signal that stopped the send
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def database_failed(self, words: str) -> None:
+        """The ledger could not be written: claim nothing more; the next run resumes."""
+        with self.lock:
+            self.paused = f"paused: {words}; run send again to resume"
+            self.stop = True
 
     def interrupt(self, signum: int) -> None:
         """Ctrl-C or SIGTERM: claim nothing more; what is in flight finishes and is recorded."""
@@ -417,8 +439,13 @@ def _send_issue(
     workers = max(1, getattr(sender, "concurrency", 1))
 
     def work(worker: str) -> None:
-        with store.worker_connection() as connection:
-            work_on(worker, connection)
+        try:
+            with store.worker_connection() as connection:
+                work_on(worker, connection)
+        except (StoreError, SQLAlchemyError) as err:
+            # Locked past its busy timeout, or the server went away: stop, and say so. Rows whose
+            # outcome could not be written stay claimed; the next run lists them as uncertain.
+            state.database_failed(str(err) if isinstance(err, StoreError) else database_trouble(err))
 
     def work_on(worker: str, connection: Connection) -> None:
         rows = store.claim(issue.id, sender.batch_size, now=clock(), worker=worker, connection=connection)
@@ -459,14 +486,18 @@ def _send_issue(
                 for future in [pool.submit(work, worker_name(n)) for n in range(workers)]:
                     future.result()
     leftover = state.leftover()
-    if state.paused:
-        store.release(issue.id, [o.subscriber_id for o in leftover], now=clock())
-    else:
-        store.record(issue.id, leftover, now=clock())
+    try:
+        if state.paused:
+            store.release(issue.id, [o.subscriber_id for o in leftover], now=clock())
+        else:
+            store.record(issue.id, leftover, now=clock())
+        if state.paused:
+            store.set_paused(issue.id, state.paused)
+    except StoreError as err:  # still locked or gone: what was not written is found by the next run
+        if state.paused is None:
+            state.database_failed(str(err))
     report.paused = state.paused
     report.interrupted = state.interrupted
-    if report.paused:
-        store.set_paused(issue.id, report.paused)
     return finish_report(store, issue, report)
 
 

@@ -11,7 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+
+from pipeline.errors import StoreError
 
 
 def worker_name(number: int = 0) -> str:
@@ -51,11 +53,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor.close()
 
 
+def database_trouble(err: BaseException) -> str:
+    """One line for a database that could not do its part (locked, gone), without the SQL."""
+    cause = getattr(err, "orig", None) or err
+    words = " ".join(str(cause).split())[:300]
+    return f"the database could not be written ({type(cause).__name__}: {words})"
+
+
 class StoreBase:
     """The engine, and the one write path every writer of every domain goes through."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
         # SQLite has one writer at a time and its busy handler sleeps in steps of milliseconds:
         # threads of this process take turns here instead. Re-entrant, so a writer holding the
         # turn (a list's turn) may call another writer.
@@ -63,9 +73,17 @@ class StoreBase:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Connection]:
-        """One write transaction, in this process's SQLite write turn: committed, or rolled back on error."""
-        with self._writing, self.engine.begin() as connection:
-            yield connection
+        """One write transaction, in this process's SQLite write turn: committed, or rolled back on error.
+
+        A database that is locked past its busy timeout, or a server that went
+        away, raises :class:`StoreError` saying so (IntegrityError passes: it is
+        a constraint speaking, which callers handle).
+        """
+        try:
+            with self._writing, self.engine.begin() as connection:
+                yield connection
+        except (OperationalError, InterfaceError) as err:
+            raise StoreError(database_trouble(err)) from err
 
     def _insert_once(self, table: Any, values: dict[str, Any]) -> bool:
         """Insert one row; False when a unique constraint says it is there already."""

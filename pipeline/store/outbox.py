@@ -20,7 +20,8 @@ from sqlalchemy import (
     update,
 )
 
-from pipeline.store.base import StoreBase, _now, worker_is_dead
+from pipeline.errors import StoreError
+from pipeline.store.base import StoreBase, _now, database_trouble, worker_is_dead
 from pipeline.store.schema import (
     UTCDateTime,
     issues,
@@ -347,11 +348,18 @@ class OutboxMixin(StoreBase):
             try:
                 yield cursor
                 driver.commit()
+            except self.engine.dialect.loaded_dbapi.Error as err:  # locked, or the server went away
+                with contextlib.suppress(Exception):
+                    driver.rollback()
+                if isinstance(err, self.engine.dialect.loaded_dbapi.OperationalError) and not self._sqlite:
+                    connection.invalidate()  # gone: the pool must not try to reset it (a logged traceback)
+                raise StoreError(database_trouble(err)) from err
             except BaseException:
                 driver.rollback()
                 raise
             finally:
-                cursor.close()
+                with contextlib.suppress(Exception):
+                    cursor.close()
 
     def worker_connection(self) -> contextlib.AbstractContextManager[Connection]:
         """A connection a send worker keeps for its whole run."""

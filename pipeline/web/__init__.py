@@ -178,7 +178,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
         ),
         "unsubscribe": (
             tokens.read_unsubscribe,
-            store.unsubscribe,
+            lambda subscriber_id, list_name: jobs.unsubscribe(store, subscriber_id, list_name),
             "unsubscribe_title",
             "unsubscribe_intro",
             "unsubscribe_button",
