@@ -43,5 +43,14 @@ class RenderError(FlygbladError):
     """An issue could not be rendered (template or MJML error)."""
 
 
+class TooBig(RenderError):
+    """The issue's HTML is over Gmail's clipping size: fewer items would fit."""
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(message)
+
+
 class DeliveryError(FlygbladError):
     """A message could not be handed to the sender."""

@@ -299,3 +299,28 @@ def test_a_firing_killed_mid_send_is_recorded_interrupted_and_the_next_resumes(e
     with Store.open(settings.storage_url) as store:
         assert [f["status"] for f in store.firings("veckan")] == ["done", "interrupted"]
         assert [i.status for i in store.issues("nyhetsbrev")] == ["sent"]
+
+
+def test_too_many_items_for_gmail_leave_some_out_instead_of_blocking_the_list(example_settings) -> None:
+    """80 new items would make an email Gmail clips: the issue takes what fits and says so."""
+    settings = example_settings
+    config = settings.path
+    config.write_text(
+        config.read_text(encoding="utf-8").replace("max_items = 20\nsubject", "max_items = 80\nsubject"),
+        encoding="utf-8",
+    )
+    feed = settings.base_dir / "examples" / "site" / "nyheter.xml"
+    entries = "".join(
+        f"<item><title>Nyhet nummer {n} om produktion och industri i Sverige</title>"
+        f"<link>https://www.produktionslyftet.example/nyheter/n{n}</link>"
+        f"<description>{'Företagen i programmet berättar om sitt arbete med ständiga förbättringar. ' * 4}"
+        f"</description></item>"
+        for n in range(80)
+    )
+    feed.write_text(feed.read_text(encoding="utf-8").replace("<item>", entries + "<item>", 1), encoding="utf-8")
+    assert flygblad(settings, "collect").returncode == 0
+    built = flygblad(settings, "build")
+    assert built.returncode == 0, built.stderr
+    assert "left out so that the email stays under Gmail's 102 KB clipping size" in built.stderr
+    [issue] = json.loads(flygblad(settings, "issues", "--json").stdout)
+    assert issue["html_bytes"] < 102 * 1024 and 10 < len(issue["items"]) < 88

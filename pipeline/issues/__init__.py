@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import builtins
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.config import ListSettings, Settings
+from pipeline.errors import TooBig
 from pipeline.render import Rendered, item_problem, order_items, render_issue
+from pipeline.render.checks import GMAIL_CLIP_BYTES
 from pipeline.store import Store
 from pipeline.types import Issue, StoredItem
 
@@ -109,7 +111,28 @@ def draft(
     left_out = left_out or []
     previous = store.issue(mailing_list.name)
     number = (previous.number if previous else 0) + 1
-    rendered = render_issue(settings, mailing_list, items, date=now or datetime.now(UTC), number=number)
+    date = now or datetime.now(UTC)
+    items = list(items)
+    trimmed = 0
+    while True:
+        try:
+            rendered = render_issue(settings, mailing_list, items, date=date, number=number)
+            break
+        except TooBig as too_big:
+            if len(items) <= 1:
+                raise
+            # Leave out the last (oldest) items until the email is under Gmail's clipping size.
+            keep = max(1, min(len(items) - 1, int(len(items) * too_big.limit / too_big.size * 0.97)))
+            trimmed += len(items) - keep
+            left_out = items[keep:] + left_out
+            items = items[:keep]
+    if trimmed:
+        note = (
+            f"{trimmed} items left out so that the email stays under Gmail's {GMAIL_CLIP_BYTES // 1024} KB "
+            "clipping size (lower the list's max_items to choose yourself)"
+        )
+        log.warning("list %s: %s", mailing_list.name, note)
+        rendered = replace(rendered, warnings=(*rendered.warnings, note))
     cutoff = max(s.first_seen for s in items + left_out)
     if previous is not None:
         cutoff = max(cutoff, previous.cutoff)  # an issue never moves "new" backwards

@@ -25,8 +25,8 @@ from babel.dates import format_date
 from bs4 import BeautifulSoup
 
 from pipeline.config import ListSettings, Settings
-from pipeline.errors import RenderError
-from pipeline.render.checks import content_problems
+from pipeline.errors import RenderError, TooBig
+from pipeline.render.checks import GMAIL_CLIP_BYTES, content_problems
 from pipeline.render.compiler import check_structure, compile_mjml
 from pipeline.render.templates import environment, render_template, strings
 from pipeline.text import clean_text, shorten
@@ -234,7 +234,11 @@ def render_issue(
     sample = Rendered(subject, preheader, html, text, nonce, language).fill(_sample_values(settings))[0]
     problems = content_problems(sample, base_url=settings.web_base_url, placeholder=token_pattern(nonce))
     if problems:
-        raise RenderError(f"list {mailing_list.name!r}: the email breaks content rules: " + "; ".join(problems))
+        message = f"list {mailing_list.name!r}: the email breaks content rules: " + "; ".join(problems)
+        size = len(sample.encode("utf-8"))
+        if size >= GMAIL_CLIP_BYTES:
+            raise TooBig(message, size=size, limit=GMAIL_CLIP_BYTES)
+        raise RenderError(message)
     return Rendered(subject, preheader, html, text, nonce, language, tuple(warnings))
 
 
