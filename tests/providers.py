@@ -39,6 +39,7 @@ class FakeProvider:
     received: dict[str, list[Received]] = field(default_factory=dict)
     faults: list[tuple[int, dict[str, str], str]] = field(default_factory=list)
     inactive: set[str] = field(default_factory=set)
+    refuse: set[str] = field(default_factory=set)  # addresses a 400 names (SendGrid)
     requests: int = 0
 
     slow: list[float] = field(default_factory=list)
@@ -150,6 +151,13 @@ class FakeProvider:
         if not body.get("from", {}).get("email") or not body.get("subject") or not body.get("content"):
             return Response(json.dumps({"errors": [{"message": "missing from, subject or content"}]}), 400)
         content = {c["type"]: c["value"] for c in body["content"]}
+        refused = [
+            {"message": "Does not contain a valid address.", "field": f"personalizations.{n}.to.0.email"}
+            for n, p in enumerate(personalizations)
+            if p["to"][0]["email"].lower() in self.refuse
+        ]
+        if refused:  # SendGrid validates the whole request first: nobody is sent anything
+            return Response(json.dumps({"errors": refused}), 400)
         seen = set()
         for p in personalizations:
             [to] = p["to"]

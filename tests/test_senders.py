@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections import Counter
@@ -209,3 +210,118 @@ def test_an_api_that_cannot_be_reached_defers(example_settings, monkeypatch) -> 
     report, rows = _send(settings)
     assert {r.status for r in rows.values()} == {"deferred"}, "nothing went: retried later"
     assert all("cannot reach postmark" in (r.last_reply or "") for r in rows.values())
+
+
+def test_one_transient_503_is_retried_without_pausing_the_send(example_settings, httpserver, monkeypatch) -> None:
+    """A refused request is one failure, not one per recipient in it; the retry goes as one request."""
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
+    provider = fake(httpserver, "sendgrid")
+    settings = _write_sender(example_settings, provider.sender_block(), max_consecutive_failures=2)
+    emails = _subscribe(settings, [f"L {n}" for n in range(30)])
+    provider.queue(503)
+    report, rows = _send(settings)
+    assert report.paused is None and report.finished and report.counts == {"sent": 30}
+    assert provider.requests == 2, "the batch, then the whole batch again"
+    assert all(len(provider.received[e]) == 1 for e in emails)
+
+
+def test_a_400_naming_one_address_fails_that_address_only(example_settings, httpserver, monkeypatch) -> None:
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
+    provider = fake(httpserver, "sendgrid")
+    settings = _write_sender(example_settings, provider.sender_block())
+    emails = _subscribe(settings, [f"L {n}" for n in range(5)])
+    provider.refuse.add(emails[2])
+    report, rows = _send(settings)
+    assert report.counts == {"sent": 4, "failed": 1} and report.finished
+    assert rows[emails[2]].status == "failed" and "Does not contain a valid address" in rows[emails[2]].last_reply
+    assert emails[2] not in provider.received and all(len(provider.received[e]) == 1 for e in emails if e != emails[2])
+
+
+def test_a_request_level_refusal_pauses_with_everyone_pending(example_settings, httpserver, monkeypatch) -> None:
+    """Postmark 422 for the request (a From it will not send as): pause, nobody failed for good."""
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
+    provider = fake(httpserver, "postmark")
+    settings = _write_sender(example_settings, provider.sender_block())
+    _subscribe(settings, ["A", "B", "C"])
+    provider.queue(422, body=json.dumps({"ErrorCode": 400, "Message": "The 'From' address is not a Sender Signature"}))
+    report, rows = _send(settings)
+    assert report.paused and "Sender Signature" in report.paused
+    assert {r.status for r in rows.values()} == {"pending"}
+    report, rows = _send(settings)  # the communicator fixed the signature
+    assert report.finished and report.counts == {"sent": 3}
+
+
+def test_a_mailgun_base_url_with_v3_still_posts_to_the_api(example_settings, httpserver, monkeypatch) -> None:
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
+    provider = fake(httpserver, "mailgun")
+    block = {**provider.sender_block(), "base_url": httpserver.url_for("/v3").rstrip("/")}
+    settings = _write_sender(example_settings, block)
+    emails = _subscribe(settings, ["A", "B"])
+    report, rows = _send(settings)
+    assert report.counts == {"sent": 2} and all(len(provider.received[e]) == 1 for e in emails)
+
+
+@pytest.mark.parametrize("kind", ["mailgun", "sendgrid"])
+def test_a_200_that_is_not_the_api_is_not_success(example_settings, httpserver, monkeypatch, kind: str) -> None:
+    """A wrong base_url whose server answers 200 to anything (Mailgun's root: "Mailgun Magnificent API")."""
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
+    httpserver.expect_request(re.compile(".*")).respond_with_data("Mailgun Magnificent API", 200)
+    block = {"kind": kind, "api_key_env": "FLYGBLAD_TEST_API_KEY", "base_url": httpserver.url_for("/").rstrip("/")}
+    if kind == "mailgun":
+        block["domain"] = "mg.example.org"
+    settings = _write_sender(example_settings, block)
+    _subscribe(settings, ["A", "B"])
+    report, rows = _send(settings)
+    assert report.paused and "check [sender] base_url" in report.paused
+    assert {r.status for r in rows.values()} == {"pending"}, "nobody recorded as sent"
+
+
+def test_postmark_batches_are_cut_by_size_and_not_ascii_escaped(example_settings, httpserver, monkeypatch) -> None:
+    import pipeline.delivery.postmark as postmark
+
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
+    sizes: list[int] = []
+    provider = fake(httpserver, "postmark")
+    handle = provider.handle
+
+    def measured(request):  # type: ignore[no-untyped-def]
+        sizes.append(len(request.get_data()))
+        assert b"\\u00e5" not in request.get_data(), "UTF-8 as it is, not \\u-escaped"
+        return handle(request)
+
+    httpserver.clear_all_handlers()
+    httpserver.expect_request(re.compile(".*")).respond_with_handler(measured)
+    limit = 200_000
+    monkeypatch.setattr(postmark, "MAX_REQUEST_BYTES", limit)
+    settings = _write_sender(example_settings, provider.sender_block())
+    emails = _subscribe(settings, [f"Läsare {n}" for n in range(12)])
+    report, rows = _send(settings)
+    assert report.counts == {"sent": 12}
+    assert len(sizes) > 1 and max(sizes) <= limit, sizes
+    assert all(len(provider.received[e]) == 1 for e in emails)
+
+
+@pytest.mark.parametrize("kind", API_SENDERS)
+def test_a_confirmation_goes_through_every_api_sender(example_settings, httpserver, monkeypatch, kind: str) -> None:
+    """Sign-up with SendGrid or Mailgun sent nothing before: the confirmation had no issue template."""
+    from pipeline.jobs import deliver_mail, subscribe
+    from pipeline.subscribers import candidate as checked
+
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
+    provider = fake(httpserver, kind)
+    settings = _write_sender(example_settings, provider.sender_block())
+    with Store.open(settings.storage_url) as store:
+        signed = subscribe(settings, store, settings.lists[0], checked("ny.lasare@example.org", "Ny Läsare"))
+        assert signed.confirmation_queued
+        report = deliver_mail(settings, store)
+    assert report.counts == {"sent": 1}, report
+    [got] = provider.received["ny.lasare@example.org"]
+    assert got.subject == "Bekräfta din prenumeration på Produktionslyftets nyhetsbrev"
+    assert "/confirm/" in got.text and "List-Unsubscribe" not in got.headers

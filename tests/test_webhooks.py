@@ -46,7 +46,9 @@ def hooks(example_settings, monkeypatch):
     settings = load_settings(settings.path)
     with Store.open(settings.storage_url) as store:
         store.upsert_subscribers(
-            "nyhetsbrev", [candidate(f"{n}@example.org") for n in ("a", "b", "c", "d", "e", "f")], report=ImportReport()
+            "nyhetsbrev",
+            [candidate(f"{n}@example.org") for n in ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j")],
+            report=ImportReport(),
         )
     with Server(settings, port) as server:
         yield settings, server
@@ -139,3 +141,77 @@ def test_mailgun(hooks) -> None:
         requests.post(url, json=_mailgun_body({"event": "complained", "recipient": "f@example.org"})).status_code == 200
     )
     assert _status(settings, "f@example.org") == "complained"
+
+
+def test_postmark_events_as_postmark_means_them(hooks) -> None:
+    """Blocked is the ISP refusing us (suppress only when Postmark made the address inactive); an opt-out on
+    Postmark's own broadcast unsubscribe is an unsubscribe."""
+    settings, server = hooks
+    url = f"{server.url}/webhooks/postmark"
+    auth = ("postmark", "pm-password")
+    blocked = {
+        "RecordType": "Bounce",
+        "Type": "Blocked",
+        "TypeCode": 100001,
+        "Inactive": False,
+        "CanActivate": True,
+        "Email": "g@example.org",
+        "MessageStream": "broadcast",
+    }
+    assert requests.post(url, json=blocked, auth=auth).status_code == 200
+    assert _status(settings, "g@example.org") == "active", "an ISP block on the sender is not the address"
+    assert requests.post(url, json={**blocked, "Inactive": True}, auth=auth).status_code == 200
+    assert _status(settings, "g@example.org") == "bounced", "Postmark deactivated it: it will not send there"
+    change = {
+        "RecordType": "SubscriptionChange",
+        "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
+        "Recipient": "h@example.org",
+        "Origin": "Recipient",
+        "SuppressSending": True,
+        "SuppressionReason": "ManualSuppression",
+        "MessageStream": "broadcast",
+        "Metadata": {"flygblad-message-id": "nyhetsbrev.3.8.abcdef12"},
+    }
+    assert requests.post(url, json=change, auth=auth).status_code == 200
+    assert _status(settings, "h@example.org") == "unsubscribed"
+    assert requests.post(url, json={**change, "SuppressSending": False}, auth=auth).status_code == 200
+    assert _status(settings, "h@example.org") == "unsubscribed", "a reactivation is not a consent"
+
+
+def test_sendgrid_events_as_sendgrid_means_them(hooks) -> None:
+    settings, server = hooks
+    url = f"{server.url}/webhooks/sendgrid"
+    events = [
+        {"email": "c@example.org", "event": "dropped", "reason": "Spam Content (if spam checker app enabled)"},
+        {"email": "d@example.org", "event": "dropped", "reason": "Recipient List over Package Quota"},
+        {"email": "e@example.org", "event": "dropped", "reason": "Bounced Address"},
+        {"email": "f@example.org", "event": "bounce", "type": "blocked", "reason": "550 5.7.1 blocked"},
+        {"email": "g@example.org", "event": "unsubscribe", "flygblad_message_id": "nyhetsbrev.2.7.abcdef12"},
+        {"email": "h@example.org", "event": "group_unsubscribe", "asm_group_id": 42},
+        {"email": "i@example.org", "event": "deferred", "attempt": "3"},
+    ]
+    assert _sendgrid_post(url, events).status_code == 200
+    statuses = [_status(settings, f"{n}@example.org") for n in "cdefghi"]
+    assert statuses == ["active", "active", "bounced", "active", "unsubscribed", "unsubscribed", "active"]
+
+
+def test_mailgun_events_as_mailgun_means_them(hooks) -> None:
+    settings, server = hooks
+    url = f"{server.url}/webhooks/mailgun"
+    unsubscribed = {
+        "event": "unsubscribed",
+        "recipient": "g@example.org",
+        "user-variables": {"flygblad-message-id": "nyhetsbrev.4.9.abcdef12"},
+    }
+    assert requests.post(url, json=_mailgun_body(unsubscribed)).status_code == 200
+    assert _status(settings, "g@example.org") == "unsubscribed"
+    failed = {"event": "failed", "severity": "permanent", "recipient": "h@example.org"}
+    two_hours = int(time.time()) - 2 * 3600
+    assert requests.post(url, json=_mailgun_body(failed, timestamp=two_hours)).status_code == 200, (
+        "Mailgun retries a failed webhook for hours with the first signature"
+    )
+    assert _status(settings, "h@example.org") == "bounced"
+    nine_hours = int(time.time()) - 9 * 3600
+    stale = {"event": "complained", "recipient": "i@example.org"}
+    assert requests.post(url, json=_mailgun_body(stale, timestamp=nine_hours)).status_code == 403
+    assert _status(settings, "i@example.org") == "active"

@@ -138,7 +138,10 @@ class ApiSender(Sender):
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
         if self.session is None:
             raise DeliveryError(f"the {self.name} sender was not opened")
-        payload = self.build_payload(messages)
+        return self.deliver(messages, self.build_payload(messages))
+
+    def deliver(self, messages: Sequence[Message], payload: Any) -> list[SendResult]:
+        """Post one request for *messages* and map its outcome to one result per message."""
         try:
             response = self.post(payload)
         except (requests.Timeout, requests.ConnectionError) as err:
@@ -151,11 +154,38 @@ class ApiSender(Sender):
         status = response.status_code
         if 200 <= status < 300:
             return self.parse_result(messages, response)
-        words = f"{self.name} answered {status}: {response.text[:300].strip()}"
+        words = f"{self.name} answered {status}: {' '.join(response.text[:300].split())}"
         if status in (429, 503) or status >= 500:
             wait = retry_after(response)
             return [SendResult(m, "deferred", reply=words, retry_after=wait) for m in messages]
         if status in (401, 403):
-            self.fatal = f"{self.name} refused the API key ({status})"
+            self.pause(f"{self.name} refused the API key ({status})")
             return [SendResult(m, "deferred", reply=words) for m in messages]
-        return [SendResult(m, "failed", reply=words) for m in messages]
+        named = self.refused_recipients(messages, response)
+        if named:
+            # The provider names the addresses it will not take: they fail alone, the rest go again.
+            rest = [m for m in messages if m.message_id not in named]
+            results = {
+                m.message_id: SendResult(m, "failed", reply=named[m.message_id])
+                for m in messages
+                if m.message_id in named
+            }
+            for result in self.send(rest) if rest else []:
+                results[result.message.message_id] = result
+            return [results[m.message_id] for m in messages]
+        # A refusal of the request itself (the sender address, the domain, the message, its size) is the
+        # same for everyone: pause with the provider's words, everyone stays pending.
+        self.pause(f"{self.name} refused the request: {words}")
+        return [SendResult(m, "deferred", reply=words) for m in messages]
+
+    def refused_recipients(self, messages: Sequence[Message], response: requests.Response) -> dict[str, str]:
+        """Message ids of the recipients a 4xx names as the cause, with the provider's words (none: the request)."""
+        return {}
+
+    def not_the_api(self, response: requests.Response, expected: str) -> list[SendResult] | None:
+        """A 2xx that is not the provider's documented answer (a wrong ``base_url``): pause, nobody marked sent."""
+        self.pause(
+            f"{self.name} at {self.base_url} answered {response.status_code} without {expected} "
+            f"({' '.join(response.text[:120].split())!r}): check [sender] base_url"
+        )
+        return None

@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 
+from pipeline.config import SenderSettings, Settings
 from pipeline.delivery import Message, SendResult
 from pipeline.delivery.api import ApiSender, retoken
 
@@ -26,6 +27,12 @@ class MailgunSender(ApiSender):
 
     name = "mailgun"
     default_base_url = "https://api.mailgun.net"
+
+    def __init__(self, settings: SenderSettings, app: Settings) -> None:
+        super().__init__(settings, app)
+        # The paths below start with /v3/: a base_url given as ".../v3" would post to /v3/v3/….
+        self.base_url = self.base_url.removesuffix("/v3")
+
     max_batch = 1000
 
     def build_payload(self, messages: Sequence[Message]) -> list[tuple[str, str]]:
@@ -47,8 +54,11 @@ class MailgunSender(ApiSender):
             values["message_id"] = m.message_id
             variables[m.recipient] = values
         form.append(("recipient-variables", json.dumps(variables, ensure_ascii=False)))
-        form.append(("h:List-Unsubscribe", "%recipient.list_unsubscribe%"))
-        form.append(("h:List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+        # Echoed back in every event's "user-variables": the webhook knows which list it was.
+        form.append(("v:flygblad-message-id", "%recipient.message_id%"))
+        if any(name == "List-Unsubscribe" for name, _ in first.headers):  # an issue; a confirmation has none
+            form.append(("h:List-Unsubscribe", "%recipient.list_unsubscribe%"))
+            form.append(("h:List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
         for name, value in first.list_headers:
             form.append((f"h:{name}", value))
         if first.reply_to:
@@ -62,7 +72,11 @@ class MailgunSender(ApiSender):
         try:
             answer = response.json()
         except ValueError:
-            answer = {}
-        provider_id = answer.get("id")
-        words = f"mailgun: {answer.get('message', response.text[:200])}"
-        return [SendResult(m, "sent", provider_id=provider_id, reply=words) for m in messages]
+            answer = None
+        if not isinstance(answer, dict) or not answer.get("id"):
+            # Mailgun's documented answer is {"id": "<…>", "message": "Queued. Thank you."}; the root of the
+            # API answers 200 "Mailgun Magnificent API" to anything, so a 200 alone proves nothing.
+            self.not_the_api(response, 'a message "id"')
+            return [SendResult(m, "deferred", reply="not Mailgun's answer") for m in messages]
+        words = f"mailgun: {answer.get('message', '')}"
+        return [SendResult(m, "sent", provider_id=answer["id"], reply=words) for m in messages]

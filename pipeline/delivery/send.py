@@ -178,12 +178,14 @@ class Outbox:
         )
 
 
-def _backoff(settings: Settings, attempts: int, retry_after: float | None) -> timedelta:
-    base = settings.sender.retry_base_seconds * (2 ** max(0, attempts - 1)) * random.uniform(0.8, 1.2)
+def _backoff(settings: Settings, attempts: int, retry_after: float | None, jitter: float = 1.0) -> timedelta:
+    base = settings.sender.retry_base_seconds * (2 ** max(0, attempts - 1)) * jitter
     return timedelta(seconds=max(base, retry_after or 0))
 
 
-def _outcome(settings: Settings, row: OutboxRow, result: SendResult, now: datetime, paused: bool) -> LedgerUpdate:
+def _outcome(
+    settings: Settings, row: OutboxRow, result: SendResult, now: datetime, paused: bool, jitter: float = 1.0
+) -> LedgerUpdate:
     status = result.status
     reply = result.reply
     next_attempt = None
@@ -191,7 +193,7 @@ def _outcome(settings: Settings, row: OutboxRow, result: SendResult, now: dateti
         if row.attempts > settings.sender.max_retries and not paused:
             status, reply = "failed", f"gave up after {row.attempts} attempts: {reply}"
         else:
-            next_attempt = now + _backoff(settings, row.attempts, result.retry_after)
+            next_attempt = now + _backoff(settings, row.attempts, result.retry_after, jitter)
     elif status == "rejected":
         status = "failed"
     return LedgerUpdate(row.subscriber_id, status, result.message.message_id, result.provider_id, reply, next_attempt)
@@ -283,7 +285,11 @@ class _LoopState:
                     record += self.held  # the relay takes mail: those refusals were about the recipients
                     self.held = []
                 record.append(o)
-                self.failures_in_row = 0 if o.status == "sent" else self.failures_in_row + 1
+            # Failures in a row are counted by batch: one refused request of 500 is one failure, not 500.
+            if any(o.status == "sent" for o in record):
+                self.failures_in_row = 0
+            elif any(o.status in ("deferred", "failed", "uncertain") for o in record):
+                self.failures_in_row += 1
             if len(self.held) >= RELAY_VERDICT and not self.stop:
                 last = self.held[-1].reply
                 self.paused = (
@@ -302,7 +308,8 @@ class _LoopState:
                 self.paused, self.stop = f"paused: {sender.fatal}; run send again to resume", True
             elif self.failures_in_row >= settings.sender.max_consecutive_failures and not self.stop:
                 self.paused = (
-                    f"paused after {self.failures_in_row} failures in a row (last: {record[-1].reply}); "
+                    f"paused after {self.failures_in_row} failures in a row "
+                    f"(last: {record[-1].reply if record else 'no answer'}); "
                     "run send again to resume"
                 )
                 self.stop = True
@@ -462,8 +469,12 @@ def _send_issue(
             results = _hand_over(sender, messages) if messages else []
             by_key = {r.subscriber_id: r for r in rows}
             now = clock()
+            # One jitter for the batch: a batch deferred together is due together, and is retried as one
+            # request instead of trickling back one row at a time.
+            jitter = random.uniform(0.8, 1.2)
+            paused = sender.fatal is not None
             outcomes = unbuildable + [
-                _outcome(settings, by_key[res.message.key[1]], res, now, sender.fatal is not None) for res in results
+                _outcome(settings, by_key[res.message.key[1]], res, now, paused, jitter) for res in results
             ]
             record, release, stopping = state.judge(outcomes, settings, sender, total, progress)
             if release:

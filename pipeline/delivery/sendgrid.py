@@ -11,6 +11,7 @@ an accepted request is ``sent``; bounces arrive later by webhook.
 from __future__ import annotations
 
 import html as html_lib
+import re
 from collections.abc import Sequence
 from email.utils import parseaddr
 from typing import Any
@@ -62,10 +63,28 @@ class SendGridSender(ApiSender):
             payload["reply_to"] = _address(first.reply_to)
         return payload
 
+    def refused_recipients(self, messages: Sequence[Message], response: requests.Response) -> dict[str, str]:
+        """SendGrid's 400 names fields: ``personalizations.3.to.0.email`` is the fourth recipient."""
+        try:
+            errors = response.json().get("errors", [])
+        except (ValueError, AttributeError):
+            return {}
+        named: dict[str, str] = {}
+        for error in errors if isinstance(errors, list) else []:
+            field = str(error.get("field") or "") if isinstance(error, dict) else ""
+            match = re.fullmatch(r"personalizations\.(\d+)\.to\.\d+\.email", field)
+            if not match or int(match.group(1)) >= len(messages):
+                return {}  # one error about the request itself: it is not about recipients
+            named[messages[int(match.group(1))].message_id] = f"sendgrid 400: {error.get('message', '')}"
+        return named
+
     def post(self, payload: Any) -> requests.Response:
         return self.request("/v3/mail/send", json=payload, headers={"Authorization": f"Bearer {self.api_key}"})
 
     def parse_result(self, messages: Sequence[Message], response: requests.Response) -> list[SendResult]:
+        if response.status_code != 202:  # SendGrid's one documented success
+            self.not_the_api(response, "202 Accepted")
+            return [SendResult(m, "deferred", reply="not SendGrid's answer") for m in messages]
         provider_id = response.headers.get("X-Message-Id")
         return [
             SendResult(m, "sent", provider_id=provider_id, reply=f"sendgrid {response.status_code} accepted")

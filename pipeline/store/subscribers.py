@@ -187,7 +187,8 @@ class SubscribersMixin(StoreBase):
 
         A bounce does not overwrite a complaint; returns how many rows changed.
         """
-        keep = ("complained",) if status == "bounced" else ()
+        # A stronger word is never overwritten by a weaker one: complained > bounced > unsubscribed.
+        keep = {"bounced": ("complained",), "unsubscribed": ("complained", "bounced")}.get(status, ())
         query = update(subscribers).where(subscribers.c.email_key == email.lower(), subscribers.c.status != status)
         if keep:
             query = query.where(subscribers.c.status.not_in(keep))

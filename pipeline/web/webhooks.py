@@ -2,16 +2,25 @@
 
 * Postmark: HTTP basic auth that you put in the webhook URL (``[web]
   postmark_webhook_user`` and the password from ``postmark_webhook_password_env``);
-  ``RecordType`` "Bounce" with a hard-bounce type, or "SpamComplaint".
+  a "Bounce" suppresses when Postmark made the address inactive (``Inactive``)
+  or its type is a hard one; "Blocked" (an ISP blocking the sender) and soft
+  types do not; "SpamComplaint" is a complaint; "SubscriptionChange" with
+  ``SuppressSending`` is an unsubscribe (or a bounce/complaint, by its reason).
 * SendGrid: the Signed Event Webhook: an ECDSA (P-256, SHA-256) signature over
   the timestamp header followed by the raw body, checked against the public
-  key from ``sendgrid_webhook_key_env``; events "bounce"/"dropped" and "spamreport".
+  key from ``sendgrid_webhook_key_env``; "bounce" (not type "blocked"),
+  "dropped" only for the reasons that are about the address, "spamreport",
+  "unsubscribe" and "group_unsubscribe".
 * Mailgun: HMAC-SHA256 of timestamp + token under the webhook signing key from
-  ``mailgun_webhook_signing_key_env``; "failed" with severity "permanent", and
-  "complained".
+  ``mailgun_webhook_signing_key_env``; "failed" with severity "permanent" (a
+  temporary one is Mailgun still trying), "complained", "unsubscribed".
 
-A request that cannot be verified changes nothing. Signed timestamps older than
-five minutes are refused (replay).
+Each event names the list through our Message-ID, echoed back (Postmark
+metadata, SendGrid custom args, Mailgun ``v:`` variables): a suppression then
+applies to that list only. A request that cannot be verified changes nothing.
+Signed timestamps older than the provider's own retry window are refused
+(replay): five minutes for SendGrid, eight hours for Mailgun, which retries a
+failed webhook with the original signature for that long.
 """
 
 from __future__ import annotations
@@ -34,7 +43,18 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from pipeline.config import Settings
 
 MAX_AGE_SECONDS = 300
-HARD_BOUNCE_TYPES = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated", "SpamNotification", "Blocked"}
+#: Mailgun retries a webhook that failed for up to 8 hours, signed as the first time.
+MAILGUN_MAX_AGE_SECONDS = 8 * 3600
+#: Postmark bounce types that are about the address itself (anymail's mapping).
+HARD_BOUNCE_TYPES = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated"}
+#: SendGrid "dropped" reasons that are about the address (others: our content, our quota).
+SENDGRID_DROPPED = {
+    "Bounced Address": "bounced",
+    "Invalid": "bounced",
+    "Invalid SMTPAPI header": None,
+    "Spam Reporting Address": "complained",
+    "Unsubscribed Address": "unsubscribed",
+}
 
 
 @dataclass(frozen=True)
@@ -42,7 +62,7 @@ class Event:
     """What a provider told us about one address."""
 
     email: str
-    status: str  # bounced or complained
+    status: str  # bounced, complained or unsubscribed
     message_id: str | None = None  # ours, when the provider echoes it back
 
 
@@ -64,12 +84,12 @@ def enabled(settings: Settings, provider: str) -> bool:
     }.get(provider, False)
 
 
-def _fresh(timestamp: str | int | None) -> None:
+def _fresh(timestamp: str | int | None, max_age: float = MAX_AGE_SECONDS) -> None:
     try:
         age = abs(time.time() - float(timestamp or 0))
     except ValueError:
         raise Unverified("bad timestamp") from None
-    if age > MAX_AGE_SECONDS:
+    if age > max_age:
         raise Unverified("timestamp too old")
 
 
@@ -85,10 +105,16 @@ def postmark(settings: Settings, headers: Mapping[str, str], body: bytes) -> lis
     email = data.get("Email") or ""
     metadata = data.get("Metadata") or {}
     message_id = metadata.get("flygblad-message-id")
-    if data.get("RecordType") == "Bounce" and data.get("Type") in HARD_BOUNCE_TYPES:
+    kind = data.get("RecordType")
+    if kind == "Bounce" and (data.get("Inactive") is True or data.get("Type") in HARD_BOUNCE_TYPES):
         return [Event(email, "bounced", message_id)]
-    if data.get("RecordType") == "SpamComplaint":
+    if kind == "SpamComplaint":
         return [Event(email, "complained", message_id)]
+    if kind == "SubscriptionChange" and data.get("SuppressSending") is True:
+        email = data.get("Recipient") or email
+        reason = data.get("SuppressionReason")
+        status = {"HardBounce": "bounced", "SpamComplaint": "complained"}.get(str(reason), "unsubscribed")
+        return [Event(email, status, message_id)]
     return []
 
 
@@ -107,8 +133,15 @@ def sendgrid(settings: Settings, headers: Mapping[str, str], body: bytes) -> lis
     events = []
     for event in json.loads(body):
         kind = event.get("event")
-        status = "bounced" if kind in ("bounce", "dropped") and event.get("type") != "blocked" else None
-        status = "complained" if kind == "spamreport" else status
+        status: str | None = None
+        if kind == "bounce":
+            status = None if event.get("type") == "blocked" else "bounced"
+        elif kind == "dropped":
+            status = SENDGRID_DROPPED.get(str(event.get("reason", "")))
+        elif kind == "spamreport":
+            status = "complained"
+        elif kind in ("unsubscribe", "group_unsubscribe"):
+            status = "unsubscribed"
         if status and event.get("email"):
             events.append(Event(event["email"], status, event.get("flygblad_message_id")))
     return events
@@ -123,13 +156,17 @@ def mailgun(settings: Settings, headers: Mapping[str, str], body: bytes) -> list
     expected = hmac.new(key, (timestamp + token).encode(), hashlib.sha256).hexdigest()
     if not key or not hmac.compare_digest(expected, str(signed.get("signature", ""))):
         raise Unverified("signature")
-    _fresh(timestamp)
+    _fresh(timestamp, MAILGUN_MAX_AGE_SECONDS)
     event = data.get("event-data") or {}
     email = event.get("recipient") or ""
-    if event.get("event") == "failed" and event.get("severity") == "permanent":
-        return [Event(email, "bounced")]
-    if event.get("event") == "complained":
-        return [Event(email, "complained")]
+    message_id = (event.get("user-variables") or {}).get("flygblad-message-id")
+    kind = event.get("event")
+    if kind == "failed" and event.get("severity") == "permanent":
+        return [Event(email, "bounced", message_id)]
+    if kind == "complained":
+        return [Event(email, "complained", message_id)]
+    if kind == "unsubscribed":
+        return [Event(email, "unsubscribed", message_id)]
     return []
 
 
