@@ -325,3 +325,22 @@ def test_a_confirmation_goes_through_every_api_sender(example_settings, httpserv
     [got] = provider.received["ny.lasare@example.org"]
     assert got.subject == "Bekräfta din prenumeration på Produktionslyftets nyhetsbrev"
     assert "/confirm/" in got.text and "List-Unsubscribe" not in got.headers
+
+
+@pytest.mark.parametrize("kind", API_SENDERS)
+def test_international_addresses_at_the_apis(example_settings, httpserver, monkeypatch, kind: str) -> None:
+    """A domain goes IDNA-encoded; a local part that is not ASCII fails alone, with the reason."""
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
+    provider = fake(httpserver, kind)
+    settings = _write_sender(example_settings, provider.sender_block())
+    with Store.open(settings.storage_url) as store:
+        store.upsert_subscribers(
+            "nyhetsbrev",
+            [candidate("ivan@exämple.org"), candidate("ivån@example.org"), candidate("anna@example.org")],
+            report=ImportReport(),
+        )
+    report, rows = _send(settings)
+    assert report.counts == {"sent": 2, "failed": 1}
+    assert "SMTPUTF8" in rows["ivån@example.org"].last_reply
+    assert set(provider.received) == {"ivan@xn--exmple-cua.org", "anna@example.org"}

@@ -46,6 +46,12 @@ def retoken(content: str, nonce: str, fields: Sequence[str], replacement: str) -
     return pattern.sub(lambda m: replacement.format(field=m.group(1)), content)
 
 
+def in_order(messages: Sequence[Message], results: list[SendResult]) -> list[SendResult]:
+    """*results* in the order of *messages* (the protocol's promise), whatever order the parts came back in."""
+    by_id = {r.message.message_id: r for r in results}
+    return [by_id[m.message_id] for m in messages]
+
+
 def _never_sent(err: requests.RequestException) -> bool:
     """True when the request cannot have reached the provider (no connection was made)."""
     if isinstance(err, requests.ConnectTimeout):
@@ -138,7 +144,20 @@ class ApiSender(Sender):
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
         if self.session is None:
             raise DeliveryError(f"the {self.name} sender was not opened")
-        return self.deliver(messages, self.build_payload(messages))
+        refused, sendable = self.unsendable(messages)
+        results = refused + (self.deliver(sendable, self.build_payload(sendable)) if sendable else [])
+        return in_order(messages, results)
+
+    def unsendable(self, messages: Sequence[Message]) -> tuple[list[SendResult], list[Message]]:
+        """Recipients no HTTP API can take (a local part that is not ASCII needs SMTPUTF8), and the rest."""
+        refused, rest = [], []
+        for m in messages:
+            if m.recipient.isascii():
+                rest.append(m)
+            else:
+                words = f"{m.recipient} can only be delivered over SMTPUTF8, which the {self.name} API does not offer"
+                refused.append(SendResult(m, "failed", reply=words))
+        return refused, rest
 
     def deliver(self, messages: Sequence[Message], payload: Any) -> list[SendResult]:
         """Post one request for *messages* and map its outcome to one result per message."""

@@ -15,7 +15,7 @@ from typing import Any
 import requests
 
 from pipeline.delivery import Message, SendResult
-from pipeline.delivery.api import ApiSender
+from pipeline.delivery.api import ApiSender, in_order
 
 INACTIVE_RECIPIENT = 406
 #: Postmark refuses a batch request over 50 MB; stay well under it, measured on the JSON we send.
@@ -68,6 +68,10 @@ class PostmarkSender(ApiSender):
 
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
         """Post the batch in as many requests as Postmark's size limit needs (by the real encoded JSON)."""
+        original = messages
+        refused, messages = self.unsendable(messages)
+        if not messages:
+            return refused
         entries = self.build_payload(messages)
         results: list[SendResult] = []
         start, size = 0, 2
@@ -79,7 +83,7 @@ class PostmarkSender(ApiSender):
             size += length
         if start < len(entries):
             results += self.deliver(messages[start:], entries[start:])
-        return results
+        return in_order(original, refused + results)
 
     def parse_result(self, messages: Sequence[Message], response: requests.Response) -> list[SendResult]:
         try:
