@@ -344,3 +344,52 @@ def test_international_addresses_at_the_apis(example_settings, httpserver, monke
     assert report.counts == {"sent": 2, "failed": 1}
     assert "SMTPUTF8" in rows["ivån@example.org"].last_reply
     assert set(provider.received) == {"ivan@xn--exmple-cua.org", "anna@example.org"}
+
+
+def test_a_big_swedish_issue_to_500_stays_under_postmarks_request_limit(
+    example_settings, httpserver, monkeypatch
+) -> None:
+    """500 messages of 100 KB of å, ä and ö: no request over Postmark's 50 MB, everyone once."""
+    from datetime import UTC, datetime
+
+    from pipeline.delivery import sender_for
+    from pipeline.delivery.send import Outbox
+    from pipeline.types import Issue
+
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
+    sizes: list[int] = []
+    provider = fake(httpserver, "postmark")
+    handle = provider.handle
+
+    def measured(request):  # type: ignore[no-untyped-def]
+        sizes.append(len(request.get_data()))
+        return handle(request)
+
+    httpserver.clear_all_handlers()
+    httpserver.expect_request(re.compile(".*")).respond_with_handler(measured)
+    settings = _write_sender(example_settings, provider.sender_block())
+    html = "<html><body>" + "<p>Välkommen till årets största mässa för företag i Småland och Göteborg.</p>" * 1400
+    issue = Issue(
+        1,
+        "nyhetsbrev",
+        1,
+        "Stort",
+        "",
+        html + "</body></html>",
+        "text",
+        "0" * 16,
+        "sv",
+        datetime.now(UTC),
+        datetime.now(UTC),
+        "sending",
+        (),
+    )
+    assert len(issue.html.encode("utf-8")) > 100_000
+    outbox = Outbox(settings, settings.lists[0], issue, date=datetime.now(UTC))
+    messages = [outbox.message(n, f"r{n}@example.org", f"Läsare {n}") for n in range(500)]
+    with sender_for(settings) as sender:
+        results = sender.send(messages)
+    assert [r.status for r in results] == ["sent"] * 500
+    assert len(sizes) >= 2 and max(sizes) < 50 * 1024 * 1024, sizes
+    assert all(len(provider.received[f"r{n}@example.org"]) == 1 for n in range(500))

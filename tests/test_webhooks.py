@@ -215,3 +215,32 @@ def test_mailgun_events_as_mailgun_means_them(hooks) -> None:
     stale = {"event": "complained", "recipient": "i@example.org"}
     assert requests.post(url, json=_mailgun_body(stale, timestamp=nine_hours)).status_code == 403
     assert _status(settings, "i@example.org") == "active"
+
+
+def test_an_event_suppresses_on_its_own_list_only(hooks) -> None:
+    """The same address on two lists: a bounce of the newsletter's message leaves the other list alone."""
+    from pipeline.config import load_settings
+
+    settings, server = hooks
+    text = settings.path.read_text(encoding="utf-8")
+    text += (
+        '\n[[lists]]\nname = "english"\ntitle = "In English"\n'
+        'from = "Produktionslyftet <news@produktionslyftet.example>"\nlanguage = "en"\n'
+    )
+    settings.path.write_text(text, encoding="utf-8")
+    both = load_settings(settings.path)
+    with Store.open(both.storage_url) as store:
+        store.upsert_subscribers("english", [candidate("j@example.org")], report=ImportReport())
+    port = free_port()
+    from tests.test_web import Server as Web
+
+    with Web(both, port) as other:
+        unsubscribed = {
+            "event": "unsubscribed",
+            "recipient": "j@example.org",
+            "user-variables": {"flygblad-message-id": "nyhetsbrev.4.10.abcdef12@produktionslyftet.example"},
+        }
+        assert requests.post(f"{other.url}/webhooks/mailgun", json=_mailgun_body(unsubscribed)).status_code == 200
+    with Store.open(both.storage_url) as store:
+        assert store.subscriber("nyhetsbrev", "j@example.org").status == "unsubscribed"
+        assert store.subscriber("english", "j@example.org").status == "active"
