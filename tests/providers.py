@@ -39,7 +39,7 @@ class FakeProvider:
     received: dict[str, list[Received]] = field(default_factory=dict)
     faults: list[tuple[int, dict[str, str], str]] = field(default_factory=list)
     inactive: set[str] = field(default_factory=set)
-    refuse: set[str] = field(default_factory=set)  # addresses a 400 names (SendGrid)
+    refuse: set[str] = field(default_factory=set)  # addresses a 400 refuses (SendGrid names them, Mailgun not)
     requests: int = 0
 
     slow: list[float] = field(default_factory=list)
@@ -195,6 +195,11 @@ class FakeProvider:
         if not 1 <= len(recipients) <= 1000:
             return Response(json.dumps({"message": "'to' parameter is missing"}), 400)
         variables = json.loads(form.get("recipient-variables", "{}"))
+        if any(re.sub(r".*<([^>]+)>.*", r"\1", to).lower() in self.refuse for to in recipients):
+            # Mailgun refuses the whole request and does not say which address
+            return Response(
+                json.dumps({"message": "'to' parameter is not a valid address. please check documentation"}), 400
+            )
 
         def fill(value: str, values: dict[str, str]) -> str:
             return re.sub(r"%recipient\.([A-Za-z0-9_]+)%", lambda m: str(values.get(m.group(1), "")), value)

@@ -393,3 +393,63 @@ def test_a_big_swedish_issue_to_500_stays_under_postmarks_request_limit(
     assert [r.status for r in results] == ["sent"] * 500
     assert len(sizes) >= 2 and max(sizes) < 50 * 1024 * 1024, sizes
     assert all(len(provider.received[f"r{n}@example.org"]) == 1 for n in range(500))
+
+
+def test_a_mailgun_400_for_one_bad_address_fails_only_that_one(example_settings, httpserver, monkeypatch) -> None:
+    """Mailgun refuses the request without saying which address: halving finds it, the others go."""
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
+    provider = fake(httpserver, "mailgun")
+    settings = _write_sender(example_settings, provider.sender_block())
+    emails = _subscribe(settings, [f"L {n}" for n in range(8)])
+    provider.refuse.add(emails[5])
+    report, rows = _send(settings)
+    assert report.counts == {"sent": 7, "failed": 1} and report.finished
+    assert rows[emails[5]].status == "failed" and "not a valid address" in rows[emails[5]].last_reply
+    assert all(len(provider.received[e]) == 1 for e in emails if e != emails[5])
+
+
+@pytest.mark.parametrize("kind", ["sendgrid", "mailgun"])
+def test_big_batches_are_halved_under_the_request_limit(example_settings, httpserver, monkeypatch, kind) -> None:
+    from pipeline.delivery.api import ApiSender
+
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
+    monkeypatch.setattr(ApiSender, "max_request_bytes", 60_000)
+    provider = fake(httpserver, kind)
+    settings = _write_sender(example_settings, provider.sender_block())
+    emails = _subscribe(settings, [f"L {n}" for n in range(40)])
+    report, rows = _send(settings)
+    assert report.counts == {"sent": 40} and provider.requests > 1
+    assert all(len(provider.received[e]) == 1 for e in emails)
+
+
+@pytest.mark.parametrize("kind", ["sendgrid", "mailgun"])
+def test_a_message_with_its_own_body_goes_through_the_batch_apis(
+    example_settings, httpserver, monkeypatch, kind
+) -> None:
+    """The protocol allows a message without a shared template (a third party's): sent alone, not refused."""
+    from pipeline.delivery import Message
+
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
+    provider = fake(httpserver, kind)
+    settings = _write_sender(example_settings, provider.sender_block())
+    messages = [
+        Message(
+            key=(0, n),
+            sender="nyhetsbrev@produktionslyftet.example",
+            recipient=f"own{n}@example.org",
+            to=f"own{n}@example.org",
+            message_id=f"own.{n}@produktionslyftet.example",
+            data=b"",
+            subject=f"Eget {n}",
+            from_header="Produktionslyftet <nyhetsbrev@produktionslyftet.example>",
+            parts=lambda n=n: (f"<p>Hej {n}</p>", f"Hej {n}"),
+        )
+        for n in range(2)
+    ]
+    with sender_for(settings) as sender:
+        results = sender.send(messages)
+    assert [r.status for r in results] == ["sent", "sent"]
+    assert provider.received["own1@example.org"][0].text == "Hej 1"

@@ -11,6 +11,7 @@ batch with the provider's own words. A provider fills in only
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -44,6 +45,10 @@ def retoken(content: str, nonce: str, fields: Sequence[str], replacement: str) -
     """Replace each placeholder with *replacement* formatted with its field (``%recipient.{field}%``)."""
     pattern = re.compile(rf"%%fb-{re.escape(nonce)}-({'|'.join(map(re.escape, fields))})%%")
     return pattern.sub(lambda m: replacement.format(field=m.group(1)), content)
+
+
+#: See :meth:`ApiSender.refused_recipients`.
+BISECT: dict[str, str] = {"": "bisect"}
 
 
 def in_order(messages: Sequence[Message], results: list[SendResult]) -> list[SendResult]:
@@ -123,12 +128,16 @@ class ApiSender(Sender):
     def shared_template(self, messages: Sequence[Message]) -> tuple[Message, tuple[str, str], list[str]]:
         """For APIs that send one body to many recipients: the batch's first message, its (HTML, text), the fields.
 
-        Refuses (rather than silently mixing) a batch without the issue's
-        template, or one that holds more than one issue.
+        A message without a shared template (one the protocol allows: its own
+        body) is sent alone, with its own parts as the template; a batch that
+        mixes issues is refused rather than mixed.
         """
         first = messages[0]
         if first.template is None:
-            raise DeliveryError(f"{self.name} needs the issue's template to personalise one body for many recipients")
+            if len(messages) > 1:
+                raise DeliveryError(f"{self.name}: messages without a shared template go one per request")
+            html, text = first.parts() if first.parts else ("", first.data.decode("utf-8", "replace"))
+            return first, (html, text), []
         if any(m.template is not first.template for m in messages):
             raise DeliveryError(f"{self.name}: a batch must hold one issue")
         return first, first.template, [field for field, _ in first.values]
@@ -145,8 +154,27 @@ class ApiSender(Sender):
         if self.session is None:
             raise DeliveryError(f"the {self.name} sender was not opened")
         refused, sendable = self.unsendable(messages)
-        results = refused + (self.deliver(sendable, self.build_payload(sendable)) if sendable else [])
+        alone = [m for m in sendable if m.template is None]  # each has its own body: one request each
+        shared = [m for m in sendable if m.template is not None]
+        results = refused + (self.within_limit(shared) if shared else [])
+        for m in alone:
+            results += self.within_limit([m])
         return in_order(messages, results)
+
+    def within_limit(self, messages: Sequence[Message]) -> list[SendResult]:
+        """One request, or halves of it until each is under the provider's documented size limit."""
+        payload = self.build_payload(messages)
+        if len(messages) > 1 and self.payload_bytes(payload) > self.max_request_bytes:
+            half = len(messages) // 2
+            return self.within_limit(messages[:half]) + self.within_limit(messages[half:])
+        return self.deliver(messages, payload)
+
+    #: The provider's limit on one request's body, with room to spare (SendGrid 30 MB, Mailgun 25 MB).
+    max_request_bytes = 20 * 1024 * 1024
+
+    def payload_bytes(self, payload: Any) -> int:
+        """The size of *payload* as it goes over the wire."""
+        return len(json.dumps(payload, ensure_ascii=False).encode("utf-8"))
 
     def unsendable(self, messages: Sequence[Message]) -> tuple[list[SendResult], list[Message]]:
         """Recipients no HTTP API can take (a local part that is not ASCII needs SMTPUTF8), and the rest."""
@@ -181,6 +209,12 @@ class ApiSender(Sender):
             self.pause(f"{self.name} refused the API key ({status})")
             return [SendResult(m, "deferred", reply=words) for m in messages]
         named = self.refused_recipients(messages, response)
+        if named is BISECT:
+            # The provider says a recipient is bad without saying which: halve until it is found.
+            if len(messages) == 1:
+                return [SendResult(messages[0], "failed", reply=words)]
+            half = len(messages) // 2
+            return self.send(messages[:half]) + self.send(messages[half:])
         if named:
             # The provider names the addresses it will not take: they fail alone, the rest go again.
             rest = [m for m in messages if m.message_id not in named]
@@ -198,7 +232,10 @@ class ApiSender(Sender):
         return [SendResult(m, "deferred", reply=words) for m in messages]
 
     def refused_recipients(self, messages: Sequence[Message], response: requests.Response) -> dict[str, str]:
-        """Message ids of the recipients a 4xx names as the cause, with the provider's words (none: the request)."""
+        """Message ids of the recipients a 4xx names as the cause, with the provider's words (none: the request).
+
+        :data:`BISECT` says: a recipient is the cause, but the answer does not say which.
+        """
         return {}
 
     def not_the_api(self, response: requests.Response, expected: str) -> list[SendResult] | None:

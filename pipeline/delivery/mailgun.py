@@ -14,12 +14,13 @@ import html as html_lib
 import json
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 
 from pipeline.config import SenderSettings, Settings
 from pipeline.delivery import Message, SendResult
-from pipeline.delivery.api import ApiSender, retoken
+from pipeline.delivery.api import BISECT, ApiSender, retoken
 
 
 class MailgunSender(ApiSender):
@@ -64,6 +65,13 @@ class MailgunSender(ApiSender):
         if first.reply_to:
             form.append(("h:Reply-To", first.reply_to))
         return form
+
+    def refused_recipients(self, messages: Sequence[Message], response: requests.Response) -> dict[str, str]:
+        """Mailgun's 400 says "'to' parameter is not a valid address" without saying which: bisect."""
+        return BISECT if "not a valid address" in response.text else {}
+
+    def payload_bytes(self, payload: Any) -> int:
+        return len(urlencode(payload).encode("utf-8"))
 
     def post(self, payload: Any) -> requests.Response:
         return self.request(f"/v3/{self.settings.domain}/messages", data=payload, auth=("api", self.api_key))
