@@ -17,7 +17,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The signing secret every benchmark's project uses (FLYGBLAD_SECRET).
-SECRET = "bench-secret-0123456789abcdef"
+SECRET = "bench-secret-0123456789abcdef-0123456789"
 
 
 def sample_project(

@@ -41,7 +41,9 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 class _Table(BaseModel):
     """Base of every config table: strict types, unknown keys refused, read-only."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # inf and nan are refused everywhere: `delay_seconds = inf` hung a collect, `retry_base_seconds = 1e300`
+    # overflowed mid-send.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _check_selector(value: str | None) -> str | None:
@@ -55,9 +57,16 @@ def _check_selector(value: str | None) -> str | None:
 
 
 def _check_http_url(value: str) -> str:
-    if not re.match(r"^https?://[^/\s]+", value):
-        raise ValueError(f"must be an http(s) URL, got {value!r}")
+    if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+        raise ValueError(f"must be an http(s) URL without spaces or line breaks, got {value!r}")
     return value.rstrip("/")
+
+
+def _one_line(value: str | None) -> str | None:
+    """Text that ends up in a header (a list's title in List-Id, From, a subject): no line breaks."""
+    if value is not None and any(c in value for c in "\r\n\x00"):
+        raise ValueError(f"must be one line (it goes into an email header), got {value!r}")
+    return value
 
 
 class SiteSettings(_Table):
@@ -69,6 +78,7 @@ class SiteSettings(_Table):
     timezone: str = "Europe/Stockholm"
 
     _base = field_validator("base_url")(_check_http_url)
+    _title = field_validator("title", mode="before")(_one_line)
 
     @field_validator("language")
     @classmethod
@@ -159,11 +169,11 @@ class HttpSettings(_Table):
     """``[http]``: how sources are fetched over the network."""
 
     user_agent: str | None = None
-    connect_timeout: float = Field(default=5.0, gt=0)
-    read_timeout: float = Field(default=20.0, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0, le=3600)
+    read_timeout: float = Field(default=20.0, gt=0, le=3600)
     retries: int = Field(default=2, ge=0, le=10)
-    backoff_seconds: float = Field(default=0.5, ge=0)
-    delay_seconds: float = Field(default=0.5, ge=0)
+    backoff_seconds: float = Field(default=0.5, ge=0, le=3600)
+    delay_seconds: float = Field(default=0.5, ge=0, le=3600)
     respect_robots: bool = True
 
 
@@ -213,6 +223,7 @@ class ListSettings(_Table):
     double_opt_in: bool = True
 
     _mailboxes = field_validator("from_", "reply_to")(_check_mailbox)
+    _headers = field_validator("title", "subject", "from_", "reply_to", mode="before")(_one_line)
 
     @field_validator("name")
     @classmethod
@@ -319,12 +330,12 @@ class SenderSettings(_Table):
 
     kind: str = "file"
     # shared
-    rate_per_second: float | None = Field(default=None, gt=0)
+    rate_per_second: float | None = Field(default=None, ge=0.001, le=1_000_000)
     max_retries: int = Field(default=5, ge=0, le=50)
-    retry_base_seconds: float = Field(default=60.0, ge=0)
+    retry_base_seconds: float = Field(default=60.0, ge=0, le=86_400)
     max_consecutive_failures: int = Field(default=50, ge=1)
     batch_size: int | None = Field(default=None, ge=1, le=1000)
-    claim_lease_seconds: float = Field(default=600.0, gt=0)
+    claim_lease_seconds: float = Field(default=600.0, gt=0, le=7 * 86_400)
     # file
     dir: str = "outbox"
     # smtp
@@ -333,7 +344,7 @@ class SenderSettings(_Table):
     security: Literal["starttls", "ssl", "none"] = "starttls"
     username: str | None = None
     password_env: str | None = None
-    timeout: float = Field(default=30.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0, le=3600)
     connections: int = Field(default=2, ge=1, le=64)
     # HTTP APIs
     api_key_env: str | None = None
@@ -347,6 +358,13 @@ class SenderSettings(_Table):
     def _kind(cls, value: str) -> str:
         if not re.match(r"^[a-z][a-z0-9_-]*$", value):
             raise ValueError(f"must be a sender name such as 'file', 'smtp' or 'postmark', got {value!r}")
+        if value not in SENDER_KEYS:
+            from importlib.metadata import entry_points
+
+            installed = {point.name for point in entry_points(group="flygblad.senders")}
+            if value not in installed:
+                known = ", ".join(sorted(set(SENDER_KEYS) | installed))
+                raise ValueError(f"no sender named {value!r} (senders: {known})")
         return value
 
     @field_validator("base_url")
@@ -518,6 +536,11 @@ class Settings(_Table):
             raise ValueError(
                 "organisation: required when [[lists]] are configured (name and postal address for the footer)"
             )
+        if self.dkim is not None:
+            key = Path(self.dkim.private_key_path).expanduser()
+            key = key if key.is_absolute() else self.path.parent / key
+            if not key.is_file():
+                raise ValueError(f"dkim.private_key_path: no such file {key} (the DKIM private key, PEM)")
         return self
 
     @property

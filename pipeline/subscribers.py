@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -45,11 +46,23 @@ def check_address(raw: str) -> str:
         raise SubscriberError(f"{value!r} is not a valid address: {err}") from None
 
 
+#: A name longer than this is cut: it goes into a header line (RFC 5322's 998 characters) and a greeting.
+MAX_NAME_LENGTH = 200
+
+
+def clean_name(name: str | None) -> str | None:
+    """A name as it may be kept: control characters (NUL, ESC, OSC …) gone, white space collapsed, capped."""
+    if not name:
+        return None
+    visible = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in name)
+    return " ".join(visible.split())[:MAX_NAME_LENGTH].strip() or None
+
+
 def candidate(email: str, name: str | None = None, language: str | None = None) -> Candidate:
     """Check one address with its name and language."""
     address = check_address(email)
-    name = " ".join((name or "").split()) or None
-    if name and any(c in name for c in "\r\n<>"):
+    name = clean_name(name)
+    if name and any(c in name for c in "<>"):
         raise SubscriberError(f"name {name!r} contains characters a name cannot have")
     language = (language or "").strip() or None
     if language and not _LANGUAGE.match(language):
@@ -117,5 +130,6 @@ __all__ = [
     "batches",
     "candidate",
     "check_address",
+    "clean_name",
     "read_csv",
 ]

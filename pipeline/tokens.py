@@ -24,14 +24,19 @@ CSRF_SALT = "flygblad-csrf"
 CONFIRM_MAX_AGE = 7 * 24 * 3600
 
 
+#: A secret shorter than this is refused wherever it comes from: anyone who guesses it forges links.
+MIN_SECRET_LENGTH = 32
+
+
 def load_secret(settings: Settings) -> str:
-    """The signing secret; ConfigError saying how to set one when there is none."""
+    """The signing secret; ConfigError (exit 2) saying how to set one when there is none or it is too short."""
     web = settings.web
     value = os.environ.get(web.secret_env, "").strip()
     if value:
-        if len(value) < 16:
+        if len(value) < MIN_SECRET_LENGTH:
             raise ConfigError(
-                f"${web.secret_env} is too short: use at least 16 random characters",
+                f"${web.secret_env} is too short ({len(value)} characters): use at least {MIN_SECRET_LENGTH} "
+                "random characters",
                 path=str(settings.path),
                 key="web.secret_env",
             )
@@ -39,11 +44,28 @@ def load_secret(settings: Settings) -> str:
     if web.secret_file:
         path = settings.resolve(web.secret_file)
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(secrets.token_urlsafe(48) + "\n")
-        return Path(path).read_text(encoding="utf-8").strip()
+            try:
+                _create_secret(path)
+            except OSError as err:
+                raise ConfigError(
+                    f"cannot create the secret file {path}: {err.strerror or err}",
+                    path=str(settings.path),
+                    key="web.secret_file",
+                ) from err
+        try:
+            stored = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(
+                f"cannot read the secret file {path}: {err}", path=str(settings.path), key="web.secret_file"
+            ) from err
+        if len(stored) < MIN_SECRET_LENGTH:
+            raise ConfigError(
+                f"the secret file {path} is empty or too short ({len(stored)} characters): delete it and a new one "
+                f"is made, or write at least {MIN_SECRET_LENGTH} random characters into it",
+                path=str(settings.path),
+                key="web.secret_file",
+            )
+        return stored
     raise ConfigError(
         f"no secret for signing unsubscribe links: set the environment variable {web.secret_env} "
         f"(for example: export {web.secret_env}=$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')) "
@@ -51,6 +73,29 @@ def load_secret(settings: Settings) -> str:
         path=str(settings.path),
         key="web.secret_env",
     )
+
+
+def _create_secret(path: Path) -> None:
+    """Write a new random secret atomically: a full disk or a crash leaves no file, never an empty one.
+
+    The secret goes to a temporary file in the same folder, is flushed to disk,
+    and is linked into place only then; a second process racing to do the same
+    finds the link taken and keeps the first one's secret.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(48) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another process made it first: its secret stands
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 class Tokens:

@@ -69,6 +69,18 @@ BAD = [
         "sender.host",
         "not a setting of the 'file' sender",
     ),
+    # Values that used to fail only at run time (issue 13): checked at load, exit 2 naming the key.
+    (('base_url = "https://sajten.example/"', 'base_url = "https://sajten.example/ x"'), "site.base_url", "spaces"),
+    (("[feeds]", "[http]\ndelay_seconds = inf\n\n[feeds]"), "http.delay_seconds", "finite"),
+    (("[feeds]", "[sender]\nretry_base_seconds = 1e300\n\n[feeds]"), "sender.retry_base_seconds", "less than"),
+    (("[feeds]", "[sender]\nrate_per_second = 1e-300\n\n[feeds]"), "sender.rate_per_second", "greater than"),
+    (("[feeds]", '[sender]\nkind = "duva"\n\n[feeds]'), "sender.kind", "no sender named 'duva'"),
+    (
+        ("[feeds]", '[dkim]\ndomain = "sajten.example"\nselector = "s1"\nprivate_key_path = "nyckel.pem"\n\n[feeds]'),
+        "dkim.private_key_path",
+        "no such file",
+    ),
+    (('title = "Sajten"', 'title = "Sajten\\r\\nBcc: x@evil.example"'), "site.title", "must be one line"),
 ]
 
 

@@ -25,7 +25,7 @@ from pipeline.subscribers import ImportReport, candidate
 from pipeline.tokens import Tokens, load_secret
 from tests.smtp_sink import Sink
 
-SECRET = "test-secret-0123456789abcdef"
+SECRET = "test-secret-0123456789abcdef-0123456789"
 
 
 @pytest.fixture(params=["pipelining", "one-command-at-a-time"])

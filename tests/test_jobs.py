@@ -19,7 +19,7 @@ from pipeline.subscribers import ImportReport, batches, candidate
 from tests.conftest import ROOT, postgres_schema
 from tests.smtp_sink import Sink
 
-SECRET = "jobs-secret-0123456789abcdef"
+SECRET = "jobs-secret-0123456789abcdef-0123456789"
 
 
 def _env() -> dict[str, str]:

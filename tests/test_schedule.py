@@ -19,7 +19,7 @@ from pipeline.subscribers import ImportReport, candidate
 from tests.conftest import postgres_schema
 
 STHLM = ZoneInfo("Europe/Stockholm")
-SECRET = "schedule-secret-0123456789abcdef"
+SECRET = "schedule-secret-0123456789abcdef-0123456789"
 
 
 def _with_schedule(settings: Settings, cron: str = "30 7 * * 4", extra: str = "") -> Settings:

@@ -23,7 +23,7 @@ from pipeline.tokens import Tokens
 from tests.providers import API_KEY, Received, fake
 from tests.smtp_sink import Sink
 
-SECRET = "test-secret-0123456789abcdef"
+SECRET = "test-secret-0123456789abcdef-0123456789"
 API_SENDERS = ["postmark", "sendgrid", "mailgun"]
 
 

@@ -23,7 +23,7 @@ from pipeline.tokens import Tokens
 from pipeline.web import create_app
 from tests.smtp_sink import free_port
 
-SECRET = "web-secret-0123456789abcdef"
+SECRET = "web-secret-0123456789abcdef-0123456789"
 
 
 class Server:

@@ -19,7 +19,7 @@ from pipeline.subscribers import ImportReport, batches, candidate
 from tests.conftest import postgres_schema
 from tests.smtp_sink import Sink
 
-SECRET = "workers-secret-0123456789abcdef"
+SECRET = "workers-secret-0123456789abcdef-0123456789"
 
 
 def _flygblad(*args: str, cwd: Path) -> subprocess.Popen[str]:
