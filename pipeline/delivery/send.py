@@ -95,6 +95,8 @@ class SendReport:
             state = f"done here; {c.get('sending', 0)} in flight with another sender"
         elif self.paused or pending:
             state = f"stopped, {pending} not yet sent"
+        elif not c.get("deferred"):
+            state = "nothing left for this run"
         else:
             due = f" from {self.next_attempt:%H:%M} UTC" if self.next_attempt else ""
             state = f"deferred recipients are retried by a later send{due}"
@@ -531,6 +533,11 @@ def finish_report(store: Store, issue: Issue, report: SendReport) -> SendReport:
     """Bring a report up to date with the ledger (after several workers are done)."""
     report.finished = report.paused is None and store.finish_issue(issue.id)
     report.counts = store.outbox_counts(issue.id)
+    if not report.finished and report.paused is None and not any(
+        report.counts.get(s) for s in ("pending", "sending", "deferred")
+    ):
+        # Another sender on the same outbox finished its last rows between the two reads: done after all.
+        report.finished = store.finish_issue(issue.id)
     report.uncertain = [r.email for r in store.outbox_rows(issue.id, "uncertain")]
     report.next_attempt = None if report.finished else store.next_due(issue.id)
     return report
