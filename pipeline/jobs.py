@@ -27,7 +27,7 @@ import logging
 import multiprocessing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pipeline.collect import CollectReport, collect
 from pipeline.collect import Progress as CollectProgress
@@ -43,6 +43,9 @@ from pipeline.tokens import load_secret
 from pipeline.types import Candidate, ImportReport, Issue
 
 log = logging.getLogger(__name__)
+
+#: A sign-up mails an address at most this often.
+CONFIRMATION_INTERVAL = timedelta(hours=1)
 
 
 # ---------------------------------------------------------------- collect and publish
@@ -365,7 +368,10 @@ def subscribe(settings: Settings, store: Store, mailing_list: ListSettings, who:
     if subscriber is None:
         return Subscribed(None)
     queued = False
-    if double and subscriber.status == "unconfirmed":
+    recently = datetime.now(UTC) - CONFIRMATION_INTERVAL
+    if double and subscriber.status == "unconfirmed" and not store.mailed_since("confirm", subscriber.id, recently):
+        # At most one confirmation an hour to an address, whoever asks how often: the form cannot be
+        # used to flood someone's inbox.
         queued = store.enqueue_mail("confirm", mailing_list.name, subscriber.id, subscriber.email, subscriber.name)
     return Subscribed(subscriber.status, queued)
 

@@ -244,3 +244,12 @@ def test_an_event_suppresses_on_its_own_list_only(hooks) -> None:
     with Store.open(both.storage_url) as store:
         assert store.subscriber("nyhetsbrev", "j@example.org").status == "unsubscribed"
         assert store.subscriber("english", "j@example.org").status == "active"
+
+
+def test_a_malformed_body_is_400_never_500(hooks) -> None:
+    """100,000 '[' made a RecursionError before verification; a huge body is refused before it is read."""
+    settings, server = hooks
+    deep = requests.post(f"{server.url}/webhooks/mailgun", data=b"[" * 100_000)
+    assert deep.status_code == 400
+    huge = requests.post(f"{server.url}/webhooks/postmark", data=b"{" + b" " * (2 * 1024 * 1024) + b"}")
+    assert huge.status_code == 413

@@ -533,8 +533,10 @@ def finish_report(store: Store, issue: Issue, report: SendReport) -> SendReport:
     """Bring a report up to date with the ledger (after several workers are done)."""
     report.finished = report.paused is None and store.finish_issue(issue.id)
     report.counts = store.outbox_counts(issue.id)
-    if not report.finished and report.paused is None and not any(
-        report.counts.get(s) for s in ("pending", "sending", "deferred")
+    if (
+        not report.finished
+        and report.paused is None
+        and not any(report.counts.get(s) for s in ("pending", "sending", "deferred"))
     ):
         # Another sender on the same outbox finished its last rows between the two reads: done after all.
         report.finished = store.finish_issue(issue.id)

@@ -127,6 +127,20 @@ class MailQueueMixin(StoreBase):
             after = connection.execute(select(func.count()).select_from(mail_queue)).scalar_one()
         return int(after - before)
 
+    def mailed_since(self, kind: str, subscriber_id: int, since: datetime) -> bool:
+        """Whether a message of *kind* to this subscriber was queued at or after *since*."""
+        with self.engine.connect() as connection:
+            found = connection.execute(
+                select(mail_queue.c.id)
+                .where(
+                    mail_queue.c.kind == kind,
+                    mail_queue.c.subscriber_id == subscriber_id,
+                    mail_queue.c.created >= since,
+                )
+                .limit(1)
+            ).first()
+        return found is not None
+
     def mail_counts(self, kind: str | None = None) -> dict[str, int]:
         """How many queued messages have each status."""
         from sqlalchemy import func

@@ -160,6 +160,7 @@ subscribers = Table(
     Column("changed", UTCDateTime(), nullable=False),
     UniqueConstraint("list", "email_key", name="uq_subscribers_list_email_key"),
     Index("ix_subscribers_list_status_id", "list", "status", "id"),
+    sqlite_autoincrement=True,  # an id is never handed out twice (migration 0008)
 )
 
 #: The outbox ledger: one row per (issue, subscriber), each outcome committed as it happens.

@@ -47,6 +47,10 @@ CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' https: data:; form-action 'self'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )
+#: The largest issue number a database integer holds (PostgreSQL INTEGER): anything above is not an issue.
+MAX_ISSUE_NUMBER = 2**31 - 1
+#: No request a person or a provider sends is larger: a webhook batch, a form. Bigger bodies get 413.
+MAX_BODY_BYTES = 1024 * 1024
 FEED_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml", "json": "application/feed+json"}
 
 
@@ -56,6 +60,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
     tokens = Tokens(secret)
     store = store or Store.open(settings.storage_url)
     app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     # The same loader and autoescape as the emails: a plain Jinja environment where Flask keeps its subclass.
     app.jinja_env = environment(settings.templates_dir)  # type: ignore[assignment]
     app.jinja_env.auto_reload = app.debug  # as Flask's own: no stat of every template on every page in production
@@ -229,6 +234,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
     @app.get("/archive/<list_name>/<int:number>")
     def archive_issue(list_name: str, number: int) -> Response:
         known_list(list_name)
+        if number > MAX_ISSUE_NUMBER:  # a database integer cannot hold it: there is no such issue
+            abort(404)
         issue = store.issue(list_name, number)
         if issue is None or issue.status not in ("sending", "sent"):
             abort(404)
@@ -244,7 +251,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
             events = webhooks.PROVIDERS[provider](settings, request.headers, body)  # type: ignore[arg-type]
         except webhooks.Unverified:
             return make_response("unverified\n", 401 if provider == "postmark" else 403)
-        except (ValueError, TypeError, AttributeError):
+        except (ValueError, TypeError, AttributeError, RecursionError, KeyError):
             return make_response("unreadable\n", 400)
         changed = 0
         for event in events:
@@ -379,6 +386,11 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
         threads=8,
         ident="flygblad",
         clear_untrusted_proxy_headers=True,
+        # Limits for a public service: idle or slow clients cannot hold every channel, and a body is
+        # refused before it is read into memory when it is larger than any real request.
+        connection_limit=200,
+        channel_timeout=30,
+        max_request_body_size=MAX_BODY_BYTES,
     )
 
 
