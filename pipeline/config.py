@@ -175,6 +175,10 @@ class HttpSettings(_Table):
     backoff_seconds: float = Field(default=0.5, ge=0, le=3600)
     delay_seconds: float = Field(default=0.5, ge=0, le=3600)
     respect_robots: bool = True
+    # Scraped pages are untrusted: a gzip bomb or a server dripping one byte at a time must not hang
+    # or exhaust a collect.
+    max_bytes: int = Field(default=10_000_000, ge=10_000, le=1_000_000_000)
+    total_timeout: float = Field(default=60.0, gt=0, le=3600)
 
 
 class OrganisationSettings(_Table):

@@ -91,6 +91,8 @@ class HtmlSource(Source):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https", "file"):
                 continue
+            if parts.scheme == "file" and own.scheme != "file":
+                continue  # a page from the web never makes flygblad read this machine's files
             if not self.source.links and (parts.scheme, parts.netloc) != (own.scheme, own.netloc):
                 continue  # discovered links stay on the site; a selector may point anywhere
             if url != urldefrag(index.final_url).url and url not in links:

@@ -77,6 +77,7 @@ class Fetcher:
     def __init__(self, settings: HttpSettings, site_url: str | None = None) -> None:
         self.settings = settings
         self.user_agent = user_agent(settings, site_url)
+        self._started = 0.0  # when the current request began (its total_timeout)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = self.user_agent
         # requests reads the proxy variables, CA bundle and ~/.netrc from the environment
@@ -134,11 +135,16 @@ class Fetcher:
         path = Path(url2pathname(urlsplit(url).path))
         try:
             stat = path.stat()
+            if path.exists() and not path.is_file() and not path.is_dir():
+                raise SourceError("not a regular file (a device or a pipe is never a page)", url=url)
             current = Validators(etag=f'"file-{stat.st_mtime_ns}-{stat.st_size}"')
             if validators and validators.etag == current.etag:
                 self.not_modified += 1
                 return NotModified(url)
-            content = path.read_bytes()
+            with path.open("rb") as handle:
+                content = handle.read(self.settings.max_bytes + 1)
+            if len(content) > self.settings.max_bytes:
+                raise SourceError(f"larger than [http] max_bytes ({self.settings.max_bytes:,} bytes)", url=url)
         except FileNotFoundError:
             raise SourceError("no such file", url=url) from None
         except IsADirectoryError:
@@ -161,23 +167,47 @@ class Fetcher:
             headers["If-Modified-Since"] = validators.last_modified
         response = self._request(url, headers)
         if response.status_code == 304:
+            response.close()
             self.not_modified += 1
             return NotModified(url)
         if response.status_code >= 400:
+            response.close()
             reason = response.reason or ""
             raise SourceError(f"HTTP {response.status_code} {reason}".rstrip(), url=url)
         content_type = response.headers.get("Content-Type", "")
         mime = content_type.split(";")[0].strip().lower()
         charset = requests.utils.get_encoding_from_headers(response.headers) if "charset" in content_type else None
         got = Validators(response.headers.get("ETag"), response.headers.get("Last-Modified"))
-        return Page(url, response.url, response.content, mime, charset, got)
+        return Page(url, response.url, self._body(url, response), mime, charset, got)
+
+    def _body(self, url: str, response: requests.Response) -> bytes:
+        """The body, read streamed: at most ``max_bytes`` after decompression, within ``total_timeout``."""
+        limit, deadline = self.settings.max_bytes, self._started + self.settings.total_timeout
+        parts: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise SourceError(f"larger than [http] max_bytes ({limit:,} bytes once decompressed)", url=url)
+                if time.monotonic() > deadline:
+                    raise SourceError(
+                        f"took longer than [http] total_timeout ({self.settings.total_timeout:g} s)", url=url
+                    )
+                parts.append(chunk)
+        except requests.exceptions.RequestException as err:
+            raise SourceError(f"the answer broke off ({_root_cause(err)})", url=url) from err
+        finally:
+            response.close()
+        return b"".join(parts)
 
     def _request(self, url: str, headers: dict[str, str]) -> requests.Response:
         self._wait_for_host(url)
         timeout = (self.settings.connect_timeout, self.settings.read_timeout)
+        self._started = time.monotonic()
         try:
             self.requests += 1
-            return self.session.get(url, headers=headers, timeout=timeout, **self._environment_for(url))
+            return self.session.get(url, headers=headers, timeout=timeout, stream=True, **self._environment_for(url))
         except requests.exceptions.RetryError as err:
             raise SourceError(f"server kept failing after {self.settings.retries} retries ({err})", url=url) from err
         except requests.exceptions.ConnectionError as err:
@@ -242,11 +272,18 @@ class Fetcher:
             return None
         parser = urllib.robotparser.RobotFileParser(robots_url)
         if 400 <= response.status_code < 500:
+            response.close()
             return None
         if response.status_code >= 500:
+            response.close()
             parser.parse(["User-agent: *", "Disallow: /"])
             return parser
-        parser.parse(response.text.splitlines())
+        try:
+            body = self._body(robots_url, response)
+        except SourceError as err:
+            log.debug("robots.txt unreadable: %s", err)
+            return None
+        parser.parse(body.decode(response.encoding or "utf-8", "replace").splitlines())
         return parser
 
 
