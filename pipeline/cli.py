@@ -413,9 +413,8 @@ def _print_import(report: ImportReport) -> None:
 
 def _confirmations(ctx: Context, store: Store, list_name: str) -> None:
     """Unconfirmed subscribers who never had a confirmation get one now (double opt-in lists)."""
-    queued = jobs.queue_confirmations(store, ctx.settings.mailing_list(list_name))
-    if queued:
-        sent = jobs.deliver_mail(ctx.settings, store)
+    queued, sent = jobs.confirm_new_subscribers(ctx.settings, store, ctx.settings.mailing_list(list_name))
+    if sent is not None:
         click.echo(f"{queued} confirmations queued; {sent.summary()}")
         if sent.paused:
             err_console.print(f"flygblad: confirmations paused: {sent.paused}", markup=False, soft_wrap=True)

@@ -103,6 +103,8 @@ class Frozen:
     issue: Issue | None
     created: bool = False
     reason: str = ""  # why there is no new issue, in words
+    #: Why, for a program: "no-subscribers", "no-news", or "" (an issue was found or made).
+    why: str = ""
     left_out: int = 0
     warnings: tuple[str, ...] = ()
 
@@ -134,12 +136,14 @@ def freeze_next(
                 current, reason=f"issue {current.number} of {name!r} is {current.status}, not yet sent to everyone"
             )
         if need_subscribers and not store.count_subscribers(name, "active"):
-            return Frozen(None, reason=f"list {name!r} has no active subscribers")
+            return Frozen(None, reason=f"list {name!r} has no active subscribers", why="no-subscribers")
         chosen, left_out = new_items(settings, store, mailing_list)
         if not chosen:
-            return Frozen(None, reason=f"no new items for list {name!r}")
+            return Frozen(None, reason=f"no new items for list {name!r}", why="no-news")
         if len(chosen) + len(left_out) < min_items:
-            return Frozen(None, reason=f"{len(chosen) + len(left_out)} new items, min_items is {min_items}")
+            return Frozen(
+                None, reason=f"{len(chosen) + len(left_out)} new items, min_items is {min_items}", why="no-news"
+            )
         made = draft(settings, store, mailing_list, chosen, left_out=left_out, now=now)
         number = turn.freeze(**frozen_content(made, now=now))
     issue = store.issue(name, number)
@@ -157,6 +161,9 @@ class ListSendReport:
     list: str
     sends: builtins.list[SendReport] = field(default_factory=builtins.list)
     note: str = ""  # e.g. "no new items for list 'nyhetsbrev'"
+    #: Why nothing was sent, for a program: "no-news", "no-subscribers", "elsewhere" (another
+    #: sender has the issue, or it waits behind the open one), or "".
+    idle: str = ""
     frozen: Issue | None = None  # the issue this run froze, if it froze one
 
     @property
@@ -256,7 +263,7 @@ def send_list(
             progress=progress(issue) if progress else None,
         )
         if isinstance(done, str):
-            report.note = done
+            report.note, report.idle = done, "elsewhere"
             return False
         report.sends.append(done)
         return done.finished
@@ -287,7 +294,7 @@ def send_list(
     frozen = freeze_next(settings, store, mailing_list, min_items=min_items, need_subscribers=True)
     if frozen.issue is None:
         if not report.sends:  # after a resumed issue, "nothing new" is the ordinary end
-            report.note = frozen.reason
+            report.note, report.idle = frozen.reason, frozen.why
         return report
     if frozen.created:
         report.frozen = frozen.issue
@@ -386,9 +393,15 @@ def unsubscribe(store: Store, subscriber_id: int, list_name: str) -> bool:
     return store.unsubscribe(subscriber_id, list_name)
 
 
-def queue_confirmations(store: Store, mailing_list: ListSettings) -> int:
-    """Queue a confirmation for each unconfirmed subscriber of the list who never had one (after an import)."""
-    return store.queue_confirmations(mailing_list.name) if mailing_list.double_opt_in else 0
+def confirm_new_subscribers(
+    settings: Settings, store: Store, mailing_list: ListSettings
+) -> tuple[int, MailReport | None]:
+    """After an import or add: each unconfirmed subscriber who never had a confirmation is sent one now.
+
+    Returns how many were queued and, when any were, what delivering the queue did.
+    """
+    queued = store.queue_confirmations(mailing_list.name) if mailing_list.double_opt_in else 0
+    return queued, (deliver_mail(settings, store) if queued else None)
 
 
 def deliver_mail(settings: Settings, store: Store) -> MailReport:
@@ -455,11 +468,8 @@ def recent_firings(store: Store, name: str, count: int = 3) -> list[dict[str, ob
 
 def _firing_result(sent: ListSendReport) -> FiringReport:
     if not sent.sends:
-        note = sent.note
-        status = "no-subscribers" if "no active subscribers" in note else "no-news"
-        if "is being sent by" in note or "waits for" in note:
-            status = "deferred"
-        return FiringReport(status, note)
+        status = {"no-subscribers": "no-subscribers", "elsewhere": "deferred"}.get(sent.idle, "no-news")
+        return FiringReport(status, sent.note)
     last = sent.sends[-1]
     summary = "; ".join(s.summary() for s in sent.sends)
     if last.paused:
@@ -479,7 +489,7 @@ __all__ = [
     "collect_and_publish",
     "confirm",
     "deliver_mail",
-    "queue_confirmations",
+    "confirm_new_subscribers",
     "recent_firings",
     "subscribe",
     "unsubscribe",

@@ -76,6 +76,14 @@ def provider(request, httpserver: HTTPServer, monkeypatch):
     yield fake(httpserver, request.param)
 
 
+def _api(example_settings, httpserver: HTTPServer, monkeypatch, kind: str, **extra: object):
+    """A provider's stand-in on *httpserver*, and the bundled project sending through it."""
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
+    provider = fake(httpserver, kind)
+    return provider, _write_sender(example_settings, provider.sender_block(), **extra)
+
+
 def _subscribe(settings: Settings, names: list[str]) -> list[str]:
     emails = [f"reader{n}@example.org" for n in range(len(names))]
     with Store.open(settings.storage_url) as store:
@@ -155,10 +163,7 @@ def test_a_refused_api_key_stops_the_send(example_settings, httpserver, monkeypa
 
 
 def test_postmark_inactive_recipient_bounces(example_settings, httpserver, monkeypatch) -> None:
-    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
-    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
-    provider = fake(httpserver, "postmark")
-    settings = _write_sender(example_settings, provider.sender_block())
+    provider, settings = _api(example_settings, httpserver, monkeypatch, "postmark")
     emails = _subscribe(settings, ["A", "B", "C"])
     provider.inactive.add(emails[1])
     report, rows = _send(settings)
@@ -169,10 +174,7 @@ def test_postmark_inactive_recipient_bounces(example_settings, httpserver, monke
 
 
 def test_batches_respect_the_provider_limit(example_settings, httpserver, monkeypatch) -> None:
-    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
-    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
-    provider = fake(httpserver, "sendgrid")
-    settings = _write_sender(example_settings, provider.sender_block(), batch_size=7)
+    provider, settings = _api(example_settings, httpserver, monkeypatch, "sendgrid", batch_size=7)
     _subscribe(settings, [f"L{n}" for n in range(20)])
     report, _ = _send(settings)
     assert report.counts == {"sent": 20}
@@ -214,10 +216,7 @@ def test_an_api_that_cannot_be_reached_defers(example_settings, monkeypatch) -> 
 
 def test_one_transient_503_is_retried_without_pausing_the_send(example_settings, httpserver, monkeypatch) -> None:
     """A refused request is one failure, not one per recipient in it; the retry goes as one request."""
-    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
-    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
-    provider = fake(httpserver, "sendgrid")
-    settings = _write_sender(example_settings, provider.sender_block(), max_consecutive_failures=2)
+    provider, settings = _api(example_settings, httpserver, monkeypatch, "sendgrid", max_consecutive_failures=2)
     emails = _subscribe(settings, [f"L {n}" for n in range(30)])
     provider.queue(503)
     report, rows = _send(settings)
@@ -227,10 +226,7 @@ def test_one_transient_503_is_retried_without_pausing_the_send(example_settings,
 
 
 def test_a_400_naming_one_address_fails_that_address_only(example_settings, httpserver, monkeypatch) -> None:
-    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
-    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
-    provider = fake(httpserver, "sendgrid")
-    settings = _write_sender(example_settings, provider.sender_block())
+    provider, settings = _api(example_settings, httpserver, monkeypatch, "sendgrid")
     emails = _subscribe(settings, [f"L {n}" for n in range(5)])
     provider.refuse.add(emails[2])
     report, rows = _send(settings)
@@ -241,10 +237,7 @@ def test_a_400_naming_one_address_fails_that_address_only(example_settings, http
 
 def test_a_request_level_refusal_pauses_with_everyone_pending(example_settings, httpserver, monkeypatch) -> None:
     """Postmark 422 for the request (a From it will not send as): pause, nobody failed for good."""
-    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
-    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
-    provider = fake(httpserver, "postmark")
-    settings = _write_sender(example_settings, provider.sender_block())
+    provider, settings = _api(example_settings, httpserver, monkeypatch, "postmark")
     _subscribe(settings, ["A", "B", "C"])
     provider.queue(422, body=json.dumps({"ErrorCode": 400, "Message": "The 'From' address is not a Sender Signature"}))
     report, rows = _send(settings)
@@ -313,10 +306,7 @@ def test_a_confirmation_goes_through_every_api_sender(example_settings, httpserv
     from pipeline.jobs import deliver_mail, subscribe
     from pipeline.subscribers import candidate as checked
 
-    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
-    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
-    provider = fake(httpserver, kind)
-    settings = _write_sender(example_settings, provider.sender_block())
+    provider, settings = _api(example_settings, httpserver, monkeypatch, kind)
     with Store.open(settings.storage_url) as store:
         signed = subscribe(settings, store, settings.lists[0], checked("ny.lasare@example.org", "Ny Läsare"))
         assert signed.confirmation_queued
@@ -330,10 +320,7 @@ def test_a_confirmation_goes_through_every_api_sender(example_settings, httpserv
 @pytest.mark.parametrize("kind", API_SENDERS)
 def test_international_addresses_at_the_apis(example_settings, httpserver, monkeypatch, kind: str) -> None:
     """A domain goes IDNA-encoded; a local part that is not ASCII fails alone, with the reason."""
-    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
-    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
-    provider = fake(httpserver, kind)
-    settings = _write_sender(example_settings, provider.sender_block())
+    provider, settings = _api(example_settings, httpserver, monkeypatch, kind)
     with Store.open(settings.storage_url) as store:
         store.upsert_subscribers(
             "nyhetsbrev",
@@ -397,10 +384,7 @@ def test_a_big_swedish_issue_to_500_stays_under_postmarks_request_limit(
 
 def test_a_mailgun_400_for_one_bad_address_fails_only_that_one(example_settings, httpserver, monkeypatch) -> None:
     """Mailgun refuses the request without saying which address: halving finds it, the others go."""
-    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
-    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
-    provider = fake(httpserver, "mailgun")
-    settings = _write_sender(example_settings, provider.sender_block())
+    provider, settings = _api(example_settings, httpserver, monkeypatch, "mailgun")
     emails = _subscribe(settings, [f"L {n}" for n in range(8)])
     provider.refuse.add(emails[5])
     report, rows = _send(settings)
@@ -431,10 +415,7 @@ def test_a_message_with_its_own_body_goes_through_the_batch_apis(
     """The protocol allows a message without a shared template (a third party's): sent alone, not refused."""
     from pipeline.delivery import Message
 
-    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
-    monkeypatch.setenv("FLYGBLAD_TEST_API_KEY", API_KEY)
-    provider = fake(httpserver, kind)
-    settings = _write_sender(example_settings, provider.sender_block())
+    provider, settings = _api(example_settings, httpserver, monkeypatch, kind)
     messages = [
         Message(
             key=(0, n),
