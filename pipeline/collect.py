@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pipeline.config import Settings, SourceSettings
 from pipeline.errors import SourceError
-from pipeline.sources import Failed, Found, Unchanged, open_source
+from pipeline.sources import Failed, Found, Skipped, Unchanged, open_source
 from pipeline.sources.http import Fetcher
 from pipeline.store import Store
 
@@ -33,6 +33,7 @@ class SourceReport:
     updated: int = 0
     unchanged: int = 0
     failures: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -61,18 +62,21 @@ class CollectReport:
     def summary(self) -> str:
         """One line: ``collected 3 sources: 2 new, 0 updated, 5 unchanged, 0 failed``."""
         count = len(self.sources)
+        skipped = sum(len(report.skipped) for report in self.sources)
         return (
             f"collected {count} source{'s' if count != 1 else ''}: {self.total('new')} new, "
             f"{self.total('updated')} updated, {self.total('unchanged')} unchanged, {self.total('failed')} failed"
+            + (f", {skipped} skipped" if skipped else "")
         )
 
     def problems(self) -> list[str]:
-        """One line per failure, naming the source and the cause."""
+        """One line per failure or skipped entry, naming the source and the cause."""
         lines = []
         for report in self.sources:
             if report.error:
                 lines.append(f"source {report.name!r} failed: {report.error}")
             lines.extend(f"source {report.name!r}: {failure}" for failure in report.failures)
+            lines.extend(f"source {report.name!r}: skipped {line}" for line in report.skipped)
         return lines
 
 
@@ -114,6 +118,9 @@ def _collect_source(
             elif isinstance(collected, Unchanged):
                 result.unchanged += 1
                 outcome, url = "unchanged", collected.url
+            elif isinstance(collected, Skipped):
+                result.skipped.append(f"{collected.url}: {collected.reason}")
+                outcome, url = "skipped", collected.url
             else:
                 assert isinstance(collected, Failed)
                 result.failures.append(

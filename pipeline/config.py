@@ -15,6 +15,7 @@ Every error names the file and the key, e.g.::
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -60,6 +61,13 @@ def _check_http_url(value: str) -> str:
     if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
         raise ValueError(f"must be an http(s) URL without spaces or line breaks, got {value!r}")
     return value.rstrip("/")
+
+
+def _public_ok(url: str) -> bool:
+    """Whether *url* may be the public address in emails: https, or plain http on this machine only."""
+    return url.startswith("https://") or bool(
+        re.match(r"^http://(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\])(:\d+)?(/|$)", url)
+    )
 
 
 def _one_line(value: str | None) -> str | None:
@@ -273,6 +281,8 @@ class WebSettings(_Table):
     subscribe_rate_limit: str = "10 per minute"
     secret_env: str = "FLYGBLAD_SECRET"
     secret_file: str | None = None
+    previous_secret_env: str | None = None
+    trusted_proxies: int | list[str] = 0
     unsubscribe_mailto: str | None = None
     postmark_webhook_user: str | None = None
     postmark_webhook_password_env: str | None = None
@@ -287,8 +297,24 @@ class WebSettings(_Table):
         if value is None:
             return None
         value = _check_http_url(value)
-        if value.startswith("http://") and not re.match(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?$", value):
+        if not _public_ok(value):
             raise ValueError(f"must be https (http only for 127.0.0.1 or localhost), got {value!r}")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: int | list[str]) -> int | list[str]:
+        if isinstance(value, int):
+            if not 0 <= value <= 10:
+                raise ValueError(f"must be the number of proxies in front of serve (0-10), got {value}")
+            return value
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"must be a count of proxies or a list of their addresses or networks, got {network!r}"
+                ) from None
         return value
 
     @field_validator("subscribe_rate_limit")
@@ -298,9 +324,11 @@ class WebSettings(_Table):
             raise ValueError(f"must look like '10 per minute', got {value!r}")
         return value
 
-    @field_validator("secret_env")
+    @field_validator("secret_env", "previous_secret_env")
     @classmethod
-    def _env_name(cls, value: str) -> str:
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not re.match(r"^[A-Z_][A-Z0-9_]*$", value):
             raise ValueError(f"must be the name of an environment variable, such as FLYGBLAD_SECRET, got {value!r}")
         return value
@@ -539,6 +567,11 @@ class Settings(_Table):
         if self.lists and self.organisation is None:
             raise ValueError(
                 "organisation: required when [[lists]] are configured (name and postal address for the footer)"
+            )
+        if self.lists and self.web.base_url is None and not _public_ok(self.site.base_url):
+            raise ValueError(
+                f"web.base_url: the links in emails would use [site] base_url {self.site.base_url!r}, which is plain "
+                "http: set [web] base_url to the https address where flygblad serve answers"
             )
         if self.dkim is not None:
             key = Path(self.dkim.private_key_path).expanduser()

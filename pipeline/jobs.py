@@ -39,7 +39,7 @@ from pipeline.delivery.transactional import MailReport
 from pipeline.errors import ConfigError, FlygbladError
 from pipeline.issues import Draft, draft, frozen_content, new_items, next_issue
 from pipeline.store import Store
-from pipeline.tokens import load_secret
+from pipeline.tokens import tokens_for
 from pipeline.types import Candidate, ImportReport, Issue
 
 log = logging.getLogger(__name__)
@@ -247,7 +247,7 @@ def send_list(
             path=str(settings.path),
             key="storage.url",
         )
-    load_secret(settings)  # a missing or weak secret stops the send before anything is frozen or sent
+    tokens_for(settings)  # a missing or weak secret stops the send before anything is frozen or sent
     name = mailing_list.name
     report = ListSendReport(name)
 

@@ -5,12 +5,18 @@ the subscriber and the list, and cannot be guessed or altered. The secret comes
 from the environment variable named by ``[web] secret_env``; failing that, from
 ``[web] secret_file``, which is created with a random secret (mode 0600) the
 first time it is needed, so a single-machine install works out of the box.
+
+Rotation: set the new secret, and name the variable holding the old one in
+``[web] previous_secret_env``. New links are signed with the new secret; links
+already in inboxes, signed with the old one, keep working as long as that
+variable is set (itsdangerous tries each key, newest first).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 
 from itsdangerous import BadSignature, Signer, URLSafeTimedSerializer
@@ -33,14 +39,7 @@ def load_secret(settings: Settings) -> str:
     web = settings.web
     value = os.environ.get(web.secret_env, "").strip()
     if value:
-        if len(value) < MIN_SECRET_LENGTH:
-            raise ConfigError(
-                f"${web.secret_env} is too short ({len(value)} characters): use at least {MIN_SECRET_LENGTH} "
-                "random characters",
-                path=str(settings.path),
-                key="web.secret_env",
-            )
-        return value
+        return _long_enough(settings, value, web.secret_env, "web.secret_env")
     if web.secret_file:
         path = settings.resolve(web.secret_file)
         if not path.exists():
@@ -75,6 +74,34 @@ def load_secret(settings: Settings) -> str:
     )
 
 
+def load_previous_secret(settings: Settings) -> str | None:
+    """The secret being rotated out (``[web] previous_secret_env``), accepted for reading links only."""
+    name = settings.web.previous_secret_env
+    if not name:
+        return None
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None  # the grace period is over: the variable was unset
+    return _long_enough(settings, value, name, "web.previous_secret_env")
+
+
+def _long_enough(settings: Settings, value: str, variable: str, key: str) -> str:
+    """*value* from the environment variable *variable*, or ConfigError naming *key* when it is too short."""
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"${variable} is too short ({len(value)} characters): use at least {MIN_SECRET_LENGTH} random characters",
+            path=str(settings.path),
+            key=key,
+        )
+    return value
+
+
+def tokens_for(settings: Settings) -> Tokens:
+    """The site's tokens: signed with the current secret, read with it or the previous one during a rotation."""
+    previous = load_previous_secret(settings)
+    return Tokens(load_secret(settings), previous=(previous,) if previous else ())
+
+
 def _create_secret(path: Path) -> None:
     """Write a new random secret atomically: a full disk or a crash leaves no file, never an empty one.
 
@@ -101,12 +128,14 @@ def _create_secret(path: Path) -> None:
 class Tokens:
     """Makes and reads the signed tokens of one site."""
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, previous: Sequence[str] = ()) -> None:
+        # itsdangerous signs with the last key and verifies with each, newest first.
+        keys = [*previous, secret]
         # A Signer over "id~list" (not a serializer's JSON + zlib): the token is
         # made once per recipient of every issue, so it is kept cheap and short.
-        self._unsubscribe = Signer(secret, salt=UNSUBSCRIBE_SALT, sep=".")
-        self._confirm = URLSafeTimedSerializer(secret, salt=CONFIRM_SALT)
-        self._csrf = URLSafeTimedSerializer(secret, salt=CSRF_SALT)
+        self._unsubscribe = Signer(keys, salt=UNSUBSCRIBE_SALT, sep=".")
+        self._confirm = URLSafeTimedSerializer(keys, salt=CONFIRM_SALT)
+        self._csrf = URLSafeTimedSerializer(keys, salt=CSRF_SALT)
 
     def unsubscribe(self, subscriber_id: int, list_name: str) -> str:
         """The token in a subscriber's unsubscribe link (it does not expire: RFC 8058 links must keep working)."""

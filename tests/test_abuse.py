@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import re
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+
 import requests
 
+from pipeline.config import load_settings
 from pipeline.store import Store
 from pipeline.subscribers import ImportReport, candidate
-from pipeline.tokens import Tokens
-from tests.test_web import SECRET, _form, site  # noqa: F401 - the fixture
+from pipeline.tokens import Tokens, tokens_for
+from pipeline.web.proxies import ClientAddress
+from tests.smtp_sink import free_port
+from tests.test_web import SECRET, Server, _configure, _form, _sent_issue, site  # noqa: F401 - the fixture
+
+
+def _message(data: bytes) -> EmailMessage:
+    return BytesParser(policy=policy.default).parsebytes(data)  # type: ignore[return-value]
 
 
 def test_a_huge_archive_number_is_404_not_500(site) -> None:  # noqa: F811
@@ -51,3 +63,86 @@ def test_an_old_unsubscribe_link_never_reaches_the_next_subscriber(site) -> None
     assert requests.post(old_link, data={"List-Unsubscribe": "One-Click"}).status_code == 404
     with Store.open(settings.storage_url) as store:
         assert store.subscriber("nyhetsbrev", "next@example.org").status == "active"
+
+
+def _one_click(url: str) -> int:
+    return requests.post(
+        url, data="List-Unsubscribe=One-Click", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    ).status_code
+
+
+def test_a_rotated_secret_keeps_old_links_working_for_the_grace_period(example_settings, monkeypatch) -> None:
+    """A new secret used to break every unsubscribe link already in an inbox: there was no way to rotate one."""
+    old, new = SECRET, "the-new-secret-0123456789abcdef-0123456789"
+    monkeypatch.setenv("FLYGBLAD_SECRET", old)
+    port = free_port()
+    settings = _configure(example_settings, f"http://127.0.0.1:{port}")
+    data = _sent_issue(settings, ["anna@example.org", "bo@example.org"])
+    links = [re.fullmatch(r"<(\S+)>", _message(d)["List-Unsubscribe"]).group(1) for d in data]
+    text = settings.path.read_text(encoding="utf-8")
+    settings.path.write_text(
+        text.replace("[web]\n", '[web]\nprevious_secret_env = "FLYGBLAD_PREVIOUS_SECRET"\n', 1), encoding="utf-8"
+    )
+    settings = load_settings(settings.path)
+    monkeypatch.setenv("FLYGBLAD_SECRET", new)
+    monkeypatch.setenv("FLYGBLAD_PREVIOUS_SECRET", old)
+    with Server(settings, port):
+        assert _one_click(links[0]) == 200, "a link signed with the previous secret still unsubscribes"
+    new_link = f"http://127.0.0.1:{port}/unsubscribe/{Tokens(new).unsubscribe(1, 'nyhetsbrev')}"
+    assert tokens_for(settings).unsubscribe(1, "nyhetsbrev") in new_link, "new links are signed with the new secret"
+    monkeypatch.delenv("FLYGBLAD_PREVIOUS_SECRET")  # the grace period is over
+    later = free_port()
+    with Server(settings, later):
+        old_link = links[1].replace(f":{port}/", f":{later}/")
+        assert _one_click(old_link) == 404, "after the grace period the old secret signs nothing"
+    with Store.open(settings.storage_url) as store:
+        assert store.subscriber("nyhetsbrev", "anna@example.org").status == "unsubscribed"
+        assert store.subscriber("nyhetsbrev", "bo@example.org").status == "active"
+
+
+def _signups(server_url: str, forwarded_for: list[str]) -> list[int]:
+    """One sign-up per X-Forwarded-For value, each in its own session (as separate visitors would)."""
+    url = f"{server_url}/subscribe/nyhetsbrev"
+    statuses = []
+    for n, address in enumerate(forwarded_for):
+        session = requests.Session()
+        session.headers["X-Forwarded-For"] = address
+        token = _form(session, url)
+        statuses.append(session.post(url, data={"csrf_token": token, "email": f"v{n}@example.org"}).status_code)
+    return statuses
+
+
+def _site_with(example_settings, monkeypatch, web_line: str) -> Server:
+    """The example site under waitress with one more line in its [web] table."""
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    port = free_port()
+    settings = _configure(example_settings, f"http://127.0.0.1:{port}")
+    text = settings.path.read_text(encoding="utf-8")
+    settings.path.write_text(text.replace("[web]\n", f"[web]\n{web_line}\n", 1), encoding="utf-8")
+    return Server(load_settings(settings.path), port)
+
+
+def test_behind_a_trusted_proxy_each_visitor_has_their_own_rate_limit(example_settings, monkeypatch) -> None:
+    """Behind the README's TLS proxy every visitor shared one rate-limit bucket: six sign-ups and the site closed."""
+    with _site_with(example_settings, monkeypatch, "trusted_proxies = 1") as server:
+        visitors = [f"198.51.100.{n}" for n in range(8)]
+        assert _signups(server.url, visitors) == [200] * 8, "eight visitors through one proxy, five a minute each"
+        assert 429 in _signups(server.url, ["198.51.100.9"] * 6), "one visitor is still limited"
+
+
+def test_a_forged_forwarded_for_header_does_not_escape_the_rate_limit(example_settings, monkeypatch) -> None:
+    """Without trusted proxies, X-Forwarded-For is anyone's word: it must not give a client new buckets."""
+    with _site_with(example_settings, monkeypatch, 'trusted_proxies = ["10.0.0.0/8"]') as server:
+        assert 429 in _signups(server.url, [f"198.51.100.{n}" for n in range(6)]), "127.0.0.1 is not a trusted proxy"
+
+
+def test_the_client_address_walks_the_chain_only_through_trusted_networks() -> None:
+    chain = ClientAddress(lambda e, s: None, ["10.0.0.0/8", "192.168.0.0/16"])
+    assert chain.client("10.0.0.2", ["203.0.113.7", "192.168.1.1"]) == "203.0.113.7"
+    assert chain.client("10.0.0.2", ["1.2.3.4", "203.0.113.7"]) == "203.0.113.7", "what the visitor wrote is ignored"
+    assert chain.client("203.0.113.9", ["1.2.3.4"]) is None, "a peer outside the networks is the client"
+    assert chain.client("10.0.0.2", ["not an address"]) is None
+    count = ClientAddress(lambda e, s: None, 2)
+    assert count.client("127.0.0.1", ["1.2.3.4", "203.0.113.7", "10.0.0.1"]) == "203.0.113.7"
+    assert count.client("127.0.0.1", ["203.0.113.7"]) is None, "fewer entries than proxies: the header is forged"
+    assert count.client("127.0.0.1", ["[2001:db8::1]:443", "10.0.0.1"]) == "2001:db8::1"

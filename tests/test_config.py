@@ -81,6 +81,18 @@ BAD = [
         "no such file",
     ),
     (('title = "Sajten"', 'title = "Sajten\\r\\nBcc: x@evil.example"'), "site.title", "must be one line"),
+    # The public address is https wherever it comes from: [site] base_url stands in when [web] has none.
+    (
+        (
+            'base_url = "https://sajten.example/"',
+            'base_url = "http://sajten.example/"\n[organisation]\nname = "S"\naddress = "Gatan 1"\n'
+            '[[lists]]\nname = "brev"\ntitle = "Brev"\nfrom = "brev@sajten.example"',
+        ),
+        "web.base_url",
+        "plain http: set [web] base_url",
+    ),
+    (("[feeds]", '[web]\ntrusted_proxies = ["10.0.0.0/8", "proxy"]\n\n[feeds]'), "web.trusted_proxies", "'proxy'"),
+    (("[feeds]", '[web]\nprevious_secret_env = "old secret"\n\n[feeds]'), "web.previous_secret_env", "variable"),
 ]
 
 

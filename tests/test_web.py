@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from waitress.server import create_server
 
 from pipeline.config import Settings, load_settings
 from pipeline.delivery import sender_for
@@ -20,19 +19,19 @@ from pipeline.jobs import freeze_next
 from pipeline.store import Store
 from pipeline.subscribers import ImportReport, candidate
 from pipeline.tokens import Tokens
-from pipeline.web import create_app
+from pipeline.web import make_server
 from tests.smtp_sink import free_port
 
 SECRET = "web-secret-0123456789abcdef-0123456789"
 
 
 class Server:
-    """The app under waitress in a thread, at ``self.url``."""
+    """The app under waitress in a thread, with serve's own limits (``make_server``), at ``self.url``."""
 
     def __init__(self, settings: Settings, port: int) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.server = create_server(create_app(settings), host="127.0.0.1", port=self.port, threads=4)
+        self.server = make_server(settings, host="127.0.0.1", port=self.port)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> Server:

@@ -253,3 +253,42 @@ def test_a_malformed_body_is_400_never_500(hooks) -> None:
     assert deep.status_code == 400
     huge = requests.post(f"{server.url}/webhooks/postmark", data=b"{" + b" " * (2 * 1024 * 1024) + b"}")
     assert huge.status_code == 413
+
+
+def test_verified_but_malformed_payloads_are_400_never_500(hooks) -> None:
+    """A verified request whose fields have the wrong shape answered 500: the provider retried it for hours."""
+    settings, server = hooks
+    postmark_url = f"{server.url}/webhooks/postmark"
+    auth = ("postmark", "pm-password")
+    for odd in (
+        {"RecordType": "Bounce", "Type": "HardBounce", "Email": 12345},
+        {"RecordType": "Bounce", "Type": "HardBounce", "Email": ["a@example.org"]},
+        {"RecordType": "SpamComplaint", "Email": "b@example.org", "Metadata": {"flygblad-message-id": 7}},
+        {"RecordType": "SpamComplaint", "Email": "b@example.org", "Metadata": "text"},
+        [1, 2, 3],
+        "just a string",
+    ):
+        answer = requests.post(postmark_url, json=odd, auth=auth)
+        assert answer.status_code == 400, (odd, answer.status_code, answer.text)
+    sendgrid_url = f"{server.url}/webhooks/sendgrid"
+    for odd_events in (
+        [{"event": "bounce", "email": {"nested": "c@example.org"}}],
+        [{"event": "spamreport", "email": "c@example.org", "flygblad_message_id": ["x"]}],
+        ["not an event"],
+        [None],
+    ):
+        answer = _sendgrid_post(sendgrid_url, odd_events)
+        assert answer.status_code == 400, (odd_events, answer.status_code, answer.text)
+    mailgun_url = f"{server.url}/webhooks/mailgun"
+    for odd_event in (
+        {"event": "failed", "severity": "permanent", "recipient": 42},
+        {"event": "complained", "recipient": "d@example.org", "user-variables": ["x"]},
+        {"event": "complained", "recipient": "d@example.org", "user-variables": {"flygblad-message-id": {}}},
+        "not an object",
+    ):
+        answer = requests.post(mailgun_url, json=_mailgun_body(odd_event))  # type: ignore[arg-type]
+        assert answer.status_code == 400, (odd_event, answer.status_code, answer.text)
+    odd_signature = _mailgun_body({"event": "complained", "recipient": "d@example.org"})
+    odd_signature["signature"] = "not an object"
+    assert requests.post(mailgun_url, json=odd_signature).status_code in (400, 403)
+    assert [_status(settings, f"{n}@example.org") for n in "abcd"] == ["active"] * 4, "nothing changed"

@@ -49,7 +49,7 @@ from pipeline.render.mime import MessageTemplate, mailbox
 from pipeline.render.templates import strings
 from pipeline.store import Store, worker_name
 from pipeline.store.base import database_trouble
-from pipeline.tokens import Tokens, load_secret
+from pipeline.tokens import tokens_for
 from pipeline.types import Issue, LedgerUpdate, OutboxRow
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class Outbox:
         self.list = mailing_list
         self.issue = issue
         self.rendered = rendered_of(issue)
-        self.tokens = Tokens(load_secret(settings))
+        self.tokens = tokens_for(settings)
         self.strings = strings(settings.templates_dir, self.rendered.language)
         base = settings.web_base_url
         self.view_url = f"{base}/archive/{mailing_list.name}/{issue.number}"

@@ -29,7 +29,7 @@ from pipeline.errors import FlygbladError
 from pipeline.render.mime import mailbox
 from pipeline.render.templates import strings
 from pipeline.store import Store, worker_name
-from pipeline.tokens import Tokens, load_secret
+from pipeline.tokens import tokens_for
 from pipeline.types import QueuedMail
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Confirmations:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.tokens = Tokens(load_secret(settings))
+        self.tokens = tokens_for(settings)
         self.signer = signer_for(settings)
 
     def message(self, row: QueuedMail) -> Message:

@@ -47,7 +47,15 @@ class Failed:
     reason: str
 
 
-Collected = Found | Unchanged | Failed
+@dataclass(frozen=True)
+class Skipped:
+    """An entry left out on purpose (a link that is not http(s)): reported with a line, not a failure."""
+
+    url: str
+    reason: str
+
+
+Collected = Found | Unchanged | Failed | Skipped
 
 
 class ValidatorLookup(Protocol):
@@ -110,6 +118,7 @@ __all__ = [
     "ListingUpdate",
     "NotModified",
     "Page",
+    "Skipped",
     "Source",
     "Unchanged",
     "Validators",

@@ -30,6 +30,7 @@ import trafilatura
 from bs4 import BeautifulSoup, Tag
 
 from pipeline.config import SelectSettings
+from pipeline.errors import SourceError
 from pipeline.sources.dates import find_date, parse_date
 from pipeline.text import clean_html, clean_text, shorten
 
@@ -388,7 +389,36 @@ def _drop_leading_heading(html: str, title: str | None) -> str:
 def _all_of(soup: BeautifulSoup, selector: str) -> list[Tag]:
     """Every element matching *selector* that is not inside another match (a body split in parts)."""
     found = soup.select(selector)
-    return [element for element in found if not any(other in element.parents for other in found)]
+    # By identity: `in` compares Tags by content, recursively (quadratic, and a RecursionError when nested).
+    matched = {id(element) for element in found}
+    return [element for element in found if not any(id(parent) in matched for parent in element.parents)]
+
+
+#: Deeper than any real page (the deepest of 130 saved news pages: 38 levels; libxml2 stops XML at 256).
+MAX_DEPTH = 256
+#: More elements than any real article page (the most of those 130: 9,888, Wikipedia).
+MAX_ELEMENTS = 50_000
+
+
+def _check_shape(soup: BeautifulSoup, page_url: str) -> None:
+    """SourceError for a page no real article has: nested deeper than MAX_DEPTH or with more than MAX_ELEMENTS.
+
+    Every selector costs time per element and per level above it; with both
+    bounded, reading a hostile page is bounded too (about 10 s at the limits,
+    where a 440 KB page nested 20,000 deep took 61 s, or crashed the source).
+    """
+    stack: list[tuple[Tag, int]] = [(soup, 0)]
+    count = 0
+    while stack:
+        element, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH:
+            raise SourceError(
+                f"page too deeply nested (more than {MAX_DEPTH} levels of elements): not read", url=page_url
+            )
+        if count > MAX_ELEMENTS:
+            raise SourceError(f"page has more than {MAX_ELEMENTS:,} elements: not read", url=page_url)
+        stack.extend((child, depth + 1) for child in element.contents if isinstance(child, Tag))
 
 
 def _inner_html(element: Tag) -> str:
@@ -431,6 +461,7 @@ def extract_page(
 ) -> Extracted:
     """Read title, author, role, dates, summary, body, image and canonical URL from a page."""
     soup = BeautifulSoup(html, "lxml")
+    _check_shape(soup, page_url)
     select = select or SelectSettings()
     nodes = jsonld_nodes(soup)
     article = _article_node(nodes) or {}

@@ -18,7 +18,17 @@ import feedparser
 from bs4 import BeautifulSoup, Tag
 
 from pipeline.errors import SourceError
-from pipeline.sources import Collected, Failed, Found, Item, ListingUpdate, Source, Unchanged, ValidatorLookup
+from pipeline.sources import (
+    Collected,
+    Failed,
+    Found,
+    Item,
+    ListingUpdate,
+    Skipped,
+    Source,
+    Unchanged,
+    ValidatorLookup,
+)
 from pipeline.sources.dates import parse_date
 from pipeline.sources.extract import attr
 from pipeline.sources.http import Fetcher, NotModified
@@ -40,6 +50,15 @@ def _plain(value: str | None) -> str | None:
         if "<" in value or "&" in value
         else clean_text(value)
     )
+
+
+def _web(url: object) -> bool:
+    """Whether *url* is an http(s) address: the only links a feed entry may pass on."""
+    return isinstance(url, str) and url.lower().startswith(("http://", "https://"))
+
+
+class NotAWebLink(SourceError):
+    """An entry whose link is not http(s): left out with a line."""
 
 
 class FeedSource(Source):
@@ -76,6 +95,9 @@ class FeedSource(Source):
         for number, entry in enumerate(entries, start=1):
             try:
                 item = self.read_entry(entry, language.split("-")[0] if language else None)
+            except NotAWebLink as err:
+                yield Skipped(f"{self.url}#entry-{number}", str(err))
+                continue
             except SourceError as err:
                 yield Failed(f"{self.url}#entry-{number}", str(err))
                 continue
@@ -92,7 +114,11 @@ class FeedSource(Source):
         title = _plain(entry.get("title"))
         if not title:
             raise SourceError(f"entry {entry_id} has no title", url=self.url)
-        base = link or self.url
+        url = next((u for u in (link, entry_id) if _web(u)), None)
+        if url is None:
+            # A feed is untrusted: a javascript: or data: link would be republished in every feed and issue.
+            raise NotAWebLink(f"entry {title!r}: its link {(link or entry_id)[:100]!r} is not http(s)")
+        base = url
         content = entry.get("content") or []
         html = content[0].get("value", "") if content else entry.get("summary", "")
         body = clean_html(html, base)
@@ -111,7 +137,7 @@ class FeedSource(Source):
             id=entry_id,
             source=self.name,
             category=self.source.category,
-            url=link or entry_id,
+            url=url,
             title=title,
             author=author,
             published=published,
@@ -127,10 +153,16 @@ class FeedSource(Source):
     def _image(entry: Any, body: str) -> tuple[str | None, str | None]:
         for media in entry.get("media_content", []) + entry.get("media_thumbnail", []):
             url = media.get("url")
-            if url and (media.get("medium") in (None, "image") or str(media.get("type", "")).startswith("image/")):
+            if _web(url) and (
+                media.get("medium") in (None, "image") or str(media.get("type", "")).startswith("image/")
+            ):
                 return url, None
         for link in entry.get("links", []):
-            if link.get("rel") == "enclosure" and str(link.get("type", "")).startswith("image/"):
+            if (
+                link.get("rel") == "enclosure"
+                and _web(link.get("href"))
+                and str(link.get("type", "")).startswith("image/")
+            ):
                 return link.get("href"), None
         img = BeautifulSoup(body, "html.parser").find("img", src=True)
         return (attr(img, "src"), clean_text(attr(img, "alt"))) if isinstance(img, Tag) else (None, None)

@@ -37,8 +37,9 @@ from pipeline.render import RecipientValues
 from pipeline.render.templates import BUILTIN_TEMPLATES, environment, strings
 from pipeline.store import Store
 from pipeline.subscribers import SubscriberError, candidate
-from pipeline.tokens import Tokens, load_secret
+from pipeline.tokens import tokens_for
 from pipeline.web import webhooks
+from pipeline.web.proxies import ClientAddress
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,12 @@ FEED_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml", "jso
 
 def create_app(settings: Settings, store: Store | None = None) -> Flask:
     """The web application for *settings* (the store is opened, and migrated, once)."""
-    secret = load_secret(settings)
-    tokens = Tokens(secret)
+    tokens = tokens_for(settings)
     store = store or Store.open(settings.storage_url)
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    # The visitor's address (for the rate limit) through the proxies the operator trusts, and no one else's word.
+    app.wsgi_app = ClientAddress(app.wsgi_app, settings.web.trusted_proxies)  # type: ignore[method-assign]
     # The same loader and autoescape as the emails: a plain Jinja environment where Flask keeps its subclass.
     app.jinja_env = environment(settings.templates_dir)  # type: ignore[assignment]
     app.jinja_env.auto_reload = app.debug  # as Flask's own: no stat of every template on every page in production
@@ -374,18 +376,18 @@ def write_archive(settings: Settings, store: Store) -> list[Path]:
     return written
 
 
-def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
-    """Run the web app under waitress until interrupted."""
-    from waitress import serve as waitress_serve
+def make_server(settings: Settings, host: str | None = None, port: int | None = None, app: Flask | None = None) -> Any:
+    """The app under waitress with the limits of a public service (``.run()`` serves until interrupted)."""
+    from waitress import create_server
 
-    app = create_app(settings)
-    waitress_serve(
-        app,
+    return create_server(
+        app or create_app(settings),
         host=host or settings.web.host,
         port=port or settings.web.port,
         threads=8,
         ident="flygblad",
-        clear_untrusted_proxy_headers=True,
+        # X-Forwarded-For reaches the app only when proxies are trusted; ClientAddress decides what to believe.
+        clear_untrusted_proxy_headers=not settings.web.trusted_proxies,
         # Limits for a public service: idle or slow clients cannot hold every channel, and a body is
         # refused before it is read into memory when it is larger than any real request.
         connection_limit=200,
@@ -394,4 +396,9 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     )
 
 
-__all__ = ["archive_html", "create_app", "serve", "write_archive"]
+def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Run the web app under waitress until interrupted."""
+    make_server(settings, host, port).run()
+
+
+__all__ = ["archive_html", "create_app", "make_server", "serve", "write_archive"]

@@ -66,6 +66,17 @@ class Event:
     message_id: str | None = None  # ours, when the provider echoes it back
 
 
+def _events(email: object, status: str, message_id: object) -> list[Event]:
+    """One event, its fields checked: a verified payload of the wrong shape is a ValueError (400), never a 500."""
+    if message_id is not None and not isinstance(message_id, str):
+        raise ValueError(f"the message id is not text: {type(message_id).__name__}")
+    if email is None or email == "":
+        return []  # nobody named: nothing to change
+    if not isinstance(email, str):
+        raise ValueError(f"the address is not text: {type(email).__name__}")
+    return [Event(email.strip(), status, message_id)]
+
+
 class Unverified(Exception):
     """The request could not be shown to come from the provider."""
 
@@ -107,14 +118,14 @@ def postmark(settings: Settings, headers: Mapping[str, str], body: bytes) -> lis
     message_id = metadata.get("flygblad-message-id")
     kind = data.get("RecordType")
     if kind == "Bounce" and (data.get("Inactive") is True or data.get("Type") in HARD_BOUNCE_TYPES):
-        return [Event(email, "bounced", message_id)]
+        return _events(email, "bounced", message_id)
     if kind == "SpamComplaint":
-        return [Event(email, "complained", message_id)]
+        return _events(email, "complained", message_id)
     if kind == "SubscriptionChange" and data.get("SuppressSending") is True:
         email = data.get("Recipient") or email
         reason = data.get("SuppressionReason")
         status = {"HardBounce": "bounced", "SpamComplaint": "complained"}.get(str(reason), "unsubscribed")
-        return [Event(email, status, message_id)]
+        return _events(email, status, message_id)
     return []
 
 
@@ -142,8 +153,8 @@ def sendgrid(settings: Settings, headers: Mapping[str, str], body: bytes) -> lis
             status = "complained"
         elif kind in ("unsubscribe", "group_unsubscribe"):
             status = "unsubscribed"
-        if status and event.get("email"):
-            events.append(Event(event["email"], status, event.get("flygblad_message_id")))
+        if status:
+            events += _events(event.get("email"), status, event.get("flygblad_message_id"))
     return events
 
 
@@ -162,11 +173,11 @@ def mailgun(settings: Settings, headers: Mapping[str, str], body: bytes) -> list
     message_id = (event.get("user-variables") or {}).get("flygblad-message-id")
     kind = event.get("event")
     if kind == "failed" and event.get("severity") == "permanent":
-        return [Event(email, "bounced", message_id)]
+        return _events(email, "bounced", message_id)
     if kind == "complained":
-        return [Event(email, "complained", message_id)]
+        return _events(email, "complained", message_id)
     if kind == "unsubscribed":
-        return [Event(email, "unsubscribed", message_id)]
+        return _events(email, "unsubscribed", message_id)
     return []
 
 
