@@ -187,6 +187,34 @@ ROWS = [
         lambda r: r["duplicates"] == 0 and r["lost"] == 0,
     ),
     Row(
+        "200 idle connections + 8 clients for 20 s",
+        "abuse",
+        (),
+        ("--seconds", "5"),
+        None,
+        lambda r: (
+            f"p99 {r['attacked']['p99_ms']} ms (quiet {r['quiet']['p99_ms']} ms), "
+            f"{_n(r['attacked']['requests_per_s'])} req/s (quiet {_n(r['quiet']['requests_per_s'])}); /healthz missed "
+            f"{r['attacked']['health_missed']} of {r['attacked']['health_probes']}; {r['attacked']['errors']} errors; "
+            f"RSS +{r['rss_growth_mb']} MB"
+        ),
+        "0 missed, 0 errors, RSS <= +100 MB",
+        lambda r: bool(r["met"]),
+    ),
+    Row(
+        "fuzz: 8 properties x 5,000 generated inputs",
+        "fuzz",
+        (),
+        ("--examples", "300"),
+        None,
+        lambda r: (
+            f"{_n(r['examples'])} examples ({r['examples_per_property']:,} per property) in {r['seconds']} s, "
+            f"{r['failures']} failures"
+        ),
+        "0 failures",
+        lambda r: r["failures"] == 0 and r["examples"] > 0,
+    ),
+    Row(
         "send --workers 4 (PostgreSQL)",
         "workers",
         (),

@@ -131,3 +131,32 @@ def wait_for_http(url: str, seconds: float = 30.0) -> None:
         except requests.ConnectionError:
             time.sleep(0.1)
     raise SystemExit(f"{url} did not answer within {seconds:.0f} s")
+
+
+def subscribers_with_links(settings: Any, count: int, base: str) -> list[str]:
+    """*count* active subscribers on the list "nyhetsbrev" of *settings*; each one's unsubscribe URL under *base*."""
+    from pipeline.store import Store
+    from pipeline.subscribers import ImportReport, batches, candidate
+    from pipeline.tokens import Tokens
+
+    with Store.open(settings.storage_url) as store:
+        for batch in batches((candidate(f"u{n}@example.org") for n in range(count)), 1000):
+            store.upsert_subscribers("nyhetsbrev", batch, report=ImportReport())
+        ids = [s.id for s in store.iter_subscribers("nyhetsbrev")]
+    tokens = Tokens(SECRET)
+    return [f"{base}/unsubscribe/{tokens.unsubscribe(i, 'nyhetsbrev')}" for i in ids]
+
+
+def start_serve(work: Path, port: int) -> subprocess.Popen[bytes]:
+    """``flygblad serve`` for the project in *work*, in its own process as in production, once it answers."""
+    import sys
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "serve", "--port", str(port)],
+        cwd=work,
+        env={**os.environ, "FLYGBLAD_SECRET": SECRET},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_http(f"http://127.0.0.1:{port}/healthz")
+    return server

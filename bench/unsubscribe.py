@@ -23,7 +23,6 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import requests
 
-from bench.common import SECRET, free_port, sample_project, wait_for_http, write_result
+from bench.common import SECRET, free_port, sample_project, start_serve, subscribers_with_links, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,9 +92,6 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["FLYGBLAD_SECRET"] = SECRET
     from pipeline.config import load_settings
-    from pipeline.store import Store
-    from pipeline.subscribers import ImportReport, batches, candidate
-    from pipeline.tokens import Tokens
 
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -103,21 +99,9 @@ def main() -> None:
         settings = load_settings(
             sample_project(work, replace={"[web]\n": f'[web]\nbase_url = "http://127.0.0.1:{port}"\n'})
         )
-        with Store.open(settings.storage_url) as store:
-            for batch in batches((candidate(f"u{n}@example.org") for n in range(args.subscribers)), 1000):
-                store.upsert_subscribers("nyhetsbrev", batch, report=ImportReport())
-            ids = [s.id for s in store.iter_subscribers("nyhetsbrev")]
-        tokens = Tokens(SECRET)
-        urls = [f"http://127.0.0.1:{port}/unsubscribe/{tokens.unsubscribe(i, 'nyhetsbrev')}" for i in ids]
+        urls = subscribers_with_links(settings, args.subscribers, f"http://127.0.0.1:{port}")
         # The server in its own process, as in production: the load generator must not share its GIL.
-        server = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "serve", "--port", str(port)],
-            cwd=work,
-            env={**os.environ, "FLYGBLAD_SECRET": SECRET},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_http(f"http://127.0.0.1:{port}/healthz")
+        server = start_serve(work, port)
         if os.environ.get("FLYGBLAD_BENCH_PROFILE"):  # py-spy on the server while it is under load
             subprocess.Popen(
                 [

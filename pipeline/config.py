@@ -72,7 +72,7 @@ def _public_ok(url: str) -> bool:
 
 def _one_line(value: str | None) -> str | None:
     """Text that ends up in a header (a list's title in List-Id, From, a subject): no line breaks."""
-    if value is not None and any(c in value for c in "\r\n\x00"):
+    if isinstance(value, str) and any(c in value for c in "\r\n\x00"):
         raise ValueError(f"must be one line (it goes into an email header), got {value!r}")
     return value
 

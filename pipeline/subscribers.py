@@ -97,13 +97,25 @@ def read_csv(path: Path, problems: list[str]) -> Iterator[Candidate]:
     if "email" not in header:
         raise SubscriberError(f"{path}: line 1: the header must name an 'email' column (email,name,language)")
     reader.fieldnames = header
-    for row in reader:
-        if not any((value or "").strip() for key, value in row.items() if key):
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:  # a stray carriage return, a quote left open: that row, not the file
+            problems.append(f"{path}: line {reader.line_num}: not a CSV row ({err})")
+            continue
+        if not any((value or "").strip() for key, value in row.items() if isinstance(value, str) and key):
             continue  # a blank line
         try:
-            yield candidate(row.get("email") or "", row.get("name"), row.get("language"))
+            yield candidate(_cell(row.get("email")) or "", _cell(row.get("name")), _cell(row.get("language")))
         except SubscriberError as err:
             problems.append(f"{path}: line {reader.line_num}: {err}")
+
+
+def _cell(value: object) -> str | None:
+    """A cell's text (a row with more cells than the header has gives lists under the None key, never here)."""
+    return value if isinstance(value, str) else None
 
 
 def batches(rows: Iterable[Candidate], size: int = BATCH) -> Iterator[list[Candidate]]:

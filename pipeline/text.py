@@ -11,6 +11,7 @@ attributes, and only http, https, mailto and tel URLs.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urljoin
 
 import nh3
@@ -134,11 +135,15 @@ def clean_html(html: str, base_url: str | None = None) -> str:
     ).strip()
 
 
+#: C0 and C1 control characters: never part of a title or a name (a backspace in a feed's title went to Subject).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def clean_text(text: str | None) -> str | None:
-    """Collapse white space in a plain-text field; ``None`` for nothing left."""
+    """Collapse white space in a plain-text field, control characters counted as space; ``None`` for nothing left."""
     if text is None:
         return None
-    value = " ".join(text.split())
+    value = " ".join(_CONTROL.sub(" ", text).split())
     return value or None
 
 

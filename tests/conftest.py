@@ -18,8 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
+
+# Property-based tests (tests/test_properties.py): "ci" is the default; `python -m bench.fuzz` runs "fuzz".
+hypothesis_settings.register_profile("ci", max_examples=200, deadline=None, print_blob=True)
+hypothesis_settings.register_profile(
+    "fuzz", max_examples=int(os.environ.get("FLYGBLAD_FUZZ_EXAMPLES", "5000")), deadline=None, print_blob=True
+)
+hypothesis_settings.load_profile(os.environ.get("FLYGBLAD_HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parent.parent
 SITES = Path(__file__).resolve().parent / "sites"

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -16,6 +21,18 @@ from pipeline.tokens import Tokens, tokens_for
 from pipeline.web.proxies import ClientAddress
 from tests.smtp_sink import free_port
 from tests.test_web import SECRET, Server, _configure, _form, _sent_issue, site  # noqa: F401 - the fixture
+
+
+def wait_for(url: str, seconds: float = 20.0) -> None:
+    """Wait until *url* answers (a server a test started)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} never answered")
 
 
 def _message(data: bytes) -> EmailMessage:
@@ -146,3 +163,66 @@ def test_the_client_address_walks_the_chain_only_through_trusted_networks() -> N
     assert count.client("127.0.0.1", ["1.2.3.4", "203.0.113.7", "10.0.0.1"]) == "203.0.113.7"
     assert count.client("127.0.0.1", ["203.0.113.7"]) is None, "fewer entries than proxies: the header is forged"
     assert count.client("127.0.0.1", ["[2001:db8::1]:443", "10.0.0.1"]) == "2001:db8::1"
+
+
+def test_idle_connections_do_not_take_the_site_down(example_settings) -> None:
+    """120 connections that sent nothing held every waitress channel: the site stopped answering."""
+    port = free_port()
+    settings = _configure(example_settings, f"http://127.0.0.1:{port}")
+    env = {**os.environ, "FLYGBLAD_SECRET": SECRET}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "--config", str(settings.path), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    held: list[socket.socket] = []
+    try:
+        wait_for(f"http://127.0.0.1:{port}/healthz")
+        for _ in range(250):
+            connection = socket.create_connection(("127.0.0.1", port))
+            connection.sendall(b"GET /archive/ HTTP/1.1\r\nHost: x\r\n")  # and never the end of the request
+            held.append(connection)
+        for _ in range(5):
+            answer = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=3)
+            assert answer.status_code == 200
+        session = requests.Session()
+        token = _form(session, f"http://127.0.0.1:{port}/subscribe/nyhetsbrev")
+        assert token, "a visitor can still sign up"
+    finally:
+        for connection in held:
+            connection.close()
+        server.terminate()
+        server.wait(30)
+
+
+def test_the_sign_up_takes_as_long_for_a_new_address_as_for_a_known_one(example_settings, monkeypatch) -> None:
+    """The confirmation was sent inside the request: 73 ms for a new address against 10 ms for a known one."""
+    from tests.smtp_sink import Sink
+    from tests.test_delivery import _smtp_config
+
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    port = free_port()
+    with Sink() as relay:
+        relay.handler.stall_seconds = 1.0  # a slow relay: any mail sent inside the request shows in its time
+        settings = _configure(example_settings, f"http://127.0.0.1:{port}")
+        settings = load_settings(_smtp_config(settings, relay.port))
+        with Store.open(settings.storage_url) as store:
+            store.upsert_subscribers("nyhetsbrev", [candidate("known@example.org")], report=ImportReport())
+        url = f"http://127.0.0.1:{port}/subscribe/nyhetsbrev"
+        times: dict[str, list[float]] = {"new": [], "known": []}
+        with Server(settings, port):
+            for n in range(2):  # four sign-ups: the form allows five a minute
+                relay.handler.rule(f"new{n}@example.org", "stall")
+                for kind, email in (("new", f"new{n}@example.org"), ("known", "known@example.org")):
+                    session = requests.Session()
+                    token = _form(session, url)
+                    began = time.perf_counter()
+                    assert session.post(url, data={"csrf_token": token, "email": email}).status_code == 200
+                    times[kind].append(time.perf_counter() - began)
+            deadline = time.monotonic() + 20
+            while len(relay.handler.accepted) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+    assert len(relay.handler.accepted) == 2, "each new address got its confirmation, after the answer"
+    gap = min(times["new"]) - min(times["known"])
+    assert gap < 0.5, f"a new address took {gap * 1000:.0f} ms longer than a known one: the answer tells them apart"

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
+from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 
 from pipeline.addresses import ascii_domain
@@ -82,6 +83,10 @@ def mailbox(address: str, name: str | None = None) -> str:
         if "\r" in part or "\n" in part:
             raise RenderError(f"an address or name contains a line break: {part!r}")
     address = ascii_domain(address)
+    if name and "=?" in name:
+        # An ASCII name that looks like an encoded word would be decoded by mail clients into something
+        # else ("=?utf-8?q?Bank?=" shows as "Bank"): encode it, so it reads as written.
+        name = Header(name, "utf-8").encode()
     if address.isascii():
         return formataddr((name or "", address), charset="utf-8")
     # A non-ASCII local part travels as UTF-8 (RFC 6532, over SMTPUTF8); formataddr takes ASCII only.

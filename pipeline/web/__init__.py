@@ -52,6 +52,8 @@ CSP = (
 MAX_ISSUE_NUMBER = 2**31 - 1
 #: No request a person or a provider sends is larger: a webhook batch, a form. Bigger bodies get 413.
 MAX_BODY_BYTES = 1024 * 1024
+#: Open connections served at once: 200 idle ones (a slowloris) leave room for every real visitor.
+MAX_CONNECTIONS = 1000
 FEED_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml", "json": "application/feed+json"}
 
 
@@ -388,9 +390,11 @@ def make_server(settings: Settings, host: str | None = None, port: int | None = 
         ident="flygblad",
         # X-Forwarded-For reaches the app only when proxies are trusted; ClientAddress decides what to believe.
         clear_untrusted_proxy_headers=not settings.web.trusted_proxies,
-        # Limits for a public service: idle or slow clients cannot hold every channel, and a body is
-        # refused before it is read into memory when it is larger than any real request.
-        connection_limit=200,
+        # Limits for a public service: idle or slow clients cannot hold every channel (poll, not select:
+        # select stops at 1,024 descriptors), a channel silent for 30 s is closed, and a body is refused
+        # before it is read into memory when it is larger than any real request.
+        connection_limit=MAX_CONNECTIONS,
+        asyncore_use_poll=True,
         channel_timeout=30,
         max_request_body_size=MAX_BODY_BYTES,
     )
@@ -398,7 +402,19 @@ def make_server(settings: Settings, host: str | None = None, port: int | None = 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Run the web app under waitress until interrupted."""
+    _enough_descriptors(MAX_CONNECTIONS + 100)
     make_server(settings, host, port).run()
+
+
+def _enough_descriptors(wanted: int) -> None:
+    """Raise this process's open-file limit to *wanted* when the hard limit allows (many systems start at 1,024)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 __all__ = ["archive_html", "create_app", "make_server", "serve", "write_archive"]
