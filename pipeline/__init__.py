@@ -6,14 +6,12 @@ The package is a pipeline of stages, one subpackage each::
                     \\-> feeds
 
 The CLI (:mod:`pipeline.cli`), the scheduler and the web side all call the same
-library functions; see :mod:`pipeline.app` for the entry points.
+library functions; the use cases are in :mod:`pipeline.jobs`.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+#: The one place the version is written: pyproject.toml reads it from here.
+__version__ = "0.1.0"
+#: The environment variable naming the config file (``flygblad --config`` wins over it).
+ENV_CONFIG = "FLYGBLAD_CONFIG"
 
-try:
-    __version__ = version("flygblad")
-except PackageNotFoundError:  # running from a checkout that was never installed
-    __version__ = "0.0.0+unknown"
-
-__all__ = ["__version__"]
+__all__ = ["ENV_CONFIG", "__version__"]

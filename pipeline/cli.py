@@ -7,6 +7,7 @@ failure names what), 2 a usage or config error.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
@@ -15,34 +16,42 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from sqlalchemy.exc import SQLAlchemyError
 
-from pipeline import __version__, jobs
-from pipeline.collect import CollectReport
-from pipeline.config import ENV_CONFIG, ListSettings, Settings, load_settings
-from pipeline.delivery.send import Progress as SendProgress
+from pipeline import ENV_CONFIG, __version__
 from pipeline.errors import ConfigError, FlygbladError
-from pipeline.issues import Draft
-from pipeline.jobs import PublishReport
-from pipeline.render import RecipientValues, greeting
-from pipeline.render.mime import MessageTemplate, mailbox
-from pipeline.store import Store
-from pipeline.store.base import database_trouble
-from pipeline.subscribers import STATUSES, ImportReport, SubscriberError, batches, candidate, check_address, read_csv
-from pipeline.types import Issue
+from pipeline.types import STATUSES
+
+
+class _LazyModule:
+    """A module imported on first attribute access (``jobs.send_list``), not when the CLI starts."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+# Everything else is imported where it is used: `flygblad --help` and `flygblad items` must not pay for
+# the extractor, DKIM, the renderer or the web framework (tests/test_install.py pins this).
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from pipeline import jobs
+    from pipeline.collect import CollectReport
+    from pipeline.config import ListSettings, Settings
+    from pipeline.delivery.send import Progress as SendProgress
+    from pipeline.issues import Draft
+    from pipeline.jobs import PublishReport
+    from pipeline.store import Store
+    from pipeline.subscribers import ImportReport
+    from pipeline.types import Issue
+else:
+    jobs = _LazyModule("pipeline.jobs")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -59,16 +68,27 @@ class Context:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from pipeline.config import load_settings
+
             self._settings = load_settings(self.config)
         return self._settings
 
     def store(self) -> Store:
+        from pipeline.store import Store
+
         return Store.open(self.settings.storage_url)
 
 
 def _fail(message: str, code: int) -> NoReturn:
     err_console.print(f"flygblad: {message}", markup=False, soft_wrap=True)
     sys.exit(code)
+
+
+def _sqlalchemy_error() -> type[Exception]:
+    """SQLAlchemy's base error, imported only when an exception is being matched."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return SQLAlchemyError
 
 
 @contextmanager
@@ -80,7 +100,9 @@ def _errors() -> Iterator[None]:
         _fail(f"config error: {err}", EXIT_USAGE)
     except FlygbladError as err:
         _fail(str(err), EXIT_FAILED)
-    except SQLAlchemyError as err:  # a read that found the database locked or gone: one line, no traceback
+    except _sqlalchemy_error() as err:  # a read that found the database locked or gone: one line, no traceback
+        from pipeline.store.base import database_trouble
+
         _fail(database_trouble(err).replace("could not be written", "could not be read"), EXIT_FAILED)
 
 
@@ -108,6 +130,15 @@ def cli(ctx: click.Context, config: str | None, verbose: int) -> None:
 
 
 def _run_collect(ctx: Context, sources: tuple[str, ...], *, publish: bool = False) -> PublishReport:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     settings = ctx.settings
     chosen = [settings.source(name).name for name in sources] if sources else [s.name for s in settings.sources]
     with ctx.store() as store:
@@ -154,6 +185,9 @@ def collect_command(ctx: Context, sources: tuple[str, ...]) -> None:
 @click.pass_obj
 def feeds_command(ctx: Context) -> None:
     """Write the RSS, Atom and JSON feeds from the store."""
+    from pipeline.collect import CollectReport
+    from pipeline.jobs import PublishReport
+
     with _errors():
         with ctx.store() as store:
             report = PublishReport(CollectReport())
@@ -246,6 +280,9 @@ PREVIEW_EMAIL = "mottagare@example.org"
 
 
 def _preview_files(settings: Settings, draft: Draft, out: Path) -> list[Path]:
+    from pipeline.render import RecipientValues, greeting
+    from pipeline.render.mime import MessageTemplate, mailbox
+
     mailing_list = draft.list
     rendered = draft.rendered
     base = settings.web_base_url
@@ -437,6 +474,8 @@ def subscribers_add(
     ctx: Context, list_name: str, name: str | None, language: str | None, status: str, email: str
 ) -> None:
     """Add one address to a list (or update its name)."""
+    from pipeline.subscribers import ImportReport, SubscriberError, candidate
+
     report = ImportReport()
     with _errors():
         ctx.settings.mailing_list(list_name)
@@ -463,6 +502,8 @@ def subscribers_add(
 @click.pass_obj
 def subscribers_import(ctx: Context, list_name: str, status: str, file: Path) -> None:
     """Import a CSV file with the header email,name[,language]; bad rows are reported and skipped."""
+    from pipeline.subscribers import ImportReport, batches, read_csv
+
     report = ImportReport()
     with _errors():
         ctx.settings.mailing_list(list_name)
@@ -524,6 +565,14 @@ def subscribers_remove(ctx: Context, list_name: str, email: str) -> None:
 
 
 def _progress_for(issue: Issue) -> tuple[Progress, SendProgress]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -632,6 +681,8 @@ def send_command(
     workers: int,
 ) -> None:
     """Send the list: unfinished issues first (oldest first), then a new issue of what is new."""
+    from pipeline.subscribers import SubscriberError, check_address
+
     with _errors():
         settings = ctx.settings
         mailing_list = _chosen_list(ctx, list_name)

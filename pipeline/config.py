@@ -15,6 +15,7 @@ Every error names the file and the key, e.g.::
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import ipaddress
 import os
 import re
@@ -24,13 +25,12 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import soupsieve
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline import ENV_CONFIG
 from pipeline.errors import ConfigError
 
 DEFAULT_CONFIG = "config.toml"
-ENV_CONFIG = "FLYGBLAD_CONFIG"
 ENV_PREFIX = "FLYGBLAD_"
 
 #: Keys that would hold a secret: they are refused with advice instead of "unknown key".
@@ -50,6 +50,8 @@ class _Table(BaseModel):
 def _check_selector(value: str | None) -> str | None:
     if value is None:
         return None
+    import soupsieve  # here, not at the top: `flygblad --help` loads no config and needs no HTML parser
+
     try:
         soupsieve.compile(value)
     except soupsieve.SelectorSyntaxError as err:
@@ -61,6 +63,14 @@ def _check_http_url(value: str) -> str:
     if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
         raise ValueError(f"must be an http(s) URL without spaces or line breaks, got {value!r}")
     return value.rstrip("/")
+
+
+def _installed(module: str) -> bool:
+    """Whether *module* can be imported (an optional extra is installed), without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _public_ok(url: str) -> bool:
@@ -572,6 +582,13 @@ class Settings(_Table):
             raise ValueError(
                 f"web.base_url: the links in emails would use [site] base_url {self.site.base_url!r}, which is plain "
                 "http: set [web] base_url to the https address where flygblad serve answers"
+            )
+        if (self.storage.url or "").startswith("postgresql") and not _installed("psycopg"):
+            raise ValueError("storage.url: a PostgreSQL store needs the driver: pip install 'flygblad[postgresql]'")
+        if self.web.sendgrid_webhook_key_env and not _installed("cryptography"):
+            raise ValueError(
+                "web.sendgrid_webhook_key_env: SendGrid's signed webhook needs cryptography: "
+                "pip install 'flygblad[webhooks]'"
             )
         if self.dkim is not None:
             key = Path(self.dkim.private_key_path).expanduser()

@@ -13,6 +13,7 @@ from pathlib import Path
 import feedparser
 import pytest
 
+from pipeline.render.templates import BUILTIN_TEMPLATES
 from tests.conftest import EXAMPLE_SITE, ROOT
 
 
@@ -137,7 +138,7 @@ def test_preview_build_and_issues(project: Path) -> None:
 
 def test_broken_template_names_file_and_line_and_freezes_nothing(project: Path) -> None:
     templates = project / "templates"
-    shutil.copytree(ROOT / "templates", templates)
+    shutil.copytree(BUILTIN_TEMPLATES, templates)
     leader = templates / "partials" / "leader.mjml.j2"
     leader.write_text(
         leader.read_text(encoding="utf-8").replace("{{ item.title }}</a></h1>", "{{ item.title }</a></h1>"),

@@ -15,6 +15,7 @@ import textwrap
 import time
 import tomllib
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -36,8 +37,8 @@ from markupsafe import Markup
 from pipeline.errors import RenderError
 from pipeline.text import clean_html, clean_text
 
-#: The templates that ship with flygblad, used for any file a configured folder lacks.
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
+#: The templates that ship with flygblad (package data), used for any file a configured folder lacks.
+BUILTIN_TEMPLATES = Path(str(resources.files("pipeline") / "templates")).resolve()
 STRINGS = "strings.toml"
 FALLBACK_LANGUAGE = "en"
 #: What may remain of article HTML in the lead paragraph of an email.
@@ -116,33 +117,38 @@ _SEEN: dict[Path, tuple[float, Path, int]] = {}
 def strings(templates_dir: Path, language: str) -> dict[str, str]:
     """The UI strings for *language* (``sv``, ``en``, ``en-GB`` → ``en``), English filling gaps.
 
-    The file is looked at again at most once a second (every web page and
-    message asks), and parsed again only when it changed.
+    The project's ``strings.toml`` (in its templates folder) overrides the
+    built-in one key by key, language by language. The file is looked at again
+    at most once a second (every web page and message asks), and parsed again
+    only when it changed.
     """
     now = time.monotonic()
     seen = _SEEN.get(templates_dir)
     if seen is None or now - seen[0] > 1.0:
-        path = templates_dir / STRINGS if (templates_dir / STRINGS).is_file() else BUILTIN_TEMPLATES / STRINGS
+        path = templates_dir / STRINGS
         try:
-            changed = path.stat().st_mtime_ns
+            changed = path.stat().st_mtime_ns if path.is_file() else 0
         except OSError as err:
             raise RenderError(f"{path}: cannot read the newsletter strings: {err}") from err
         seen = _SEEN[templates_dir] = (now, path, changed)
-    return dict(_strings(seen[1], seen[2], language))
+    catalogues = [_catalogue(BUILTIN_TEMPLATES / STRINGS, 0)]
+    if seen[2] and seen[1].resolve() != BUILTIN_TEMPLATES / STRINGS:
+        catalogues.append(_catalogue(seen[1], seen[2]))
+    merged: dict[str, str] = {}
+    for level in dict.fromkeys((FALLBACK_LANGUAGE, language.split("-")[0].lower(), language)):
+        for catalogue in catalogues:  # built-in, then the project's, at each level
+            merged.update(catalogue.get(level, {}))
+    return merged
 
 
-@functools.lru_cache(maxsize=32)
-def _strings(path: Path, changed: int, language: str) -> tuple[tuple[str, str], ...]:
-    """Parsed once per file version and language (every web page and message asks)."""
+@functools.lru_cache(maxsize=8)
+def _catalogue(path: Path, changed: int) -> dict[str, dict[str, str]]:
+    """A strings file, parsed once per version (*changed* is its mtime)."""
     try:
-        catalogue: Mapping[str, Mapping[str, str]] = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise RenderError(f"{path}: cannot read the newsletter strings: {err}") from err
-    base = language.split("-")[0].lower()
-    merged = dict(catalogue.get(FALLBACK_LANGUAGE, {}))
-    merged.update(catalogue.get(base, {}))
-    merged.update(catalogue.get(language, {}))
-    return tuple(merged.items())
+    return {k: {n: str(v) for n, v in table.items()} for k, table in data.items() if isinstance(table, dict)}
 
 
 def _template_frame(tb: TracebackType | None) -> tuple[str, int] | None:

@@ -35,11 +35,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import load_der_public_key
-
 from pipeline.config import Settings
 
 MAX_AGE_SECONDS = 300
@@ -131,6 +126,12 @@ def postmark(settings: Settings, headers: Mapping[str, str], body: bytes) -> lis
 
 def sendgrid(settings: Settings, headers: Mapping[str, str], body: bytes) -> list[Event]:
     """Events from SendGrid's signed Event Webhook."""
+    # The webhooks extra: only SendGrid's signature needs it (checked when the config names its key).
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
     key_text = _env(settings.web.sendgrid_webhook_key_env) or ""
     signature = headers.get("X-Twilio-Email-Event-Webhook-Signature", "")
     timestamp = headers.get("X-Twilio-Email-Event-Webhook-Timestamp", "")
