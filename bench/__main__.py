@@ -187,6 +187,19 @@ ROWS = [
         lambda r: r["duplicates"] == 0 and r["lost"] == 0,
     ),
     Row(
+        "start-up: flygblad --help",
+        "startup",
+        (),
+        ("--repeats", "3"),
+        None,
+        lambda r: (
+            f"--help {r['median_s']['help']} s, items {r['median_s']['items']} s "
+            f"(bare python {r['median_s']['bare_python']} s, python + import click {r['median_s']['import_click']} s)"
+        ),
+        "--help <= 0.4 s",
+        lambda r: r["help_s"] <= 0.4,
+    ),
+    Row(
         "200 idle connections + 8 clients for 20 s",
         "abuse",
         (),

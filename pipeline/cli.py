@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -124,6 +125,53 @@ def cli(ctx: click.Context, config: str | None, verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = Context(config)
+
+
+# ---------------------------------------------------------------- init
+
+
+@cli.command("init")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path), default=Path("."))
+@click.option("--site", metavar="URL", help="Your site's home page: its feeds and sections become sources.")
+@click.option("--name", metavar="NAME", help="The organisation's name [default: from the site].")
+@click.option("--language", type=click.Choice(["sv", "en"]), default="sv", show_default=True)
+def init_command(folder: Path, site: str | None, name: str | None, language: str) -> None:
+    """Start a project in FOLDER: config.toml, templates/, .gitignore and a secret; never overwrites a file."""
+    from pipeline.project import init_project
+
+    report = init_project(folder, site=site, name=name, language=language)
+    if report.note:
+        err_console.print(f"flygblad: {report.note}", markup=False, soft_wrap=True)
+    for path in report.written:
+        click.echo(f"wrote {path}{'/' if path.is_dir() else ''}")
+    for path in report.kept:
+        click.echo(f"kept  {path} (it exists: not overwritten)")
+    where = "the bundled sample site (offline)" if report.offline else site
+    click.echo(f"init: {len(report.sources)} sources from {where}:")
+    for source in report.sources:
+        click.echo(f"  {source.name:<12} {source.kind:<4} {source.category:<7} {source.url}")
+    click.echo(f"next: cd {folder} && flygblad run && flygblad preview && flygblad check")
+
+
+@cli.command("check")
+@click.option("--send-test", "send_test", metavar="ADDRESS", help="Also send the next issue to ADDRESS, marked [TEST].")
+@click.option("--json", "as_json", is_flag=True, help="The checks as JSON.")
+@click.pass_obj
+def check_command(ctx: Context, send_test: str | None, as_json: bool) -> None:
+    """Is this project ready to send? One line per check: ✓ ready, ✗ not (and what to do), – does not apply."""
+    from pipeline.readiness import run_checks
+
+    with _errors():
+        checks = run_checks(ctx.settings, send_test=send_test, nameserver=os.environ.get("FLYGBLAD_NAMESERVER"))
+    ready = not any(c.state == "fail" for c in checks)
+    if as_json:
+        click.echo(json.dumps({"ready": ready, "checks": [c.as_dict() for c in checks]}, ensure_ascii=False, indent=2))
+    else:
+        for check in checks:
+            click.echo(check.line())
+        failed = sum(c.state == "fail" for c in checks)
+        click.echo("check: ready to send" if ready else f"check: not ready ({failed} to fix)")
+    sys.exit(EXIT_OK if ready else EXIT_FAILED)
 
 
 # ---------------------------------------------------------------- collect
@@ -275,38 +323,14 @@ def main() -> None:
 
 # ---------------------------------------------------------------- issues
 
-PREVIEW_NAME = "Förnamn Efternamn"
-PREVIEW_EMAIL = "mottagare@example.org"
-
 
 def _preview_files(settings: Settings, draft: Draft, out: Path) -> list[Path]:
-    from pipeline.render import RecipientValues, greeting
-    from pipeline.render.mime import MessageTemplate, mailbox
-
-    mailing_list = draft.list
-    rendered = draft.rendered
-    base = settings.web_base_url
-    values = RecipientValues(
-        greeting=greeting(settings, rendered.language, PREVIEW_NAME),
-        name=PREVIEW_NAME,
-        email=PREVIEW_EMAIL,
-        view_url=f"{base}/archive/{mailing_list.name}/{draft.number}",
-        unsubscribe_url=f"{base}/unsubscribe/preview",
-    )
-    html, text = rendered.fill(values)
-    template = MessageTemplate(
-        rendered, sender=mailing_list.from_, reply_to=mailing_list.reply_to, date=datetime.now(UTC)
-    )
-    eml = template.message(
-        to=mailbox(PREVIEW_EMAIL, PREVIEW_NAME),
-        message_id=f"preview.{rendered.nonce}.{mailing_list.name}@{template.domain}",
-        values=values,
-    )
+    preview = jobs.preview(settings, draft)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "issue.html", out / "issue.txt", out / "issue.eml"]
-    paths[0].write_text(html, encoding="utf-8")
-    paths[1].write_text(text, encoding="utf-8")
-    paths[2].write_bytes(eml)
+    paths[0].write_text(preview.html, encoding="utf-8")
+    paths[1].write_text(preview.text, encoding="utf-8")
+    paths[2].write_bytes(preview.eml)
     return paths
 
 

@@ -332,6 +332,47 @@ def dry_run(settings: Settings, store: Store, mailing_list: ListSettings) -> Dry
     return DryRun(issue, recipients)
 
 
+#: Who a preview is addressed to: a name that shows where the greeting goes.
+PREVIEW_NAME = "Förnamn Efternamn"
+PREVIEW_EMAIL = "mottagare@example.org"
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A draft as one recipient gets it: the filled HTML and text, and the whole message."""
+
+    html: str
+    text: str
+    eml: bytes
+
+
+def preview(settings: Settings, next_issue_draft: Draft) -> Preview:
+    """The draft's message to a sample recipient (as `flygblad preview` writes it and `check` measures it)."""
+    from pipeline.render import RecipientValues, greeting
+    from pipeline.render.mime import MessageTemplate, mailbox
+
+    mailing_list = next_issue_draft.list
+    rendered = next_issue_draft.rendered
+    base = settings.web_base_url
+    values = RecipientValues(
+        greeting=greeting(settings, rendered.language, PREVIEW_NAME),
+        name=PREVIEW_NAME,
+        email=PREVIEW_EMAIL,
+        view_url=f"{base}/archive/{mailing_list.name}/{next_issue_draft.number}",
+        unsubscribe_url=f"{base}/unsubscribe/preview",
+    )
+    html, text = rendered.fill(values)
+    template = MessageTemplate(
+        rendered, sender=mailing_list.from_, reply_to=mailing_list.reply_to, date=datetime.now(UTC)
+    )
+    eml = template.message(
+        to=mailbox(PREVIEW_EMAIL, PREVIEW_NAME),
+        message_id=f"preview.{rendered.nonce}.{mailing_list.name}@{template.domain}",
+        values=values,
+    )
+    return Preview(html, text, eml)
+
+
 def send_test(
     settings: Settings, store: Store, mailing_list: ListSettings, address: str
 ) -> tuple[Issue, SendResult] | None:

@@ -99,3 +99,16 @@ def test_the_cli_starts_without_its_heavy_parts(example_settings, args: list[str
     )
     loaded = set(json.loads(done.stderr.strip().splitlines()[-1]))
     assert not loaded & heavy, f"imported for {args}: {sorted(loaded & heavy)}"
+
+
+def test_a_projects_strings_override_the_built_in_ones_key_by_key(tmp_path: Path) -> None:
+    """A project writes only the strings it changes; everything else, in every language, stays flygblad's."""
+    from pipeline.render.templates import BUILTIN_TEMPLATES, strings
+
+    (tmp_path / "strings.toml").write_text('[sv]\ngreeting = "Tjena!"\n[en]\narchive_title = "Old issues"\n')
+    built_in_sv, built_in_en = strings(BUILTIN_TEMPLATES, "sv"), strings(BUILTIN_TEMPLATES, "en")
+    swedish, english = strings(tmp_path, "sv"), strings(tmp_path, "en-GB")
+    assert swedish["greeting"] == "Tjena!" and english["greeting"] == built_in_en["greeting"]
+    assert english["archive_title"] == "Old issues"
+    assert swedish["archive_title"] == built_in_sv["archive_title"], "an English override never covers Swedish"
+    assert set(swedish) == set(built_in_sv)
