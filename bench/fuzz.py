@@ -35,7 +35,18 @@ def run(examples: int) -> dict[str, object]:
     env = {**os.environ, "FLYGBLAD_HYPOTHESIS_PROFILE": "fuzz", "FLYGBLAD_FUZZ_EXAMPLES": str(examples)}
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-show-statistics", PROPERTIES],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-n",
+            "0",
+            "-p",
+            "no:cacheprovider",
+            "--hypothesis-show-statistics",
+            PROPERTIES,
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
