@@ -176,6 +176,13 @@ def test_a_provider_that_refuses_the_key_is_not_ready(project: Path, httpserver)
     httpserver.expect_request("/server").respond_with_data("gateway", status=502)
     code, checks = _check(project, env={"PM_KEY": "right"})
     assert code == 1 and "answered 502" in checks["sender"]["detail"]
+    httpserver.clear()
+    httpserver.expect_request("/server").respond_with_json({"Name": "Nyhetsbrev"})
+    code, checks = _check(project, env={"PM_KEY": "right"})
+    assert checks["sender"]["state"] == "ok" and "accepts the key" in checks["sender"]["detail"]
+    _edit(project, httpserver.url_for("/").rstrip("/"), f"http://127.0.0.1:{free_port()}")
+    code, checks = _check(project, env={"PM_KEY": "right"})
+    assert code == 1 and "cannot be reached" in checks["sender"]["detail"]
 
 
 def test_a_source_that_does_not_answer_is_not_ready(project: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from pipeline.sources import Item, Validators
 from pipeline.store import Store
@@ -79,6 +79,22 @@ def test_migrations_run_once_and_reopen(store_url: str) -> None:
     assert {"items", "fetch_state", "alembic_version"} <= tables
     with Store.open(store_url) as again:
         assert again.count_items() == 1
+
+
+def test_the_head_revision_the_store_knows_is_alembics(store_url: str) -> None:
+    """Store.open skips Alembic when the database is at HEAD_REVISION: that must be the newest migration."""
+    from importlib.resources import files
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from pipeline.store import HEAD_REVISION
+
+    config = Config()
+    config.set_main_option("script_location", str(files("pipeline.store") / "migrations"))
+    assert ScriptDirectory.from_config(config).get_heads() == [HEAD_REVISION]
+    with Store.open(store_url) as store, store.engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
 
 
 def test_outbox_ledger(store_url: str) -> None:
