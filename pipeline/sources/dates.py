@@ -10,7 +10,7 @@ A date with no offset is in the site's time zone, never in the machine's.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from email.utils import parsedate_to_datetime
 
 MONTHS: dict[str, int] = {}
@@ -57,6 +57,32 @@ _NUMERIC = re.compile(
     r"^(?P<year>\d{4})-(?P<month>\d{1,2})-(?P<day>\d{1,2})" + _TIME + r"$",
 )
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
+
+
+#: Zone names RFC 822 allows (and the two Central European ones Swedish pages write), as UTC offsets in hours.
+ZONE_NAMES = {
+    "z": 0, "ut": 0, "utc": 0, "gmt": 0,
+    "est": -5, "edt": -4, "cst": -6, "cdt": -5, "mst": -7, "mdt": -6, "pst": -8, "pdt": -7,
+    "cet": 1, "cest": 2,
+}  # fmt: skip
+_ZONE = re.compile(
+    r"^(?:(?:gmt|utc|ut)?\s*(?P<sign>[+-])(?P<hours>\d{2}):?(?P<minutes>\d{2})|(?P<name>[a-z]{1,4}))$", re.I
+)
+
+
+def _zone(text: str) -> tzinfo | None:
+    """The zone written after a date and time (``+0000``, ``-05:00``, ``GMT``, ``EST``, ``CET``), or None."""
+    words = text.strip(" ,").split()
+    found = _ZONE.match(words[0].strip("()")) if words else None
+    if not found:
+        return None
+    if found.group("name"):
+        hours = ZONE_NAMES.get(found.group("name").lower())
+        return None if hours is None else timezone(timedelta(hours=hours))
+    minutes = int(found.group("hours")) * 60 + int(found.group("minutes"))
+    if minutes > 14 * 60:
+        return None
+    return timezone(timedelta(minutes=minutes if found.group("sign") == "+" else -minutes))
 
 
 def _aware(value: datetime, tz: tzinfo) -> datetime:
@@ -107,7 +133,9 @@ def parse_date(text: str | None, tz: tzinfo = UTC) -> datetime | None:
     for pattern in (_NUMERIC, _DAY_MONTH_YEAR, _MONTH_DAY_YEAR):
         match = pattern.match(value)
         if match:
-            return _from_match(match, tz)
+            # A zone written after the time wins over the site's ("Thu, 20 Dec 2018 08:00:00 +0000" in RSS).
+            zone = _zone(value[match.end() :]) if match.group("hour") else None
+            return _from_match(match, zone or tz)
     if re.match(r"^(?:[A-Za-z]{3},\s*)?\d{1,2}\s+[A-Za-z]{3}\s+\d{4}\s+\d{2}:\d{2}", value):
         try:
             return _aware(parsedate_to_datetime(value), tz)

@@ -76,12 +76,12 @@ class FeedSource(Source):
                 return
             page = fetcher.get(self.url)
             assert not isinstance(page, NotModified)
+        content_type = page.content_type or "application/xml"
+        if page.charset:  # the HTTP charset: a KOI8-R feed declared only in Content-Type came out as mojibake
+            content_type += f"; charset={page.charset}"
         parsed = feedparser.parse(
             page.content,
-            response_headers={
-                "content-location": page.final_url,
-                "content-type": page.content_type or "application/xml",
-            },
+            response_headers={"content-location": page.final_url, "content-type": content_type},
             sanitize_html=False,  # nh3 does it, with the same rules as for pages
         )
         if parsed.bozo and not parsed.entries:
@@ -111,7 +111,9 @@ class FeedSource(Source):
         entry_id = entry.get("id") or link
         if not entry_id:
             raise SourceError("entry has neither an id (guid) nor a link", url=self.url)
-        title = _plain(entry.get("title"))
+        # Plain text stays text ("Vec<T> &amp; Box" is a title, not markup); only an HTML title loses its tags.
+        plain_title = (entry.get("title_detail") or {}).get("type") == "text/plain"
+        title = clean_text(entry.get("title")) if plain_title else _plain(entry.get("title"))
         if not title:
             raise SourceError(f"entry {entry_id} has no title", url=self.url)
         url = next((u for u in (link, entry_id) if _web(u)), None)
