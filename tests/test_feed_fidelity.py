@@ -74,3 +74,56 @@ def test_plain_text_titles_stay_text(httpserver, write_config) -> None:
     config = write_config(source_toml("nyheter", _serve(httpserver, _rss(items)), kind="feed", category="article"))
     titles = sorted(item["title"] for item in _collect(config))
     assert titles == ["Fet rubrik", "Fish & chips", "Using Vec<T> and Box<dyn Error> &amp;c"], titles
+
+
+def test_a_repeated_guid_keeps_the_first_entry_and_says_so_once(httpserver, write_config) -> None:
+    """The later of two entries with one guid overwrote the earlier one, silently."""
+    entry = (
+        '<item><title>{title}</title><link>https://x.example/{n}</link><guid isPermaLink="false">samma</guid></item>'
+    )
+    items = "".join(entry.format(title=title, n=n) for n, title in enumerate(["Första", "Andra"]))
+    config = write_config(source_toml("nyheter", _serve(httpserver, _rss(items)), kind="feed", category="article"))
+    run = [sys.executable, "-m", "pipeline", "--config", str(config)]
+    done = subprocess.run([*run, "collect"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr.count("repeats the id 'samma'") == 1, done.stderr
+    listed = json.loads(subprocess.run([*run, "items", "--json"], capture_output=True, text=True).stdout)
+    assert [item["title"] for item in listed] == ["Första"]
+
+
+def test_impossible_dates_are_not_publication_dates(httpserver, write_config) -> None:
+    """A year-0001 placeholder was printed as the publication date; so would a date in 2099 be."""
+    items = ITEM.format(title="Platshållare", link="https://x.example/1", date="Mon, 01 Jan 0001 00:00:00 +0000")
+    items += ITEM.format(title="Framtid", link="https://x.example/2", date="Thu, 01 Jan 2099 00:00:00 +0000")
+    items += ITEM.format(title="Riktig", link="https://x.example/3", date="Thu, 20 Dec 2018 08:00:00 +0000")
+    config = write_config(source_toml("nyheter", _serve(httpserver, _rss(items)), kind="feed", category="article"))
+    published = {item["title"]: item["published"] for item in _collect(config)}
+    assert published == {"Platshållare": None, "Framtid": None, "Riktig": "2018-12-20T09:00:00+01:00"}
+
+
+def test_a_page_with_a_placeholder_date_falls_back_to_its_real_one(httpserver, write_config) -> None:
+    page = """<html lang="sv"><head><title>Rubrik</title>
+    <script type="application/ld+json">{"@type": "NewsArticle", "headline": "Rubrik",
+     "datePublished": "0001-01-01T01:12:12+01:12"}</script></head>
+    <body><article><h1>Rubrik</h1><time datetime="2024-03-05T10:15:00+01:00">5 mars 2024</time>
+    <p>En text som är lång nog att vara en artikel, med flera ord i sig.</p></article></body></html>"""
+    httpserver.expect_request("/robots.txt").respond_with_data("", status=404)
+    httpserver.expect_request("/a.html").respond_with_data(page, content_type="text/html; charset=utf-8")
+    config = write_config(source_toml("sida", httpserver.url_for("/a.html"), category="article"))
+    [item] = _collect(config)
+    assert item["published"] == "2024-03-05T10:15:00+01:00"
+
+
+def test_a_guid_that_is_not_a_url_is_never_the_link(httpserver, write_config) -> None:
+    """A `tag:` guid became the item's link and was republished as isPermaLink="true"."""
+    items = (
+        "<item><title>Nyhet</title><link>https://x.example/nyhet</link>"
+        '<guid isPermaLink="false">tag:x.example,2024:1</guid></item>'
+    )
+    config = write_config(source_toml("nyheter", _serve(httpserver, _rss(items)), kind="feed", category="article"))
+    [item] = _collect(config)
+    assert (item["id"], item["url"]) == ("tag:x.example,2024:1", "https://x.example/nyhet")
+    run = [sys.executable, "-m", "pipeline", "--config", str(config)]
+    assert subprocess.run([*run, "feeds"], capture_output=True, text=True).returncode == 0
+    rss = (config.parent / "feeds" / "nyheter.rss").read_text(encoding="utf-8")
+    assert '<guid isPermaLink="false">tag:x.example,2024:1</guid>' in rss
+    assert "<link>https://x.example/nyhet</link>" in rss

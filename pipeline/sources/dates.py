@@ -144,6 +144,18 @@ def parse_date(text: str | None, tz: tzinfo = UTC) -> datetime | None:
     return None
 
 
+#: No leader or article flygblad collects was published before this (placeholders such as 0001-01-01 were).
+EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
+
+
+def plausible(value: datetime | None, now: datetime | None = None) -> datetime | None:
+    """*value* when it can be a publication date: not before 1990, not more than a day ahead; else None."""
+    if value is None:
+        return None
+    latest = (now or datetime.now(UTC)) + timedelta(days=1)
+    return value if EARLIEST <= value <= latest else None
+
+
 def find_date(text: str | None, tz: tzinfo = UTC) -> datetime | None:
     """The first date found anywhere inside *text* (for bylines such as "Publicerad 5 mars 2024")."""
     if not text:

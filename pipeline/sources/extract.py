@@ -31,7 +31,7 @@ from bs4 import BeautifulSoup, Tag
 
 from pipeline.config import SelectSettings
 from pipeline.errors import SourceError
-from pipeline.sources.dates import find_date, parse_date
+from pipeline.sources.dates import find_date, parse_date, plausible
 from pipeline.text import clean_html, clean_text, shorten
 
 ARTICLE_TYPES = {
@@ -518,18 +518,30 @@ def extract_page(
     )
 
     # --- dates
+    # Each candidate must be a date a leader or article can have: a placeholder (0001-01-01) or a date in the
+    # future falls through to the next candidate.
     published = _first(
-        _element_date(soup.select_one(select.date), tz) if select.date else None,
-        parse_date(_text(article.get("datePublished")), tz),
-        *(parse_date(meta.get(key), tz) for key in META_PUBLISHED),
-        _time_published(soup, tz),
-        _element_date(soup.select_one(".published, .dt-published"), tz),
-        byline.date if byline else None,
+        *map(
+            plausible,
+            (
+                _element_date(soup.select_one(select.date), tz) if select.date else None,
+                parse_date(_text(article.get("datePublished")), tz),
+                *(parse_date(meta.get(key), tz) for key in META_PUBLISHED),
+                _time_published(soup, tz),
+                _element_date(soup.select_one(".published, .dt-published"), tz),
+                byline.date if byline else None,
+            ),
+        )
     )
     modified = _first(
-        parse_date(_text(article.get("dateModified")), tz),
-        *(parse_date(meta.get(key), tz) for key in META_MODIFIED),
-        _time_modified(soup, tz),
+        *map(
+            plausible,
+            (
+                parse_date(_text(article.get("dateModified")), tz),
+                *(parse_date(meta.get(key), tz) for key in META_MODIFIED),
+                _time_modified(soup, tz),
+            ),
+        )
     )
 
     # --- body

@@ -29,7 +29,7 @@ from pipeline.sources import (
     Unchanged,
     ValidatorLookup,
 )
-from pipeline.sources.dates import parse_date
+from pipeline.sources.dates import parse_date, plausible
 from pipeline.sources.extract import attr
 from pipeline.sources.http import Fetcher, NotModified
 from pipeline.text import clean_html, clean_text, shorten
@@ -101,6 +101,9 @@ class FeedSource(Source):
             except SourceError as err:
                 yield Failed(f"{self.url}#entry-{number}", str(err))
                 continue
+            if item.id in ids:  # a guid repeated in one feed: the first entry stands, the later one is reported
+                yield Skipped(f"{self.url}#entry-{number}", f"entry {item.title!r} repeats the id {item.id[:100]!r}")
+                continue
             ids.append(item.id)
             yield Found(item, page.final_url)
         self.listing = ListingUpdate(self.url, page.validators, ids)
@@ -125,9 +128,13 @@ class FeedSource(Source):
         html = content[0].get("value", "") if content else entry.get("summary", "")
         body = clean_html(html, base)
         tz = self.settings.site.tz
-        published = parse_date(entry.get("published"), tz) or _struct_to_datetime(entry.get("published_parsed"))
+        published = plausible(
+            parse_date(entry.get("published"), tz) or _struct_to_datetime(entry.get("published_parsed"))
+        )
         # dict.get: FeedParserDict.get("updated") falls back to "published" (with a warning).
-        modified = parse_date(dict.get(entry, "updated"), tz) or _struct_to_datetime(dict.get(entry, "updated_parsed"))
+        modified = plausible(
+            parse_date(dict.get(entry, "updated"), tz) or _struct_to_datetime(dict.get(entry, "updated_parsed"))
+        )
         if published is None:
             published = modified
         author_detail = entry.get("author_detail") or {}
