@@ -157,3 +157,28 @@ def shorten(text: str | None, limit: int = SUMMARY_LENGTH) -> str | None:
         return text
     cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,.;:–-")
     return f"{cut}…"
+
+
+_EMAIL = r"[^\s@<>()]+@[^\s@<>()]+\.[^\s@<>()]+"
+_EMAIL_THEN_NAME = re.compile(rf"^{_EMAIL}\s*\((?P<name>[^()]+)\)$")
+_NAME_THEN_EMAIL = re.compile(rf"^(?P<name>[^<>]+?)\s*<{_EMAIL}>$")
+_ONLY_EMAIL = re.compile(rf"^(?:mailto:)?{_EMAIL}$", re.IGNORECASE)
+_BY = re.compile(r"^(?:av|by|text|skriven av|written by)[:\s]+", re.IGNORECASE)
+_HANDLE = re.compile(r"\s+@\w{1,30}\b")
+
+
+def clean_author(text: str | None) -> str | None:
+    """A byline's name as readers should see it: ``info@example.org (Anna Ek)`` and ``Anna Ek <a@b.se>`` are
+    "Anna Ek", "by"/"av" and @handles go, and a bare address is no name at all (None)."""
+    value = clean_text(text)
+    if not value:
+        return None
+    for form in (_EMAIL_THEN_NAME, _NAME_THEN_EMAIL):
+        found = form.match(value)
+        if found:
+            value = found.group("name").strip()
+            break
+    if _ONLY_EMAIL.match(value):
+        return None
+    value = _HANDLE.sub("", _BY.sub("", value)).strip(" ,·|-")
+    return value or None

@@ -127,3 +127,20 @@ def test_a_guid_that_is_not_a_url_is_never_the_link(httpserver, write_config) ->
     rss = (config.parent / "feeds" / "nyheter.rss").read_text(encoding="utf-8")
     assert '<guid isPermaLink="false">tag:x.example,2024:1</guid>' in rss
     assert "<link>https://x.example/nyhet</link>" in rss
+
+
+def test_an_author_is_a_name_not_an_address(httpserver, write_config) -> None:
+    """`info@example.org (Name)` came out mangled; a bare address is no byline."""
+    atom = """<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>
+    <id>https://x.example/</id><updated>2024-03-05T10:00:00Z</updated>
+    <entry><title>Ett</title><link href="https://x.example/1"/><id>https://x.example/1</id>
+      <updated>2024-03-05T10:00:00Z</updated><author><name>info@example.org (Anna Ek)</name></author></entry>
+    <entry><title>Två</title><link href="https://x.example/2"/><id>https://x.example/2</id>
+      <updated>2024-03-05T10:00:00Z</updated><author><name>Bo Berg &lt;bo@example.org&gt;</name></author></entry>
+    <entry><title>Tre</title><link href="https://x.example/3"/><id>https://x.example/3</id>
+      <updated>2024-03-05T10:00:00Z</updated><author><name>redaktionen@example.org</name></author></entry>
+    </feed>"""
+    url = _serve(httpserver, atom, "application/atom+xml")
+    config = write_config(source_toml("nyheter", url, kind="feed", category="article"))
+    authors = {item["title"]: item["author"] for item in _collect(config)}
+    assert authors == {"Ett": "Anna Ek", "Två": "Bo Berg", "Tre": None}

@@ -32,7 +32,7 @@ from bs4 import BeautifulSoup, Tag
 from pipeline.config import SelectSettings
 from pipeline.errors import SourceError
 from pipeline.sources.dates import find_date, parse_date, plausible
-from pipeline.text import clean_html, clean_text, shorten
+from pipeline.text import clean_author, clean_html, clean_text, shorten
 
 ARTICLE_TYPES = {
     "article",
@@ -503,7 +503,7 @@ def extract_page(
     author = _first(
         _select_text(soup, select.author),
         ", ".join(p["name"].strip() for p in people if isinstance(p.get("name"), str)) or None,
-        clean_text(meta_author),
+        clean_author(meta_author),
         _microformat_text(
             soup,
             ".author.vcard .fn, .vcard .fn, .h-entry .p-author, .byline .author, "

@@ -32,7 +32,7 @@ from pipeline.sources import (
 from pipeline.sources.dates import parse_date, plausible
 from pipeline.sources.extract import attr
 from pipeline.sources.http import Fetcher, NotModified
-from pipeline.text import clean_html, clean_text, shorten
+from pipeline.text import clean_author, clean_html, clean_text, shorten
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class FeedSource(Source):
         if published is None:
             published = modified
         author_detail = entry.get("author_detail") or {}
-        author = clean_text(author_detail.get("name") or entry.get("author")) or None
+        author = clean_author(author_detail.get("name") or entry.get("author"))
         summary_html = entry.get("summary") if content else None
         summary = shorten(_plain(summary_html)) or shorten(_plain(html))
         image, alt = self._image(entry, body)
