@@ -55,6 +55,8 @@ else:
     jobs = _LazyModule("pipeline.jobs")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: Libraries whose log lines are theirs to keep unless -v is given.
+QUIET_LIBRARIES = ("trafilatura", "htmldate", "justext", "courlan", "charset_normalizer")
 
 err_console = Console(stderr=True, highlight=False)
 
@@ -124,6 +126,10 @@ def cli(ctx: click.Context, config: str | None, verbose: int) -> None:
     """flygblad: collect leaders and articles, publish them as feeds and newsletters."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # The extractor's libraries log their own doubts ("discarding data: …") at WARNING; flygblad reports what
+    # failed in its own words, so theirs reach the terminal only when asked for with -v.
+    for library in QUIET_LIBRARIES:
+        logging.getLogger(library).setLevel(level if verbose else logging.CRITICAL + 1)
     ctx.obj = Context(config)
 
 

@@ -144,3 +144,22 @@ def test_an_author_is_a_name_not_an_address(httpserver, write_config) -> None:
     config = write_config(source_toml("nyheter", url, kind="feed", category="article"))
     authors = {item["title"]: item["author"] for item in _collect(config)}
     assert authors == {"Ett": "Anna Ek", "Två": "Bo Berg", "Tre": None}
+
+
+def test_the_extractors_own_log_lines_stay_quiet_unless_asked(httpserver, write_config) -> None:
+    """trafilatura's "WARNING trafilatura.core: discarding data: …" reached the terminal on every empty page."""
+    httpserver.expect_request("/robots.txt").respond_with_data("", status=404)
+    httpserver.expect_request("/").respond_with_data(
+        '<html><body><main><ul><li><a class="item" href="/tom.html">Tom</a></li></ul></main></body></html>',
+        content_type="text/html",
+    )
+    httpserver.expect_request("/tom.html").respond_with_data(
+        "<html><head><title>Tom</title></head><body></body></html>", content_type="text/html"
+    )
+    config = write_config(source_toml("sida", httpserver.url_for("/"), category="article", links="a.item"))
+    run = [sys.executable, "-m", "pipeline", "--config", str(config)]
+    quiet = subprocess.run([*run, "collect"], capture_output=True, text=True, timeout=120)
+    assert "no article text" in quiet.stderr, quiet.stderr  # flygblad's own line says what failed
+    assert "trafilatura" not in quiet.stderr, quiet.stderr
+    loud = subprocess.run([*run, "-v", "collect"], capture_output=True, text=True, timeout=120)
+    assert "trafilatura" in loud.stderr, "with -v the library's lines are shown"
