@@ -22,6 +22,13 @@ def _serve(httpserver, data: str | bytes, content_type: str = "application/rss+x
     return httpserver.url_for("/feed.xml")
 
 
+def _one_item(httpserver, write_config, items: str) -> tuple[dict, object]:
+    """The one item a feed of *items* gives, and the config that collected it."""
+    config = write_config(source_toml("nyheter", _serve(httpserver, _rss(items)), kind="feed", category="article"))
+    [item] = _collect(config)
+    return item, config
+
+
 def _collect(config) -> list[dict]:
     run = [sys.executable, "-m", "pipeline", "--config", str(config)]
     done = subprocess.run([*run, "collect"], capture_output=True, text=True, timeout=120)
@@ -119,8 +126,7 @@ def test_a_guid_that_is_not_a_url_is_never_the_link(httpserver, write_config) ->
         "<item><title>Nyhet</title><link>https://x.example/nyhet</link>"
         '<guid isPermaLink="false">tag:x.example,2024:1</guid></item>'
     )
-    config = write_config(source_toml("nyheter", _serve(httpserver, _rss(items)), kind="feed", category="article"))
-    [item] = _collect(config)
+    item, config = _one_item(httpserver, write_config, items)
     assert (item["id"], item["url"]) == ("tag:x.example,2024:1", "https://x.example/nyhet")
     run = [sys.executable, "-m", "pipeline", "--config", str(config)]
     assert subprocess.run([*run, "feeds"], capture_output=True, text=True).returncode == 0
@@ -163,3 +169,13 @@ def test_the_extractors_own_log_lines_stay_quiet_unless_asked(httpserver, write_
     assert "trafilatura" not in quiet.stderr, quiet.stderr
     loud = subprocess.run([*run, "-v", "collect"], capture_output=True, text=True, timeout=120)
     assert "trafilatura" in loud.stderr, "with -v the library's lines are shown"
+
+
+def test_an_episode_known_by_its_enclosure_is_collected(httpserver, write_config) -> None:
+    """Entries with neither guid nor link (podcast episodes known by their enclosure) were refused."""
+    items = (
+        "<item><title>Avsnitt 12</title><pubDate>Thu, 20 Dec 2018 08:00:00 +0000</pubDate>"
+        '<enclosure url="https://x.example/avsnitt-12.mp3" length="1000" type="audio/mpeg"/></item>'
+    )
+    item, _config = _one_item(httpserver, write_config, items)
+    assert (item["id"], item["url"]) == ("https://x.example/avsnitt-12.mp3", "https://x.example/avsnitt-12.mp3")

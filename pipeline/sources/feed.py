@@ -57,6 +57,14 @@ def _web(url: object) -> bool:
     return isinstance(url, str) and url.lower().startswith(("http://", "https://"))
 
 
+def _entry_hash(entry: Any) -> str:
+    """An id for an entry with no guid, link or enclosure: stable while its title and text stay the same."""
+    import hashlib
+
+    text = "\x1f".join(str(dict.get(entry, key) or "") for key in ("title", "summary", "published", "updated"))
+    return "urn:sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 class NotAWebLink(SourceError):
     """An entry whose link is not http(s): left out with a line."""
 
@@ -109,17 +117,22 @@ class FeedSource(Source):
         self.listing = ListingUpdate(self.url, page.validators, ids)
 
     def read_entry(self, entry: Any, language: str | None) -> Item:
-        """One feed entry as an Item; SourceError when it has neither id nor link, or no title."""
+        """One feed entry as an Item; SourceError when it has no title, NotAWebLink when no http(s) address.
+
+        Its id: the guid, else the link, else the enclosure's URL (a podcast episode), else a hash of the entry.
+        """
         link = entry.get("link")
-        entry_id = entry.get("id") or link
-        if not entry_id:
-            raise SourceError("entry has neither an id (guid) nor a link", url=self.url)
+        enclosure = next(
+            (e.get("href") for e in entry.get("links", []) if e.get("rel") == "enclosure" and _web(e.get("href"))),
+            None,
+        )
+        entry_id = entry.get("id") or link or enclosure or _entry_hash(entry)
         # Plain text stays text ("Vec<T> &amp; Box" is a title, not markup); only an HTML title loses its tags.
         plain_title = (entry.get("title_detail") or {}).get("type") == "text/plain"
         title = clean_text(entry.get("title")) if plain_title else _plain(entry.get("title"))
         if not title:
             raise SourceError(f"entry {entry_id} has no title", url=self.url)
-        url = next((u for u in (link, entry_id) if _web(u)), None)
+        url = next((u for u in (link, entry_id, enclosure) if _web(u)), None)
         if url is None:
             # A feed is untrusted: a javascript: or data: link would be republished in every feed and issue.
             raise NotAWebLink(f"entry {title!r}: its link {(link or entry_id)[:100]!r} is not http(s)")
