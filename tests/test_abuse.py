@@ -196,33 +196,37 @@ def test_idle_connections_do_not_take_the_site_down(example_settings) -> None:
         server.wait(30)
 
 
-def test_the_sign_up_takes_as_long_for_a_new_address_as_for_a_known_one(example_settings, monkeypatch) -> None:
-    """The confirmation was sent inside the request: 73 ms for a new address against 10 ms for a known one."""
+def test_the_sign_up_answers_before_any_mail_is_sent(example_settings, monkeypatch) -> None:
+    """The confirmation was sent inside the request: 73 ms for a new address against 10 ms for a known one.
+
+    With a relay that holds every message for 3 s, the form must answer while the relay still holds nothing:
+    the answer cannot depend on whether a mail goes out. The mail arrives afterwards.
+    """
     from tests.smtp_sink import Sink
     from tests.test_delivery import _smtp_config
 
     monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
     port = free_port()
     with Sink() as relay:
-        relay.handler.stall_seconds = 1.0  # a slow relay: any mail sent inside the request shows in its time
+        relay.handler.stall_seconds = 3.0
         settings = _configure(example_settings, f"http://127.0.0.1:{port}")
         settings = load_settings(_smtp_config(settings, relay.port))
         with Store.open(settings.storage_url) as store:
             store.upsert_subscribers("nyhetsbrev", [candidate("known@example.org")], report=ImportReport())
         url = f"http://127.0.0.1:{port}/subscribe/nyhetsbrev"
-        times: dict[str, list[float]] = {"new": [], "known": []}
+        answers = []
         with Server(settings, port):
             for n in range(2):  # four sign-ups: the form allows five a minute
                 relay.handler.rule(f"new{n}@example.org", "stall")
-                for kind, email in (("new", f"new{n}@example.org"), ("known", "known@example.org")):
+                for email in (f"new{n}@example.org", "known@example.org"):
                     session = requests.Session()
                     token = _form(session, url)
-                    began = time.perf_counter()
-                    assert session.post(url, data={"csrf_token": token, "email": email}).status_code == 200
-                    times[kind].append(time.perf_counter() - began)
-            deadline = time.monotonic() + 20
+                    answer = session.post(url, data={"csrf_token": token, "email": email}, timeout=30)
+                    answers.append(answer.content)
+                    assert answer.status_code == 200
+                    assert relay.handler.accepted == [], "the answer came before any mail was handed over"
+            deadline = time.monotonic() + 30
             while len(relay.handler.accepted) < 2 and time.monotonic() < deadline:
                 time.sleep(0.1)
     assert len(relay.handler.accepted) == 2, "each new address got its confirmation, after the answer"
-    gap = min(times["new"]) - min(times["known"])
-    assert gap < 0.5, f"a new address took {gap * 1000:.0f} ms longer than a known one: the answer tells them apart"
+    assert answers[0] == answers[1], "the same bytes for a new and a known address"
