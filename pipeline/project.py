@@ -195,15 +195,6 @@ def config_text(
     return "\n".join(lines)
 
 
-TEMPLATES_README = """# Your templates
-
-Files here override flygblad's own templates, file by file: copy one from flygblad's
-`templates/` folder (`python -c "import pipeline, pathlib; print(pathlib.Path(pipeline.__file__).parent /
-'templates')"`) to the same path here and edit it. `strings.toml` is merged key by key:
-write only the strings you change, under `[sv]` or `[en]`.
-"""
-
-
 def init_project(
     folder: Path,
     *,
@@ -214,7 +205,7 @@ def init_project(
     fetch: bool = True,
 ) -> InitReport:
     """Write a new project into *folder* (made if missing); never overwrite a file that exists."""
-    from pipeline.tokens import _create_secret
+    from pipeline.tokens import create_secret
 
     report = InitReport(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -252,13 +243,17 @@ def init_project(
             site=site_url, name=name, language=language, sources=sources, offline=report.offline, timezone=timezone
         ),
     )
-    write(folder / "templates" / "README.md", TEMPLATES_README)
+    # The same README as flygblad's own templates/ folder (one file, package data).
+    write(
+        folder / "templates" / "README.md",
+        (resources.files("pipeline") / "sample" / "templates-README.md").read_text("utf-8"),
+    )
     write(folder / ".gitignore", GITIGNORE)
     secret = folder / "var" / "secret"
     if secret.exists():
         report.kept.append(secret)
     else:
-        _create_secret(secret)
+        create_secret(secret)
         report.written.append(secret)
     if report.offline:
         sample = folder / "sample-site"

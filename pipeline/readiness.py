@@ -15,10 +15,13 @@ import smtplib
 import subprocess
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pipeline.config import Settings
 from pipeline.errors import FlygbladError
+
+if TYPE_CHECKING:
+    from pipeline.issues import Draft
 
 State = Literal["ok", "fail", "skip"]
 MARKS = {"ok": "✓", "fail": "✗", "skip": "–"}
@@ -217,7 +220,7 @@ def check_sources(settings: Settings) -> Check:
     return _ok("sources", f"all {len(settings.sources)} answer")
 
 
-def _drafts(settings: Settings) -> Iterator[tuple[str, object]]:
+def _drafts(settings: Settings) -> Iterator[tuple[str, Draft | FlygbladError | None]]:
     """(list name, its next draft, a RenderError, or None when it has nothing new) for each list."""
     from pipeline import jobs
     from pipeline.store import Store
@@ -246,8 +249,8 @@ def check_issues(settings: Settings) -> list[Check]:
         if draft is None:
             checks.append(_skip(f"templates ({name})", "nothing new to render: run `flygblad collect` first"))
             continue
-        preview = jobs.preview(settings, draft)  # type: ignore[arg-type]
-        checks.append(_ok(f"templates ({name})", f"issue {draft.number} renders ({len(draft.items)} items)"))  # type: ignore[attr-defined]
+        preview = jobs.preview(settings, draft)
+        checks.append(_ok(f"templates ({name})", f"issue {draft.number} renders ({len(draft.items)} items)"))
         html_bytes = _html_part_bytes(preview.eml)
         limit = f"{html_bytes / 1024:.0f} KB of Gmail's {GMAIL_CLIP_BYTES // 1024} KB"
         checks.append(

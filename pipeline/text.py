@@ -163,7 +163,8 @@ _EMAIL = r"[^\s@<>()]+@[^\s@<>()]+\.[^\s@<>()]+"
 _EMAIL_THEN_NAME = re.compile(rf"^{_EMAIL}\s*\((?P<name>[^()]+)\)$")
 _NAME_THEN_EMAIL = re.compile(rf"^(?P<name>[^<>]+?)\s*<{_EMAIL}>$")
 _ONLY_EMAIL = re.compile(rf"^(?:mailto:)?{_EMAIL}$", re.IGNORECASE)
-_BY = re.compile(r"^(?:av|by|text|skriven av|written by)[:\s]+", re.IGNORECASE)
+#: What precedes a name in a byline ("Av Anna Ek", "by Anna Ek"): not part of the name.
+BYLINE_PREFIX = re.compile(r"^(?:av|by|text|skriven av|written by)[:\s]+", re.IGNORECASE)
 _HANDLE = re.compile(r"\s+@\w{1,30}\b")
 
 
@@ -180,5 +181,5 @@ def clean_author(text: str | None) -> str | None:
             break
     if _ONLY_EMAIL.match(value):
         return None
-    value = _HANDLE.sub("", _BY.sub("", value)).strip(" ,·|-")
+    value = _HANDLE.sub("", BYLINE_PREFIX.sub("", value)).strip(" ,·|-")
     return value or None

@@ -44,7 +44,7 @@ def load_secret(settings: Settings) -> str:
         path = settings.resolve(web.secret_file)
         if not path.exists():
             try:
-                _create_secret(path)
+                create_secret(path)
             except OSError as err:
                 raise ConfigError(
                     f"cannot create the secret file {path}: {err.strerror or err}",
@@ -102,7 +102,7 @@ def tokens_for(settings: Settings) -> Tokens:
     return Tokens(load_secret(settings), previous=(previous,) if previous else ())
 
 
-def _create_secret(path: Path) -> None:
+def create_secret(path: Path) -> None:
     """Write a new random secret atomically: a full disk or a crash leaves no file, never an empty one.
 
     The secret goes to a temporary file in the same folder, is flushed to disk,

@@ -32,7 +32,7 @@ from bs4 import BeautifulSoup, Tag
 from pipeline.config import SelectSettings
 from pipeline.errors import SourceError
 from pipeline.sources.dates import find_date, parse_date, plausible
-from pipeline.text import clean_author, clean_html, clean_text, shorten
+from pipeline.text import BYLINE_PREFIX, clean_author, clean_html, clean_text, shorten
 
 ARTICLE_TYPES = {
     "article",
@@ -80,7 +80,6 @@ BYLINE_KINDS = {
     "interview",
 }
 _BYLINE_SPLIT = re.compile(r"\s+[·•|–—]\s+|\s*[·•]\s*")
-_NAME_PREFIX = re.compile(r"^(?:av|by|text|skriven av|written by)[:\s]+", re.IGNORECASE)
 
 #: Inside a body found by selector or microformat, these are never part of the text.
 NOISE_SELECTORS = (
@@ -278,7 +277,7 @@ def _byline_from_text(text: str, element: Tag, tz: tzinfo) -> Byline | None:
     kind = None
     if parts and (parts[0].lower() in BYLINE_KINDS or len(parts) >= 3):
         kind, parts = parts[0], parts[1:]
-    name = _NAME_PREFIX.sub("", parts[0]).strip() if parts else None
+    name = BYLINE_PREFIX.sub("", parts[0]).strip() if parts else None
     if name and (re.search(r"\d", name) or len(name.split()) > 6):
         return None
     role = " · ".join(parts[1:]) or None
@@ -498,8 +497,6 @@ def extract_page(
     meta_author = _first(*(meta.get(key) for key in META_AUTHOR))
     if meta_author and re.match(r"^https?://", meta_author):
         meta_author = None  # article:author is often a profile URL, not a name
-    if meta_author:
-        meta_author = _NAME_PREFIX.sub("", meta_author)
     author = _first(
         _select_text(soup, select.author),
         ", ".join(p["name"].strip() for p in people if isinstance(p.get("name"), str)) or None,
