@@ -12,10 +12,10 @@ attributes, and only http, https, mailto and tel URLs.
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urljoin
 
 import nh3
-from bs4 import BeautifulSoup
 
 ALLOWED_TAGS = {
     "a",
@@ -96,19 +96,35 @@ URL_SCHEMES = {"http", "https", "mailto", "tel"}  # tel: as phones and mail clie
 _URL_ATTRIBUTES = (("a", "href"), ("img", "src"), ("q", "cite"), ("blockquote", "cite"))
 
 
-def absolutize(html: str, base_url: str) -> str:
-    """Make every link and image URL in *html* absolute against *base_url*."""
-    soup = BeautifulSoup(html, "html.parser")
+def absolutize_tree(root: Any, base_url: str) -> None:
+    """Make every link and image URL under the lxml element *root* absolute against *base_url* (a lazy image's
+    ``data-src`` standing in for a missing or placeholder ``src``)."""
     for tag, attribute in _URL_ATTRIBUTES:
-        for element in soup.find_all(tag, attrs={attribute: True}):
-            value = str(element[attribute]).strip()
-            if tag == "img" and not value and element.get("data-src"):
-                value = str(element["data-src"]).strip()  # lazy-loaded images
-            element[attribute] = urljoin(base_url, value)
-    for element in soup.find_all("img", attrs={"data-src": True}):
-        if not element.get("src") or element["src"] == base_url:
-            element["src"] = urljoin(base_url, str(element["data-src"]).strip())
-    return str(soup)
+        for element in root.iter(tag):
+            value = element.get(attribute)
+            if tag == "img":
+                lazy = (element.get("data-src") or "").strip()
+                if lazy and (not (value or "").strip() or urljoin(base_url, value.strip()) == base_url):
+                    value = lazy  # lazy-loaded images
+            if value is not None:
+                # A control character makes no URL (and lxml refuses it in an attribute).
+                element.set(attribute, _CONTROL.sub("", urljoin(base_url, _CONTROL.sub("", value).strip())))
+
+
+def absolutize(html: str, base_url: str) -> str:
+    """Make every link and image URL in *html* absolute against *base_url* (see :func:`absolutize_tree`)."""
+    import lxml.html
+    from lxml import etree
+
+    if not html.strip():
+        return html
+    try:
+        root = lxml.html.fragment_fromstring(html, create_parent="div")
+    except (etree.ParserError, ValueError):
+        return html  # nothing lxml can read as markup: nh3 still decides what of it may stay
+    absolutize_tree(root, base_url)
+    inner = etree.tostring(root, encoding="unicode", method="html")
+    return inner[len("<div>") : -len("</div>")]
 
 
 _BLOCKS = ("<p", "<ul", "<ol", "<div", "<h2", "<h3", "<h4", "<blockquote", "<table", "<figure", "<pre")

@@ -72,6 +72,9 @@ class NotAWebLink(SourceError):
 class FeedSource(Source):
     """Collects the entries of an RSS or Atom feed."""
 
+    #: Where the feed was read from, after redirects (the last resort for relative links in its content).
+    feed_url: str | None = None
+
     def collect(self, fetcher: Fetcher, known: ValidatorLookup) -> Iterator[Collected]:
         """Yield one result per entry of the feed (at most ``max_items``)."""
         page = fetcher.get(self.url, known.validators(self.url))
@@ -91,7 +94,9 @@ class FeedSource(Source):
             page.content,
             response_headers={"content-location": page.final_url, "content-type": content_type},
             sanitize_html=False,  # nh3 does it, with the same rules as for pages
+            resolve_relative_uris=False,  # against the entry's link, not the feed's URL (read_entry)
         )
+        self.feed_url = page.final_url
         if parsed.bozo and not parsed.entries:
             raise SourceError(f"not a readable RSS or Atom feed ({parsed.get('bozo_exception')})", url=self.url)
         if not parsed.get("version") and not parsed.entries:
@@ -136,10 +141,10 @@ class FeedSource(Source):
         if url is None:
             # A feed is untrusted: a javascript: or data: link would be republished in every feed and issue.
             raise NotAWebLink(f"entry {title!r}: its link {(link or entry_id)[:100]!r} is not http(s)")
-        base = url
         content = entry.get("content") or []
-        html = content[0].get("value", "") if content else entry.get("summary", "")
-        body = clean_html(html, base)
+        detail = content[0] if content else entry.get("summary_detail") or {}
+        html = detail.get("value", "") if content else entry.get("summary", "")
+        body = clean_html(html, self.content_base(detail, link))
         tz = self.settings.site.tz
         published = plausible(
             parse_date(entry.get("published"), tz) or _struct_to_datetime(entry.get("published_parsed"))
@@ -170,6 +175,19 @@ class FeedSource(Source):
             image_alt=alt,
             language=language,
         )
+
+    def content_base(self, detail: Any, link: str | None) -> str:
+        """What relative links in an entry's content are relative to: an ``xml:base`` the feed declares (RFC 4287
+        section 7: the author's own word), else the entry's link (an item's text is written on its page), else
+        the feed's URL. (Daring Fireball's linked-list entries link elsewhere and declare xml:base: their
+        content's links are the blog's, not the linked site's.)"""
+        feed_url = self.feed_url or self.url
+        declared = detail.get("base") if isinstance(detail, dict) else None
+        if declared and declared != feed_url and _web(declared):
+            return str(declared)
+        if _web(link):
+            return str(link)
+        return str(declared or feed_url)
 
     @staticmethod
     def _image(entry: Any, body: str) -> tuple[str | None, str | None]:

@@ -17,7 +17,7 @@ from bs4 import BeautifulSoup, Tag
 
 from pipeline.errors import SourceError
 from pipeline.sources import Collected, Failed, Found, Item, ListingUpdate, Source, Unchanged, ValidatorLookup
-from pipeline.sources.extract import attr, extract_page
+from pipeline.sources.extract import Extracted, attr, extract_page
 from pipeline.sources.http import Fetcher, NotModified, Page
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,21 @@ def _in_chrome(anchor: Tag) -> bool:
         block is not None
         and block.find_parent(["article", "main"]) is None
         and "entry" not in (attr(block, "class") or "")
+    )
+
+
+def no_text_reason(extracted: Extracted, selected: bool) -> str:
+    """Why a page gave no article text, in words a communicator can act on."""
+    if selected:
+        return "no article text found on the page: the [sources.select] body selector matches nothing with text"
+    if extracted.page_words == 0:
+        return (
+            "no article text found on the page: it has no text at all "
+            "(it may be filled in by JavaScript, which flygblad does not run; its feed may have the text)"
+        )
+    return (
+        f"no article text found on the page: its {extracted.page_words} words are all menus, links, "
+        "lists or other page parts; if the article is there, name its element in [sources.select] body"
     )
 
 
@@ -112,11 +127,19 @@ class HtmlSource(Source):
         """Extract one item from its page; SourceError when it has no title or no text."""
         if page.content_type not in HTML_TYPES:
             raise SourceError(f"expected an HTML page, got {page.content_type}", url=page.url)
-        extracted = extract_page(page.content, page.final_url, tz=self.settings.site.tz, select=self.source.select)
+        extracted = extract_page(
+            page.content, page.final_url, tz=self.settings.site.tz, select=self.source.select, charset=page.charset
+        )
         if not extracted.title:
-            raise SourceError("no title found on the page", url=page.url)
+            raise SourceError(
+                "no title found on the page (no <title>, <h1>, og:title or JSON-LD headline): "
+                "name the element holding it in [sources.select] title",
+                url=page.url,
+            )
         if not extracted.body_html:
-            raise SourceError("no article text found on the page", url=page.url)
+            raise SourceError(
+                no_text_reason(extracted, bool(self.source.select and self.source.select.body)), url=page.url
+            )
         return Item(
             id=extracted.canonical_url,
             source=self.name,
