@@ -179,3 +179,34 @@ def test_an_episode_known_by_its_enclosure_is_collected(httpserver, write_config
     )
     item, _config = _one_item(httpserver, write_config, items)
     assert (item["id"], item["url"]) == ("https://x.example/avsnitt-12.mp3", "https://x.example/avsnitt-12.mp3")
+
+
+def test_relative_links_in_content_are_relative_to_the_entrys_page_or_its_xml_base(httpserver, write_config) -> None:
+    """feedparser resolved them against the feed's URL: the sample's "Anmäl intresse" link lost its href, and an
+    RSS item's `bild.jpg` pointed into the feed's folder instead of the article's."""
+    rss = (
+        "<item><title>Med bild</title><link>https://x.example/2024/03/artikel.html</link>"
+        '<description>&lt;p&gt;&lt;img src="bild.jpg" alt="Bild"&gt; &lt;a href="/om"&gt;Om oss&lt;/a&gt;'
+        "&lt;/p&gt;</description></item>"
+    )
+    url = _serve(httpserver, _rss(rss))
+    atom = """<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>
+    <id>https://y.example/</id><updated>2024-03-05T10:00:00Z</updated>
+    <entry xml:base="https://blog.example/linked/"><title>Länkad</title><link href="https://elsewhere.example/story"/>
+      <id>https://blog.example/linked/1</id><updated>2024-03-05T10:00:00Z</updated>
+      <content type="html">&lt;p&gt;Via &lt;a href="2024/03/kommentar"&gt;min kommentar&lt;/a&gt;.&lt;/p&gt;</content></entry>
+    </feed>"""
+    httpserver.expect_request("/feed.atom").respond_with_data(atom, content_type="application/atom+xml")
+    config = write_config(
+        source_toml("rss", url, kind="feed", category="article")
+        + source_toml("atom", httpserver.url_for("/feed.atom"), kind="feed", category="article")
+    )
+    _collect(config)
+    run = [sys.executable, "-m", "pipeline", "--config", str(config)]
+    subprocess.run([*run, "feeds"], capture_output=True, text=True, check=True)
+    feed = json.loads((config.parent / "feeds" / "all.json").read_text(encoding="utf-8"))
+    html = {entry["title"]: entry["content_html"] for entry in feed["items"]}
+    assert 'src="https://x.example/2024/03/bild.jpg"' in html["Med bild"], html["Med bild"]
+    assert 'href="https://x.example/om"' in html["Med bild"]
+    # An xml:base the feed declares is the author's word: not the linked site's address.
+    assert 'href="https://blog.example/linked/2024/03/kommentar"' in html["Länkad"], html["Länkad"]

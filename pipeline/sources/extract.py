@@ -247,6 +247,8 @@ TRAILING_SHARE = 0.05
 TRAILING_CUT = 0.1
 #: ...and cut whatever its size when this share of its words is link text (a menu, a list of related articles).
 LINK_LISTS = 0.9
+#: A body shorter than this made (LINK_LISTS) of the page's link texts is its menu, not an article.
+MENU_WORDS = 200
 #: A body shorter than this is read again by trafilatura in its full mode (its justext and baseline rescues):
 #: one page in ten among the 130 saved pages, mostly short test pages, so the rescue costs little on average.
 RESCUE_WORDS = 50
@@ -909,6 +911,8 @@ def choose_body(tree: Any, text: str, page_url: str, base: str) -> Candidate:
     body = _trafilatura(tree, base, fast=True)
     short = len(body.words) < RESCUE_WORDS  # trafilatura's fast pass found little: its full pass may find more
     container = _container(tree, text)
+    # Under 250 characters of text, trafilatura falls back to the page's whole text, a menu included.
+    links = Counter(" ".join(_LINK_TEXT(tree)).split()) if len(body.words) < MENU_WORDS else None
     second = _readability(tree)
     if second.words and (not body.words or len(second.words) > 2 * len(body.words)):
         body = second  # trafilatura's own rule in its full mode: readability's when it finds twice as much
@@ -931,7 +935,11 @@ def choose_body(tree: Any, text: str, page_url: str, base: str) -> Candidate:
         # included, links and images lost): a container-based body with the same words keeps the article's shape.
         same = [c for c in (second, container) if within(c, body) and 2 * len(c.words) >= len(body.words)]
         if same:
-            return max(same, key=lambda candidate: len(candidate.words))
+            body = max(same, key=lambda candidate: len(candidate.words))
+    if links is not None and body.words and len(body.words) < MENU_WORDS:
+        in_links = sum((Counter(body.words) & links).values())
+        if in_links >= LINK_LISTS * len(body.words):
+            return Candidate(body.name, None)  # the page's links and nothing else: a menu, not an article
     return body
 
 
@@ -957,6 +965,11 @@ def _summary_from(body_html: str) -> str | None:
     return shorten(clean_text(element_text(root)))
 
 
+#: The text of links that lead somewhere (not "#", not "javascript:"): what a menu is made of.
+_LINK_TEXT = etree.XPath(
+    "//body//a[@href and not(starts-with(normalize-space(@href), '#')) "
+    "and not(starts-with(normalize-space(@href), 'javascript:'))]//text()"
+)
 _VISIBLE_TEXT = etree.XPath("//body//text()[not(ancestor::script or ancestor::style or ancestor::noscript)]")
 
 
