@@ -290,13 +290,16 @@ def items_command(ctx: Context, source: str | None, limit: int | None, as_json: 
             ctx.settings.source(source)
         with ctx.store() as store:
             stored = store.items(source=source, limit=limit)
+            listed_by = store.item_sources([s.item.id for s in stored]) if as_json else {}
     tz = ctx.settings.site.tz
     if as_json:
         rows = [
             {
                 "id": s.item.id,
                 "source": s.item.source,
+                "sources": listed_by.get(s.item.id, [s.item.source]),
                 "category": s.item.category,
+                "note": s.item.note,
                 "title": s.item.title,
                 "author": s.item.author,
                 "role": s.item.author_role,

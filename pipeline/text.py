@@ -175,6 +175,21 @@ def shorten(text: str | None, limit: int = SUMMARY_LENGTH) -> str | None:
     return f"{cut}…"
 
 
+#: How long a note's title may be: its first words, as a feed reader's list shows a title.
+NOTE_TITLE_LENGTH = 80
+
+
+def title_from_text(text: str | None) -> str | None:
+    """A note's title: its first sentence when that is short, else its first words up to NOTE_TITLE_LENGTH."""
+    text = clean_text(text)
+    if not text:
+        return None
+    sentence = re.match(r"^(.{10,}?[.!?])(?:\s|$)", text)
+    if sentence and len(sentence.group(1)) <= NOTE_TITLE_LENGTH:
+        return sentence.group(1)
+    return shorten(text, NOTE_TITLE_LENGTH)
+
+
 _EMAIL = r"[^\s@<>()]+@[^\s@<>()]+\.[^\s@<>()]+"
 _EMAIL_THEN_NAME = re.compile(rf"^{_EMAIL}\s*\((?P<name>[^()]+)\)$")
 _NAME_THEN_EMAIL = re.compile(rf"^(?P<name>[^<>]+?)\s*<{_EMAIL}>$")

@@ -43,10 +43,15 @@ class Item:
     image: str | None = None
     image_alt: str | None = None
     language: str | None = None
+    #: An entry without a title of its own (a microblog post, a link-blog entry): ``title`` is its first words,
+    #: made to name it in lists; templates and feeds show it as a note.
+    note: bool = False
 
     def content_hash(self) -> str:
         """A digest of everything a reader sees: a change in any field changes it."""
         data = asdict(self)
+        if not data["note"]:
+            del data["note"]  # so an item collected before notes existed keeps its digest (no false "updated")
         for key in ("published", "modified"):
             data[key] = data[key].isoformat() if data[key] else None
         encoded = json.dumps(data, sort_keys=True, ensure_ascii=False).encode("utf-8")

@@ -210,3 +210,70 @@ def test_relative_links_in_content_are_relative_to_the_entrys_page_or_its_xml_ba
     assert 'href="https://x.example/om"' in html["Med bild"]
     # An xml:base the feed declares is the author's word: not the linked site's address.
     assert 'href="https://blog.example/linked/2024/03/kommentar"' in html["Länkad"], html["Länkad"]
+
+
+def test_entries_without_a_title_are_notes(httpserver, write_config) -> None:
+    """RSS 2.0 allows items without <title> (microblogs, link blogs): they were refused, and `collect` exited 1
+    whenever such a feed changed."""
+    items = (
+        "<item><description>Just shipped version 2 of the app. Dark mode is here, finally!</description>"
+        "<link>https://x.example/notes/1</link><guid>https://x.example/notes/1</guid>"
+        "<pubDate>Thu, 20 Dec 2018 08:00:00 +0000</pubDate></item>"
+        + ITEM.format(title="Med rubrik", link="https://x.example/2", date="Thu, 20 Dec 2018 09:00:00 +0000")
+    )
+    config = write_config(source_toml("mikro", _serve(httpserver, _rss(items)), kind="feed", category="article"))
+    found = {item["url"]: item for item in _collect(config)}  # exit 0 asserted there
+    note = found["https://x.example/notes/1"]
+    assert (note["title"], note["note"]) == ("Just shipped version 2 of the app.", True)
+    assert found["https://x.example/2"]["note"] is False
+    run = [sys.executable, "-m", "pipeline", "--config", str(config)]
+    subprocess.run([*run, "feeds"], capture_output=True, text=True, check=True)
+    json_feed = json.loads((config.parent / "feeds" / "mikro.json").read_text(encoding="utf-8"))
+    [as_json] = [entry for entry in json_feed["items"] if entry["url"] == "https://x.example/notes/1"]
+    assert "title" not in as_json and "Dark mode is here" in as_json["content_html"]  # a micropost, as written
+    rss = (config.parent / "feeds" / "mikro.rss").read_text(encoding="utf-8")
+    assert rss.count("<title>") == 2  # the channel's and "Med rubrik": the note has none, as in its source
+    atom = (config.parent / "feeds" / "mikro.atom").read_text(encoding="utf-8")
+    assert "<title>Just shipped version 2 of the app.</title>" in atom  # Atom requires one
+
+
+def test_one_item_in_two_sources_belongs_to_each_and_the_strongest_category_wins(httpserver, write_config) -> None:
+    """A WordPress RSS + Atom pair (or a category feed inside the main feed) list the same posts: the second source
+    came out empty, so its feeds had nothing and its `category = "leader"` never applied."""
+    posts = "".join(
+        ITEM.format(title=f"Inlägg {n}", link=f"https://x.example/{n}", date=f"Thu, 2{n} Dec 2018 08:00:00 +0000")
+        for n in range(3)
+    )
+    httpserver.expect_request("/robots.txt").respond_with_data("", status=404)
+    httpserver.expect_request("/feed.xml").respond_with_data(_rss(posts), content_type="application/rss+xml")
+    httpserver.expect_request("/ledare.xml").respond_with_data(
+        _rss(ITEM.format(title="Inlägg 1", link="https://x.example/1", date="Fri, 21 Dec 2018 08:00:00 +0000")),
+        content_type="application/rss+xml",
+    )
+    config = write_config(
+        source_toml("alla", httpserver.url_for("/feed.xml"), kind="feed", category="article")
+        + source_toml("ledare", httpserver.url_for("/ledare.xml"), kind="feed", category="leader")
+        + '\n[organisation]\nname = "Föreningen"\naddress = "Box 1, 111 11 Stad"\n'
+        + '\n[[lists]]\nname = "brev"\ntitle = "Brevet"\nfrom = "Föreningen <brev@x.example>"\n'
+    )
+    run = [sys.executable, "-m", "pipeline", "--config", str(config)]
+    done = subprocess.run([*run, "collect"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "collected 2 sources: 4 new" in done.stdout + done.stderr  # 3 in "alla", 1 more listing in "ledare"
+    listed = json.loads(subprocess.run([*run, "items", "--json"], capture_output=True, text=True).stdout)
+    assert len(listed) == 3
+    shared = next(item for item in listed if item["title"] == "Inlägg 1")
+    assert (shared["sources"], shared["category"]) == (["alla", "ledare"], "leader")
+    subprocess.run([*run, "feeds"], capture_output=True, text=True, check=True)
+    ledare = json.loads((config.parent / "feeds" / "ledare.json").read_text(encoding="utf-8"))
+    assert [(entry["title"], entry["tags"]) for entry in ledare["items"]] == [("Inlägg 1", ["leader"])]
+    alla = json.loads((config.parent / "feeds" / "alla.json").read_text(encoding="utf-8"))
+    assert {entry["title"]: entry["tags"] for entry in alla["items"]}["Inlägg 1"] == [
+        "article"
+    ]  # as that source has it
+    preview = subprocess.run([*run, "preview", "--out", str(config.parent / "preview")], capture_output=True, text=True)
+    assert preview.returncode == 0, preview.stderr
+    text = (config.parent / "preview" / "issue.txt").read_text(encoding="utf-8")
+    assert text.index("Inlägg 1") < text.index("Inlägg 2"), "a leader comes first in the issue"
+    again = subprocess.run([*run, "collect"], capture_output=True, text=True, timeout=120)
+    assert "0 new, 0 updated" in again.stdout + again.stderr, "the two sources never take turns rewriting it"

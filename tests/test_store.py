@@ -53,11 +53,25 @@ def test_newest_first_and_by_source(store_url: str) -> None:
         assert [s.item.title for s in store.items(limit=2)] == ["Rubrik 5", "Rubrik 2"]
 
 
-def test_an_item_keeps_its_first_source(store_url: str) -> None:
+def test_an_item_in_two_sources_is_stored_once_and_belongs_to_each(store_url: str) -> None:
+    """The second source of one item (a WordPress RSS + Atom pair, a category feed inside the main feed) came out
+    empty: its feed had nothing, and its category never applied."""
     with Store.open(store_url) as store:
-        store.save_item(_item(1), now=T0)
-        assert store.save_item(_item(1, source="artiklar"), now=T0) == "unchanged"
-        assert store.items()[0].item.source == "ledare"
+        assert store.save_item(_item(1, category="article"), now=T0) == "new"
+        leader = _item(1, source="artiklar", category="leader", title="Annan rubrik")
+        assert store.save_item(leader, now=T0 + timedelta(hours=1)) == "new"  # new to that source
+        assert store.save_item(leader, now=T0 + timedelta(hours=2)) == "unchanged"
+        assert store.count_items() == 1
+        [stored] = store.items()
+        assert (stored.item.source, stored.item.title) == ("ledare", "Rubrik 1")  # the first source's content
+        assert stored.item.category == "leader"  # the strongest category any source gives
+        assert [s.item.category for s in store.items(source="ledare")] == ["article"]
+        assert [s.item.category for s in store.items(source="artiklar")] == ["leader"]
+        assert store.item_sources([stored.item.id]) == {stored.item.id: ["ledare", "artiklar"]}
+        # A list of the second source alone sees it first when that source first saw it.
+        [listed] = store.items_first_seen_after(["artiklar"], T0)
+        assert (listed.first_seen, listed.item.category) == (T0 + timedelta(hours=1), "leader")
+        assert store.items_first_seen_after(["ledare"], T0) == []
 
 
 def test_fetch_state(store_url: str) -> None:
@@ -95,6 +109,50 @@ def test_the_head_revision_the_store_knows_is_alembics(store_url: str) -> None:
     assert ScriptDirectory.from_config(config).get_heads() == [HEAD_REVISION]
     with Store.open(store_url) as store, store.engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
+
+
+def test_a_store_from_before_items_had_sources_is_upgraded_in_place(store_url: str) -> None:
+    """Migration 0009 gives every stored item its source's listing, with issues already referring to items (a
+    rebuild of the items table failed there on SQLite), and old items keep their digest (no false "updated")."""
+    from importlib.resources import files
+
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(files("pipeline.store") / "migrations"))
+    old = replace(_item(1), author=None, author_role=None, published=None, summary=None, language=None)
+    with Store.open(store_url, migrate=False) as store:
+        with store.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0008")
+        with store.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO items (id, source, category, url, title, body_html, content_hash, first_seen, "
+                    "updated) VALUES (:id, :source, :category, :url, :title, :body, :digest, :seen, :seen)"
+                ),
+                {
+                    "id": old.id,
+                    "source": old.source,
+                    "category": old.category,
+                    "url": old.url,
+                    "title": old.title,
+                    "body": old.body_html,
+                    "digest": old.content_hash(),
+                    "seen": T0,
+                },
+            )
+        issue = store.freeze_issue(
+            "brev", subject="S", preheader="P", html="<p>h</p>", text="t", nonce="n", language="sv",
+            item_ids=[old.id], cutoff=T0,
+        )  # fmt: skip
+    with Store.open(store_url) as store:
+        assert store.item_sources([old.id]) == {old.id: ["ledare"]}
+        [stored] = store.items(source="ledare")
+        assert stored.item.note is False
+        assert store.save_item(old, now=T0 + timedelta(days=1)) == "unchanged"
+        assert store.issue("brev").id == issue.id
 
 
 def test_outbox_ledger(store_url: str) -> None:

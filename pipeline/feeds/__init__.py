@@ -134,7 +134,8 @@ def _generator(channel: Channel, entries: Sequence[StoredItem], suffix: str, aut
         fe = fg.add_entry(order="append")
         fe.id(item.id)
         fe.guid(item.id, permalink=item.id == item.url)
-        fe.title(item.title)
+        if not (item.note and suffix == "rss"):  # RSS 2.0 allows an item without a title; Atom does not
+            fe.title(item.title)
         fe.link(href=item.url, rel="alternate", type="text/html")
         fe.summary(_summary(stored))
         fe.description(_summary(stored), isSummary=True)
@@ -177,7 +178,7 @@ def _json_feed(channel: Channel, entries: Sequence[StoredItem], author: str) -> 
         entry: dict[str, object] = {
             "id": item.id,
             "url": item.url,
-            "title": item.title,
+            **({} if item.note else {"title": item.title}),  # JSON Feed: a micropost has no title
             "content_html": item.body_html,
             "summary": _summary(stored),
             "date_published": channel.local(_published(stored)).isoformat(),

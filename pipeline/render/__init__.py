@@ -101,6 +101,8 @@ class EmailItem:
     lead_source: str
     image: str | None
     image_alt: str
+    #: A note (an entry without a title of its own): shown by its text, not under a made-up heading.
+    note: bool = False
 
 
 def long_date(value: datetime, language: str, tz: tzinfo) -> str:
@@ -140,6 +142,7 @@ def email_item(stored: StoredItem, *, language: str, tz: tzinfo, base_url: str, 
         lead_source=item.body_html,
         image=image,
         image_alt=item.image_alt or item.title,
+        note=item.note,
     )
 
 

@@ -296,6 +296,7 @@ class Extracted:
 
 _PARSER = lxml.html.HTMLParser(remove_comments=True, remove_pis=True, collect_ids=False, default_doctype=False)
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*>")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _META_CHARSET = re.compile(
     rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_.:-]+)""",
     re.IGNORECASE,
@@ -353,7 +354,8 @@ def decode(content: bytes | str, charset: str | None = None) -> str:
 
 def parse(text: str, page_url: str) -> lxml.html.HtmlElement:
     """The page's tree (comments and processing instructions dropped); SourceError for an empty page."""
-    text = _XML_DECLARATION.sub("", text, count=1)
+    # C0 control characters are no text; lxml parses them but refuses them in any text it is given back.
+    text = _CONTROL_CHARACTERS.sub("", _XML_DECLARATION.sub("", text, count=1))
     if not text.strip():
         raise SourceError("the page is empty", url=page_url)
     try:

@@ -32,7 +32,7 @@ from pipeline.sources import (
 from pipeline.sources.dates import parse_date, plausible
 from pipeline.sources.extract import attr
 from pipeline.sources.http import Fetcher, NotModified
-from pipeline.text import clean_author, clean_html, clean_text, shorten
+from pipeline.text import clean_author, clean_html, clean_text, shorten, title_from_text
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,8 @@ class FeedSource(Source):
         self.listing = ListingUpdate(self.url, page.validators, ids)
 
     def read_entry(self, entry: Any, language: str | None) -> Item:
-        """One feed entry as an Item; SourceError when it has no title, NotAWebLink when no http(s) address.
+        """One feed entry as an Item (a note, titled by its first words, when it has no title); SourceError when
+        it has neither a title nor text, NotAWebLink when it has no http(s) address.
 
         Its id: the guid, else the link, else the enclosure's URL (a podcast episode), else a hash of the entry.
         """
@@ -135,15 +136,18 @@ class FeedSource(Source):
         # Plain text stays text ("Vec<T> &amp; Box" is a title, not markup); only an HTML title loses its tags.
         plain_title = (entry.get("title_detail") or {}).get("type") == "text/plain"
         title = clean_text(entry.get("title")) if plain_title else _plain(entry.get("title"))
+        content = entry.get("content") or []
+        detail = content[0] if content else entry.get("summary_detail") or {}
+        html = detail.get("value", "") if content else entry.get("summary", "")
+        # A title-less entry (RSS 2.0 allows it: microblogs, link blogs) is a note, named by its first words.
+        note = not title
+        title = title or title_from_text(_plain(html))
         if not title:
-            raise SourceError(f"entry {entry_id} has no title", url=self.url)
+            raise SourceError(f"entry {entry_id[:100]} has neither a title nor any text", url=self.url)
         url = next((u for u in (link, entry_id, enclosure) if _web(u)), None)
         if url is None:
             # A feed is untrusted: a javascript: or data: link would be republished in every feed and issue.
             raise NotAWebLink(f"entry {title!r}: its link {(link or entry_id)[:100]!r} is not http(s)")
-        content = entry.get("content") or []
-        detail = content[0] if content else entry.get("summary_detail") or {}
-        html = detail.get("value", "") if content else entry.get("summary", "")
         body = clean_html(html, self.content_base(detail, link))
         tz = self.settings.site.tz
         published = plausible(
@@ -174,6 +178,7 @@ class FeedSource(Source):
             image=image,
             image_alt=alt,
             language=language,
+            note=note,
         )
 
     def content_base(self, detail: Any, link: str | None) -> str:

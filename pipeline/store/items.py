@@ -1,16 +1,27 @@
-"""The store's items: save, update in place, list newest first."""
+"""The store's items: save, update in place, list newest first; one item may be listed by several sources.
+
+An item is stored once, under its id (canonical URL or feed guid), with the content of the
+source that collected it first (``items.source``). Every source that lists it has a row in
+``item_sources`` with the category it gives and when it first saw it, so each source's feed
+has it and a list built from several sources takes the strongest category (leader over
+article) and the first time one of its sources saw it.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import (
+    and_,
+    case,
+    exists,
     func,
     insert,
+    literal,
     select,
     update,
 )
@@ -19,9 +30,11 @@ from pipeline.store.base import StoreBase, _now
 from pipeline.store.fetch_state import save_state
 from pipeline.store.schema import (
     issue_items,
+    item_sources,
     items,
 )
 from pipeline.types import (
+    Category,
     Item,
     StoredItem,
     Validators,
@@ -32,6 +45,14 @@ log = logging.getLogger(__name__)
 
 Outcome = Literal["new", "updated", "unchanged"]
 _ITEM_FIELDS = [f.name for f in fields(Item)]
+
+
+def _strongest(sources: Iterable[str] | None = None) -> Any:
+    """SQL for an item's category among *sources* (all when None): leader when any of them says leader."""
+    condition = and_(item_sources.c.item_id == items.c.id, item_sources.c.category == "leader")
+    if sources is not None:
+        condition = and_(condition, item_sources.c.source.in_(list(sources)))
+    return case((exists().where(condition), literal("leader")), else_=items.c.category)
 
 
 class ItemsMixin(StoreBase):
@@ -45,42 +66,65 @@ class ItemsMixin(StoreBase):
         validators: Validators | None = None,
         now: datetime | None = None,
     ) -> Outcome:
-        """Insert a new item, update a changed one in place, or leave an unchanged one.
+        """Insert a new item, update a changed one in place, or leave an unchanged one; and note that
+        ``item.source`` lists it.
 
-        The page's validators are stored in the same transaction, so a page is
-        only ever answered with 304 once its item is safely in the store.
+        For a source other than the one that collected it first, an item it had not listed yet is
+        "new" (to that source; the content stays the first source's, so two sources never take turns
+        rewriting it). The page's validators are stored in the same transaction, so a page is only
+        ever answered with 304 once its item is safely in the store.
         """
         now = now or _now()
         digest = item.content_hash()
         values = {name: getattr(item, name) for name in _ITEM_FIELDS}
         with self._write() as connection:
             row = connection.execute(select(items.c.content_hash, items.c.source).where(items.c.id == item.id)).first()
+            listed = connection.execute(
+                select(item_sources.c.category).where(
+                    item_sources.c.item_id == item.id, item_sources.c.source == item.source
+                )
+            ).first()
+            outcome: Outcome = "unchanged"
             if row is None:
                 connection.execute(insert(items).values(**values, content_hash=digest, first_seen=now, updated=now))
-                outcome: Outcome = "new"
-            elif row.source != item.source:
-                log.info("%s is already collected by source %r; %r skips it", item.id, row.source, item.source)
-                outcome = "unchanged"
-            elif row.content_hash != digest:
+                outcome = "new"
+            elif row.source == item.source and row.content_hash != digest:
                 connection.execute(
                     update(items).where(items.c.id == item.id).values(**values, content_hash=digest, updated=now)
                 )
                 outcome = "updated"
-            else:
-                outcome = "unchanged"
+            if listed is None:
+                connection.execute(
+                    insert(item_sources).values(
+                        item_id=item.id, source=item.source, category=item.category, first_seen=now
+                    )
+                )
+                if row is not None:
+                    log.info("%s, collected by source %r, is also in %r", item.id, row.source, item.source)
+                    outcome = "new"
+            elif listed.category != item.category:  # the source's category changed in the config
+                connection.execute(
+                    update(item_sources)
+                    .where(item_sources.c.item_id == item.id, item_sources.c.source == item.source)
+                    .values(category=item.category)
+                )
             if fetched_url and validators:
                 save_state(connection, fetched_url, validators, None, now)
         return outcome
 
     def items(self, *, source: str | None = None, limit: int | None = None) -> list[StoredItem]:
-        """Items newest first (by published date, else first seen), optionally of one source."""
+        """Items newest first (by published date, else first seen); of one source, with the category it gives."""
         return list(self.iter_items(source=source, limit=limit))
 
     def iter_items(self, *, source: str | None = None, limit: int | None = None) -> Iterator[StoredItem]:
         """Like :meth:`items`, streamed."""
-        query = select(items).order_by(items.c.published.desc().nulls_last(), items.c.first_seen.desc(), items.c.id)
-        if source is not None:
-            query = query.where(items.c.source == source)
+        if source is None:
+            query = select(items, _strongest().label("category_in"), items.c.first_seen.label("first_seen_in"))
+        else:
+            query = select(
+                items, item_sources.c.category.label("category_in"), item_sources.c.first_seen.label("first_seen_in")
+            ).join(item_sources, and_(item_sources.c.item_id == items.c.id, item_sources.c.source == source))
+        query = query.order_by(items.c.published.desc().nulls_last(), items.c.first_seen.desc(), items.c.id)
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as connection:
@@ -95,18 +139,41 @@ class ItemsMixin(StoreBase):
     def items_first_seen_after(
         self, sources: Iterable[str], since: datetime | None, *, not_in_list: str | None = None
     ) -> list[StoredItem]:
-        """Items of *sources* first seen after *since* (all of them when it is None).
+        """Items that one of *sources* first saw after *since* (all of them when it is None), each with the
+        strongest category those sources give it and the first time one of them saw it.
 
         With *not_in_list*, only items in no issue of that list yet.
         """
-        query = select(items).where(items.c.source.in_(list(sources)))
+        chosen = list(sources)
+        listed = (
+            select(item_sources.c.item_id, func.min(item_sources.c.first_seen).label("first_seen_in"))
+            .where(item_sources.c.source.in_(chosen))
+            .group_by(item_sources.c.item_id)
+            .subquery()
+        )
+        query = select(items, _strongest(chosen).label("category_in"), listed.c.first_seen_in).join(
+            listed, listed.c.item_id == items.c.id
+        )
         if since is not None:
-            query = query.where(items.c.first_seen > since)
+            query = query.where(listed.c.first_seen_in > since)
         if not_in_list is not None:
             taken = select(issue_items.c.item_id).where(issue_items.c.list == not_in_list)
             query = query.where(items.c.id.not_in(taken))
         with self.engine.connect() as connection:
             return [self._stored(row._mapping) for row in connection.execute(query.order_by(items.c.id))]
+
+    def item_sources(self, ids: Sequence[str]) -> dict[str, list[str]]:
+        """The sources that list each of these items, the first one first."""
+        found: dict[str, list[str]] = {}
+        query = (
+            select(item_sources.c.item_id, item_sources.c.source)
+            .where(item_sources.c.item_id.in_(list(ids)))
+            .order_by(item_sources.c.item_id, item_sources.c.first_seen, item_sources.c.source)
+        )
+        with self.engine.connect() as connection:
+            for row in connection.execute(query):
+                found.setdefault(row.item_id, []).append(row.source)
+        return found
 
     def items_by_id(self, ids: Sequence[str]) -> list[StoredItem]:
         """The items with these ids, in the order given."""
@@ -119,9 +186,13 @@ class ItemsMixin(StoreBase):
 
     @staticmethod
     def _stored(mapping: Any) -> StoredItem:
+        item = Item(**{name: mapping[name] for name in _ITEM_FIELDS})
+        category: Category | None = mapping.get("category_in")
+        if category and category != item.category:
+            item = replace(item, category=category)
         return StoredItem(
-            item=Item(**{name: mapping[name] for name in _ITEM_FIELDS}),
+            item=item,
             content_hash=mapping["content_hash"],
-            first_seen=mapping["first_seen"],
+            first_seen=mapping.get("first_seen_in") or mapping["first_seen"],
             updated=mapping["updated"],
         )

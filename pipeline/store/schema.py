@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -78,8 +80,21 @@ items = Table(
     Column("content_hash", String(64), nullable=False),
     Column("first_seen", UTCDateTime(), nullable=False),
     Column("updated", UTCDateTime(), nullable=False),  # when the content last changed
+    Column("note", Boolean, nullable=False, server_default=false()),  # no title of its own (migration 0009)
     Index("ix_items_source_published", "source", "published"),
     Index("ix_items_first_seen", "first_seen"),
+)
+
+#: The sources that list an item (migration 0009): the category each gives it and when each first saw it.
+#: ``items.source`` is the first of them, whose content the item has.
+item_sources = Table(
+    "item_sources",
+    metadata,
+    Column("item_id", Text, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True),
+    Column("source", String(100), primary_key=True),
+    Column("category", String(20), nullable=False),
+    Column("first_seen", UTCDateTime(), nullable=False),
+    Index("ix_item_sources_source_first_seen", "source", "first_seen"),
 )
 
 #: Per URL: what the server said identifies the version we have (conditional GET),
