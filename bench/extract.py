@@ -1,6 +1,9 @@
-"""Extraction on real pages nobody here wrote: flygblad vs bare trafilatura vs readability-lxml, in one run.
+"""Reading real pages and feeds nobody here wrote: flygblad vs bare trafilatura vs readability-lxml, and
+flygblad's feed reading vs feedparser's own parse of the same bytes.
 
-Run: ``.venv/bin/python -m bench.extract [--corpus PATH] [--repeats N] [--pages N] [--json-pages]``.
+Run: ``.venv/bin/python -m bench.extract [--corpus PATH] [--feeds PATH] [--repeats N] [--pages N] [--json-pages]``.
+
+**Pages.**
 
 The corpus is ``../shared/corpora/readability-test-pages.tar.xz`` (130 pages saved by mozilla/readability,
 each with ``source.html``, ``expected.html`` and ``expected-metadata.json``), unpacked into a temporary
@@ -23,6 +26,20 @@ Scores, as the article-extraction benchmarks and the corpus README define them:
 * **CPU per page**: process time, the mean over the corpus, the median of ``--repeats`` runs.
 
 The expected values are what Readability.js extracts (not human labels): a disagreement is a question.
+
+**Feeds.** ``../shared/corpora/real-feeds.tar.xz`` (64 RSS and Atom feeds kept as test fixtures by
+NetNewsWire and rss-parser), one ``[[sources]]`` table each, collected by ``flygblad``'s own collect into a
+fresh store, then compared entry by entry with feedparser's parse of the same file:
+
+* **entries**: feedparser's distinct entries (by the id rule: guid, else link, else enclosure, else a hash)
+  and how many of them the store has for that source;
+* **dates**: the instant of each dated entry (published, else updated) against feedparser's; a date with no
+  zone is read in the site's time zone (flygblad's rule; feedparser reads it as UTC) and a date before 1990 or
+  ahead of tomorrow is no publication date: those differ by rule and are counted apart;
+* **titles and links**: equal after white space (a title marked text/html compared as the text it shows); an
+  entry without a title is a note titled by its first words, one without an http(s) link is linked by its
+  guid or enclosure: by rule, counted apart. Every difference is listed.
+
 Results go to ``bench/results/extract.json`` (``--json-pages`` adds every page's scores).
 """
 
@@ -211,28 +228,198 @@ def summarise(found: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+FEEDS = ROOT.parent / "shared" / "corpora" / "real-feeds.tar.xz"
+FEED_SUFFIXES = (".rss", ".atom", ".xml", ".rdf")
+
+
+def _unpacked(archive: Path, into: Path) -> Path:
+    if archive.is_dir():
+        return archive
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def _shown_title(entry: Any) -> str | None:
+    """The title feedparser read, as a reader sees it: text as written, HTML as the text it shows."""
+    from pipeline.text import clean_text
+
+    title = entry.get("title")
+    if not title:
+        return None
+    if (entry.get("title_detail") or {}).get("type") in ("text/html", "application/xhtml+xml"):
+        return clean_text(html_text(title))
+    return clean_text(title)
+
+
+def html_text(fragment: str) -> str:
+    """The text an HTML fragment shows (entities decoded, tags gone)."""
+    return " ".join(html_tokens(fragment)) if "<" in fragment or "&" in fragment else fragment
+
+
+def _serve(folder: Path) -> Any:
+    """The feeds over HTTP on loopback (as a feed reader fetches them: relative links resolve against the URL)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        extensions_map = {
+            **http.server.SimpleHTTPRequestHandler.extensions_map,
+            ".rss": "application/rss+xml",
+            ".atom": "application/atom+xml",
+            ".xml": "application/xml",
+            ".rdf": "application/rdf+xml",
+        }
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def feeds_row(folder: Path, tz_name: str = "Europe/Stockholm") -> dict[str, Any]:
+    """Collect every feed under *folder* with flygblad and compare each entry with feedparser's parse."""
+    import calendar
+
+    import feedparser
+
+    from pipeline.collect import collect
+    from pipeline.config import load_settings
+    from pipeline.sources.dates import parse_date, plausible
+    from pipeline.sources.feed import _entry_hash
+    from pipeline.store import Store
+
+    logging.disable(logging.CRITICAL)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in FEED_SUFFIXES)
+    names = {f"f{n:03d}": path for n, path in enumerate(files)}
+    server = _serve(folder)
+    origin = f"http://127.0.0.1:{server.server_address[1]}"
+    urls = {name: f"{origin}/{path.relative_to(folder).as_posix()}" for name, path in names.items()}
+    work = folder / "project"
+    work.mkdir()
+    tables = "".join(
+        f'\n[[sources]]\nname = "{name}"\nkind = "feed"\nurl = "{urls[name]}"\ncategory = "article"\nmax_items = 1000\n'
+        for name in names
+    )
+    (work / "config.toml").write_text(
+        f'[site]\ntitle = "Bench"\nbase_url = "https://bench.example"\ntimezone = "{tz_name}"\n{tables}'
+        "\n[http]\ndelay_seconds = 0\nrespect_robots = false\n",
+        encoding="utf-8",
+    )
+    settings = load_settings(work / "config.toml")
+    tz = settings.site.tz
+    counts = Counter()
+    differences: list[dict[str, Any]] = []
+    began = time.process_time()
+    with Store.open(settings.storage_url) as store:
+        report = collect(settings, store)
+        seconds = time.process_time() - began
+        for name, path in names.items():
+            stored = {s.item.id: s.item for s in store.items(source=name)}
+            parsed = feedparser.parse(path.read_bytes(), response_headers={"content-location": urls[name]})
+            seen: set[str] = set()
+            for entry in parsed.entries:
+                enclosure = next((e.get("href") for e in entry.get("links", []) if e.get("rel") == "enclosure"), None)
+                key = entry.get("id") or entry.get("link") or enclosure or _entry_hash(entry)
+                if key in seen:
+                    continue
+                seen.add(key)
+                counts["entries"] += 1
+                item = stored.get(key)
+                where = {"feed": path.name, "entry": key[:120]}
+                if item is None:
+                    link = entry.get("link") or ""
+                    if not (entry.get("title") or entry.get("summary") or entry.get("content")) and not link.startswith(
+                        ("http://", "https://")
+                    ):
+                        counts["empty_by_rule"] += 1  # an empty <entry/>: nothing to show, left out with a line
+                    else:
+                        differences.append({**where, "what": "entry not stored"})
+                    continue
+                counts["stored"] += 1
+                # dates
+                struct = entry.get("published_parsed") or entry.get("updated_parsed")
+                raw = entry.get("published") or entry.get("updated")
+                if struct:
+                    counts["dated"] += 1
+                    theirs = datetime.fromtimestamp(calendar.timegm(struct), tz=ZoneInfo("UTC"))
+                    if item.published is not None and abs((item.published - theirs).total_seconds()) < 1:
+                        counts["dates_equal"] += 1
+                    elif plausible(theirs) is None and item.published is None:
+                        counts["dates_by_rule"] += 1  # before 1990 or ahead of tomorrow: no publication date
+                    elif raw and parse_date(raw, ZoneInfo("UTC")) == theirs and parse_date(raw, tz) == item.published:
+                        counts["dates_by_rule"] += 1  # no zone written: the site's zone, where feedparser says UTC
+                    else:
+                        differences.append({**where, "what": "date", "feedparser": theirs.isoformat(),
+                                            "flygblad": item.published.isoformat() if item.published else None,
+                                            "raw": raw})  # fmt: skip
+                # titles
+                title = _shown_title(entry)
+                if title is None:
+                    counts["titles_by_rule"] += 1 if item.note else 0
+                    if not item.note:
+                        differences.append({**where, "what": "title", "feedparser": None, "flygblad": item.title})
+                elif title == item.title:
+                    counts["titles_equal"] += 1
+                else:
+                    differences.append({**where, "what": "title", "feedparser": title, "flygblad": item.title})
+                # links
+                link = entry.get("link")
+                if link and link.startswith(("http://", "https://")):
+                    if link == item.url:
+                        counts["links_equal"] += 1
+                    else:
+                        differences.append({**where, "what": "link", "feedparser": link, "flygblad": item.url})
+                else:
+                    counts["links_by_rule"] += 1  # no http(s) link: the guid or the enclosure links it
+    server.shutdown()
+    return {
+        "feeds": len(names),
+        "sources_failed": [line for line in report.problems() if "skipped" not in line],
+        "entries": counts["entries"],
+        "stored": counts["stored"],
+        "empty_by_rule": counts["empty_by_rule"],
+        "stored_share": round(counts["stored"] / max(1, counts["entries"] - counts["empty_by_rule"]), 4),
+        "dated": counts["dated"],
+        "dates_equal": counts["dates_equal"],
+        "dates_by_rule": counts["dates_by_rule"],
+        "titles_equal": counts["titles_equal"],
+        "titles_by_rule": counts["titles_by_rule"],
+        "links_equal": counts["links_equal"],
+        "links_by_rule": counts["links_by_rule"],
+        "differences": differences,
+        "collect_cpu_s": round(seconds, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="the .tar.xz (or an unpacked folder)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs over the corpus (scores from the first)")
     parser.add_argument("--pages", type=int, default=None, help="only the first N pages")
+    parser.add_argument("--feeds", type=Path, default=FEEDS, help="the feeds' .tar.xz (or an unpacked folder)")
     parser.add_argument("--json-pages", action="store_true", help="keep every page's scores in the result")
     args = parser.parse_args()
-    if not args.corpus.exists():
-        raise SystemExit(f"{args.corpus}: not found (the shared corpora are at ../shared/corpora/)")
+    for corpus in (args.corpus, args.feeds):
+        if not corpus.exists():
+            raise SystemExit(f"{corpus}: not found (the shared corpora are at ../shared/corpora/)")
     with tempfile.TemporaryDirectory() as folder:
-        root = args.corpus
-        if root.is_file():
-            with tarfile.open(root) as archive:
-                archive.extractall(folder, filter="data")
-            root = Path(folder)
-        found = run(root, args.repeats, args.pages)
+        found = run(_unpacked(args.corpus, Path(folder) / "pages"), args.repeats, args.pages)
+        feeds = feeds_row(_unpacked(args.feeds, Path(folder) / "feeds"))
     result = {
         "what": "article pages of mozilla/readability's test corpus: flygblad vs bare trafilatura vs readability-lxml",
         **summarise(found),
-        "versions": {name: package_version(name) for name in ("trafilatura", "readability-lxml", "lxml")},
+        "versions": {name: package_version(name) for name in ("trafilatura", "readability-lxml", "lxml", "feedparser")},
         "goal": "body F1 >= 0.95 and >= trafilatura's; none lost where trafilatura reads; dates >= 0.95; "
         "CPU <= 1.5 x trafilatura",
+        "feeds": {
+            **feeds,
+            "goal": ">= 99.5 % of entries stored; every date, title and link equal to feedparser's or different "
+            "by rule",
+        },
     }
     if args.json_pages:
         result["per_page"] = found["rows"]
@@ -241,7 +428,8 @@ def main() -> None:
     print(
         f"body F1 flygblad {body['flygblad']} trafilatura {body['trafilatura']} readability {body['readability']}; "
         f"dates {result['date']['flygblad']['agree']}/{result['date']['flygblad']['of']}; "
-        f"CPU {cpu['flygblad']} vs {cpu['trafilatura']} ms ({result['cpu_over_trafilatura']} x) -> {path}"
+        f"CPU {cpu['flygblad']} vs {cpu['trafilatura']} ms ({result['cpu_over_trafilatura']} x); "
+        f"feeds: {feeds['stored']}/{feeds['entries']} entries, {len(feeds['differences'])} differences -> {path}"
     )
 
 

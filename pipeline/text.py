@@ -106,9 +106,10 @@ def absolutize_tree(root: Any, base_url: str) -> None:
                 lazy = (element.get("data-src") or "").strip()
                 if lazy and (not (value or "").strip() or urljoin(base_url, value.strip()) == base_url):
                     value = lazy  # lazy-loaded images
-            if value is not None:
-                # A control character makes no URL (and lxml refuses it in an attribute).
-                element.set(attribute, _CONTROL.sub("", urljoin(base_url, _CONTROL.sub("", value).strip())))
+            if value is None or (value.startswith(("https://", "http://")) and value == value.strip()):
+                continue  # already absolute (most are): urljoin would give it back as it is
+            # A control character makes no URL (and lxml refuses it in an attribute).
+            element.set(attribute, _CONTROL.sub("", urljoin(base_url, _CONTROL.sub("", value).strip())))
 
 
 def absolutize(html: str, base_url: str) -> str:

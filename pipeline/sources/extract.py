@@ -39,7 +39,6 @@ the page's raw markup.
 from __future__ import annotations
 
 import codecs
-import functools
 import html as html_module
 import json
 import logging
@@ -116,22 +115,16 @@ CONTAINER_CLASSES = frozenset(
 )
 
 
-@functools.lru_cache(maxsize=64)
-def _container_xpath(names: tuple[str, ...]) -> Any:
-    return etree.XPath(
-        "//body//*["
-        + " or ".join(f"contains(@{'itemprop' if name == 'articleBody' else 'class'}, '{name}')" for name in names)
-        + "]"
-    )
+#: Every container class names "content" or "body": one pass over the page finds the few elements to look at.
+_CONTAINER_PREFILTER = etree.XPath(
+    "//body//*[(@class and (contains(@class, 'content') or contains(@class, 'body'))) "
+    "or contains(@itemprop, 'articleBody')]"
+)
 
 
-def _containers(tree: Any, text: str) -> list[Any]:
-    # One look at the page's text for the names first: the pass over every element checks only those it has.
-    names = tuple(name for name in (*sorted(CONTAINER_CLASSES), "articleBody") if name in text)
-    if not names:
-        return []
+def _containers(tree: Any) -> list[Any]:
     found = []
-    for element in _container_xpath(names)(tree):
+    for element in _CONTAINER_PREFILTER(tree):
         if (
             CONTAINER_CLASSES.intersection((element.get("class") or "").split())
             or "articleBody" in (element.get("itemprop") or "").split()
@@ -154,14 +147,12 @@ CONTAINER_NOISE = etree.XPath(
     + "]"
 )
 #: What a reader cannot see: never body text, whatever the page's classes say.
-HIDDEN = etree.XPath(
-    "//body//*[@hidden or @aria-hidden='true' or (@style and ("
-    "contains(translate(@style, ' ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'), 'display:none') or "
-    "contains(translate(@style, ' ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'), 'visibility:hidden')))]"
+_HIDDEN_CANDIDATES = etree.XPath(
+    "//body//*[@hidden or @aria-hidden='true' or (@style and (contains(@style, 'none') or contains(@style, 'hidden')))]"
 )
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 _BYLINE_STRINGS = etree.XPath(
-    "//body//text()[contains(., '·') or contains(., '•') or contains(., ' | ') or contains(., ' – ') "
-    "or contains(., ' — ')]"
+    ".//text()[contains(., '·') or contains(., '•') or contains(., ' | ') or contains(., ' – ') or contains(., ' — ')]"
 )
 _INLINE = {"span", "a", "strong", "em", "b", "i", "time", "small"}
 PLACEHOLDER_IMAGE = re.compile(
@@ -570,8 +561,12 @@ def _byline_from_text(text: str, element: Any, tz: tzinfo) -> Byline | None:
 
 
 def find_byline(tree: Any, tz: tzinfo) -> Byline | None:
-    """The first ``Kind · Name · Role · Date`` line on the page, if any."""
-    for string in _BYLINE_STRINGS(tree):
+    """The first ``Kind · Name · Role · Date`` line near the headline (within the first ``<h1>``'s grandparent, where
+    the page has one: a byline stands by the headline), if any."""
+    h1 = next(tree.iter("h1"), None)
+    scope = h1.getparent() if h1 is not None else None
+    scope = scope.getparent() if scope is not None and scope.getparent() is not None else scope
+    for string in _BYLINE_STRINGS(scope if scope is not None else tree):
         element = string.getparent()
         if element is not None and string.is_tail:
             element = element.getparent()
@@ -888,9 +883,9 @@ def _readability(tree: Any) -> Candidate:
     return Candidate("readability", body)
 
 
-def _container(tree: Any, text: str) -> Candidate:
+def _container(tree: Any) -> Candidate:
     """The page's own article container (the largest, with its sibling parts), noise inside it removed."""
-    found = _containers(tree, text)
+    found = _containers(tree)
     ids = {id(element) for element in found}
     outer = [element for element in found if not any(id(parent) in ids for parent in element.iterancestors())]
     if not outer:
@@ -912,7 +907,7 @@ def choose_body(tree: Any, text: str, page_url: str, base: str) -> Candidate:
     (its way of working): what needs the page whole runs before it, or on the page parsed again."""
     body = _trafilatura(tree, base, fast=True)
     short = len(body.words) < RESCUE_WORDS  # trafilatura's fast pass found little: its full pass may find more
-    container = _container(tree, text)
+    container = _container(tree)
     # Under 250 characters of text, trafilatura falls back to the page's whole text, a menu included.
     links = Counter(" ".join(_LINK_TEXT(tree)).split()) if len(body.words) < MENU_WORDS else None
     second = _readability(tree)
@@ -980,8 +975,12 @@ def _visible_words(tree: Any) -> int:
 
 
 def _remove_hidden(tree: Any) -> None:
-    for element in HIDDEN(tree):
-        drop(element)
+    """Take out what a reader cannot see: ``hidden``, ``aria-hidden="true"``, ``display:none``, ``visibility:hidden``."""
+    for element in _HIDDEN_CANDIDATES(tree):
+        if element.get("hidden") is not None or element.get("aria-hidden") == "true":
+            drop(element)
+        elif _HIDDEN_STYLE.search(element.get("style") or ""):
+            drop(element)
 
 
 # ---------------------------------------------------------------- main
@@ -1062,7 +1061,7 @@ def extract_page(
         lambda: _element_author(tree),
         lambda: byline.name if byline else None,
     )
-    role = first(
+    role = author and first(  # a role belongs to a name
         lambda: _text(people[0].get("jobTitle")) if people else None,
         lambda: next((clean_text(element_text(e)) for e in ROLE_ELEMENTS(tree)), None),
         lambda: byline.role if byline else None,

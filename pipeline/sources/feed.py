@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import logging
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -36,6 +37,9 @@ from pipeline.text import clean_author, clean_html, clean_text, shorten, title_f
 
 log = logging.getLogger(__name__)
 
+#: C0 control characters: lxml will not take them back (see pipeline.sources.extract.parse).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
 
 def _struct_to_datetime(value: time.struct_time | None) -> datetime | None:
     # feedparser's *_parsed values are UTC struct_times.
@@ -43,13 +47,21 @@ def _struct_to_datetime(value: time.struct_time | None) -> datetime | None:
 
 
 def _plain(value: str | None) -> str | None:
+    """The text an HTML value shows: entities decoded, tags gone, inline elements running on (``ft<sup>2</sup>``
+    is ``ft2``, not ``ft 2``), blocks apart."""
     if not value:
         return None
-    return (
-        clean_text(BeautifulSoup(value, "html.parser").get_text(" "))
-        if "<" in value or "&" in value
-        else clean_text(value)
-    )
+    if "<" not in value and "&" not in value:
+        return clean_text(value)
+    import lxml.html
+    from lxml import etree
+
+    from pipeline.sources.extract import element_text
+
+    try:
+        return clean_text(element_text(lxml.html.fragment_fromstring(_CONTROL.sub("", value), create_parent="div")))
+    except (etree.ParserError, ValueError):
+        return clean_text(BeautifulSoup(value, "html.parser").get_text(" "))
 
 
 def _web(url: object) -> bool:
@@ -65,7 +77,11 @@ def _entry_hash(entry: Any) -> str:
     return "urn:sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class NotAWebLink(SourceError):
+class LeftOut(SourceError):
+    """An entry left out on purpose, with a line (not a failure): nothing in it to show, or no web link."""
+
+
+class NotAWebLink(LeftOut):
     """An entry whose link is not http(s): left out with a line."""
 
 
@@ -108,7 +124,7 @@ class FeedSource(Source):
         for number, entry in enumerate(entries, start=1):
             try:
                 item = self.read_entry(entry, language.split("-")[0] if language else None)
-            except NotAWebLink as err:
+            except LeftOut as err:
                 yield Skipped(f"{self.url}#entry-{number}", str(err))
                 continue
             except SourceError as err:
@@ -122,8 +138,8 @@ class FeedSource(Source):
         self.listing = ListingUpdate(self.url, page.validators, ids)
 
     def read_entry(self, entry: Any, language: str | None) -> Item:
-        """One feed entry as an Item (a note, titled by its first words, when it has no title); SourceError when
-        it has neither a title nor text, NotAWebLink when it has no http(s) address.
+        """One feed entry as an Item (a note, titled by its first words, when it has no title); LeftOut when it
+        has neither a title nor text or (NotAWebLink) no http(s) address.
 
         Its id: the guid, else the link, else the enclosure's URL (a podcast episode), else a hash of the entry.
         """
@@ -142,9 +158,11 @@ class FeedSource(Source):
         # A title-less entry (RSS 2.0 allows it: microblogs, link blogs) is a note, named by its first words.
         note = not title
         title = title or title_from_text(_plain(html))
-        if not title:
-            raise SourceError(f"entry {entry_id[:100]} has neither a title nor any text", url=self.url)
-        url = next((u for u in (link, entry_id, enclosure) if _web(u)), None)
+        if not title:  # an empty <entry/>: nothing a reader could see (feeds do carry them)
+            raise LeftOut(f"entry {entry_id[:100]!r} has neither a title nor any text")
+        # feedparser's `link` is the first text/html alternate (or the guid): a PDF or other alternate comes next.
+        alternates = [e.get("href") for e in entry.get("links", []) if e.get("rel", "alternate") == "alternate"]
+        url = next((u for u in (link, *alternates, entry_id, enclosure) if _web(u)), None)
         if url is None:
             # A feed is untrusted: a javascript: or data: link would be republished in every feed and issue.
             raise NotAWebLink(f"entry {title!r}: its link {(link or entry_id)[:100]!r} is not http(s)")
