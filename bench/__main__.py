@@ -93,7 +93,50 @@ def _peak(part: Result) -> float:
     return max(part["send_rss_mb"], part["import_rss_mb"])
 
 
+def _pages(r: Result) -> str:
+    body, date, cpu = r["body_f1"], r["date"]["flygblad"], r["cpu_ms_per_page"]
+    return (
+        f"body F1 {body['flygblad']} vs bare trafilatura {body['trafilatura']}, readability-lxml "
+        f"{body['readability']}; dates {date['agree']}/{date['of']}; {len(r['lost_where_trafilatura_reads'])} lost "
+        f"where trafilatura reads; CPU {cpu['flygblad']} vs {cpu['trafilatura']} ms ({r['cpu_over_trafilatura']} x)"
+    )
+
+
+def _feeds(r: Result) -> str:
+    f = r["feeds"]
+    return (
+        f"{f['stored']:,} of {f['entries'] - f['empty_by_rule']:,} entries stored ({f['empty_by_rule']} empty, by "
+        f"rule); dates {f['dates_equal']:,}/{f['dated']:,} equal to feedparser's; {len(f['differences'])} titles, "
+        f"links or dates differing beyond the rules ({f['titles_by_rule']} notes, {f['links_by_rule']} links by rule)"
+    )
+
+
 ROWS = [
+    Row(
+        "article text of 130 real pages",
+        "extract",
+        (),
+        ("--repeats", "1", "--pages", "40"),
+        None,
+        _pages,
+        "F1 >= 0.95 and >= trafilatura; none lost; dates >= 0.95; CPU <= 1.5 x",
+        lambda r: (
+            r["body_f1"]["flygblad"] >= max(0.95, r["body_f1"]["trafilatura"])
+            and not r["lost_where_trafilatura_reads"]
+            and r["date"]["flygblad"]["share"] >= 0.95
+            and r["cpu_over_trafilatura"] <= 1.5
+        ),
+    ),
+    Row(
+        "reading 64 real feeds",
+        "extract",
+        (),
+        ("--repeats", "1", "--pages", "40"),
+        None,
+        _feeds,
+        ">= 99.5 % stored; 0 differences beyond the rules",
+        lambda r: r["feeds"]["stored_share"] >= 0.995 and not r["feeds"]["differences"],
+    ),
     Row(
         "send 10,000 to an SMTP sink",
         "send",

@@ -69,3 +69,21 @@ def test_mailmerge_gets_the_issue_flygblad_sends(tmp_path: Path, monkeypatch: py
 @pytest.mark.parametrize(("text", "ms"), [("812.34us", 0.81234), ("12.50ms", 12.5), ("1.02s", 1020.0)])
 def test_wrk_latencies_are_read_in_milliseconds(text: str, ms: float) -> None:
     assert _ms(text) == pytest.approx(ms)
+
+
+def test_the_extraction_row_scores_every_tool_alike() -> None:
+    """bench.extract splits every tool's text the same way: blocks apart, inline elements running on, so a link at
+    the end of a sentence ("länk</a>.") is one token for the reference, flygblad and readability alike."""
+    from bench.extract import date_agrees, f1, html_tokens, title_agrees
+
+    assert html_tokens("<div><p>en <a href='x'>länk</a>.</p><p>två<br>rader</p></div>") == [
+        "en",
+        "länk.",
+        "två",
+        "rader",
+    ]
+    assert f1(["a", "b", "b"], ["a", "b"]) == 0.8 and f1(["a"], []) == 0.0
+    assert title_agrees("Rubriken | Sajten", "rubriken") and not title_agrees("Rubriken", "Annat")
+    stockholm = datetime(2024, 3, 5, 10, 0, tzinfo=UTC).astimezone()
+    assert date_agrees("2024-03-05T10:00:00Z", stockholm)
+    assert not date_agrees("2024-03-05T11:00:00Z", stockholm)

@@ -277,3 +277,26 @@ def test_one_item_in_two_sources_belongs_to_each_and_the_strongest_category_wins
     assert text.index("Inlägg 1") < text.index("Inlägg 2"), "a leader comes first in the issue"
     again = subprocess.run([*run, "collect"], capture_output=True, text=True, timeout=120)
     assert "0 new, 0 updated" in again.stdout + again.stderr, "the two sources never take turns rewriting it"
+
+
+def test_odd_entries_real_feeds_carry(httpserver, write_config) -> None:
+    """From the real-feeds row: an HTML title's inline markup ran apart ("ft<sup>2</sup>" read "ft 2"), an entry whose
+    only alternate is a PDF was skipped, and an empty <entry/> failed the source on every collect."""
+    atom = """<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>
+    <id>https://y.example/</id><updated>2024-03-05T10:00:00Z</updated>
+    <entry><title type="html">Lägenhet 42 m&lt;sup&gt;2&lt;/sup&gt;, &lt;b&gt;₹&lt;/b&gt;4 000</title>
+      <link href="https://y.example/a"/><id>https://y.example/a</id><updated>2024-03-05T10:00:00Z</updated></entry>
+    <entry><title>Uppsatsen</title><id>tag:y.example,2024:uppsats</id><updated>2024-03-05T10:00:00Z</updated>
+      <link rel="alternate" type="application/pdf" href="https://y.example/uppsats.pdf"/></entry>
+    <entry><id>tag:y.example,2024:tom</id></entry>
+    </feed>"""
+    config = write_config(source_toml("y", _serve(httpserver, atom, "application/atom+xml"), kind="feed"))
+    run = [sys.executable, "-m", "pipeline", "--config", str(config)]
+    done = subprocess.run([*run, "collect"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "'tag:y.example,2024:tom' has neither a title nor any text" in done.stderr
+    listed = json.loads(subprocess.run([*run, "items", "--json"], capture_output=True, text=True).stdout)
+    assert {item["title"]: item["url"] for item in listed} == {
+        "Lägenhet 42 m2, ₹4 000": "https://y.example/a",
+        "Uppsatsen": "https://y.example/uppsats.pdf",
+    }

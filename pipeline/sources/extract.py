@@ -1085,8 +1085,12 @@ def extract_page(
     if byline is not None:
         drop(byline.element)  # a byline is metadata, not body text
     body_html, body_from = "", ""
-    if chosen.get("body") and clean_text(_fragment(chosen["body"]).text_content()):
-        body_html, body_from = chosen["body"], "select"
+    selected = _fragment(chosen["body"]) if chosen.get("body") else None
+    if selected is not None:
+        for noise in CONTAINER_NOISE(selected):  # share buttons, comments and the like inside the chosen element
+            drop(noise)
+    if selected is not None and clean_text(selected.text_content()):
+        body_html, body_from = _inner_html(selected), "select"
     else:
         body = choose_body(tree, text, page_url, base)
         if body.words:
