@@ -33,6 +33,9 @@ EN = "January February March April May June July August September October Novemb
         ("2024-03-05T09:15:00Z", datetime(2024, 3, 5, 9, 15, tzinfo=UTC)),
         ("2024-03-05 10:15", datetime(2024, 3, 5, 10, 15, tzinfo=STHLM)),
         ("Tue, 05 Mar 2024 10:15:00 +0100", datetime(2024, 3, 5, 9, 15, tzinfo=UTC)),
+        # A meta tag's ISO-like date with a space before its offset (was no date at all).
+        ("2015-07-10 09:53:00 -0400", datetime(2015, 7, 10, 13, 53, tzinfo=UTC)),
+        ("2024-03-05 10:15 CET", datetime(2024, 3, 5, 9, 15, tzinfo=UTC)),
     ],
 )
 def test_written_dates(text: str, expected: datetime) -> None:
@@ -42,7 +45,8 @@ def test_written_dates(text: str, expected: datetime) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "igår", "31 februari 2024", "13 smarch 2024", "Ledare", "2024", "Birgitta Öjmertz"]
+    "text",
+    ["", "igår", "31 februari 2024", "13 smarch 2024", "Ledare", "2024", "Birgitta Öjmertz", "2024-03-05-nyheter"],
 )
 def test_not_dates(text: str) -> None:
     assert parse_date(text, STHLM) is None

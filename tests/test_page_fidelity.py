@@ -182,3 +182,14 @@ def test_a_page_without_article_text_says_why_in_words_a_communicator_can_act_on
     assert "no article text found" in menu_line and "[sources.select] body" in menu_line, menu_line
     js_line = next(line for line in done.stderr.splitlines() if "/js.html" in line)
     assert "no text at all" in js_line and "JavaScript" in js_line, js_line
+
+
+def test_a_date_written_with_a_space_before_its_offset_keeps_it(httpserver, write_config) -> None:
+    """`<meta property="article:published_time" content="2015-07-10 09:53:00 -0400">` was no date at all, so the page
+    fell back to a weaker one (or none): one reason dates were found on 69 % of real pages where trafilatura finds 88 %."""
+    head = '<meta property="article:published_time" content="2015-07-10 09:53:00 -0400">'
+    items, done = _collect(
+        httpserver, write_config, {"/a.html": _page(f"<article>{ARTICLE_HTML}</article>", head=head)}
+    )
+    assert done.returncode == 0, done.stderr
+    assert items["/a.html"]["published"] == "2015-07-10T15:53:00+02:00"  # 13:53 UTC, shown in the site's zone

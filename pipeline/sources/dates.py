@@ -54,7 +54,7 @@ _MONTH_DAY_YEAR = re.compile(
     re.IGNORECASE,
 )
 _NUMERIC = re.compile(
-    r"^(?P<year>\d{4})-(?P<month>\d{1,2})-(?P<day>\d{1,2})" + _TIME + r"$",
+    r"^(?P<year>\d{4})-(?P<month>\d{1,2})-(?P<day>\d{1,2})" + _TIME + r"(?P<rest>.*)$",
 )
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
 
@@ -133,8 +133,12 @@ def parse_date(text: str | None, tz: tzinfo = UTC) -> datetime | None:
     for pattern in (_NUMERIC, _DAY_MONTH_YEAR, _MONTH_DAY_YEAR):
         match = pattern.match(value)
         if match:
-            # A zone written after the time wins over the site's ("Thu, 20 Dec 2018 08:00:00 +0000" in RSS).
-            zone = _zone(value[match.end() :]) if match.group("hour") else None
+            # A zone written after the time wins over the site's ("Thu, 20 Dec 2018 08:00:00 +0000" in RSS,
+            # "2015-07-10 09:53:00 -0400" in a meta tag).
+            rest = match.group("rest") if pattern is _NUMERIC else value[match.end() :]
+            zone = _zone(rest) if match.group("hour") else None
+            if pattern is _NUMERIC and rest.strip() and zone is None:
+                return None  # "2024-03-05-slug" is no date
             return _from_match(match, zone or tz)
     if re.match(r"^(?:[A-Za-z]{3},\s*)?\d{1,2}\s+[A-Za-z]{3}\s+\d{4}\s+\d{2}:\d{2}", value):
         try:
