@@ -1,36 +1,53 @@
 """Reading one article page without per-site code.
 
-The page is decoded once (a byte-order mark, else the HTTP ``charset``, else its
-``<meta>``, else UTF-8) and parsed once, by lxml. Each field is then taken from
-the strongest evidence the page offers, strongest first:
+The page is decoded once (a byte-order mark, else the HTTP ``charset``, else as UTF-8 when it is valid
+UTF-8, else by its ``<meta>``) and parsed once, by lxml. Each field is then taken from the strongest
+evidence the page offers, strongest first:
 
-* title: ``[sources.select]``, JSON-LD ``headline``, OpenGraph/Twitter, microformats, ``<h1>``, ``<title>``;
-* author: ``[sources.select]``, JSON-LD ``author``, ``<meta name=author>`` and its kin, ``rel=author`` /
-  ``itemprop=author`` / microformats, then the byline form of the seed page
-  (``Ledare · Birgitta Öjmertz · Programdirektör · 2018-12-20``); each candidate cleaned of "by", handles
-  and dates, and the first that is a name wins;
+* title: ``[sources.select]``; JSON-LD ``headline``/``name``, OpenGraph, Twitter, Dublin Core, microformats
+  (the first that the page's ``<title>`` contains, else the first there is); else the ``<h1>`` outside the
+  page's header (when the <title> contains it or is too short to be a headline), else the <title> less the
+  site's name. The site's own name is never the title;
+* author: ``[sources.select]``, JSON-LD ``author``, ``<meta name=author>`` and its kin, ``itemprop=author`` /
+  ``rel=author`` / microformats / byline classes, then the byline form of the seed page
+  (``Ledare · Birgitta Öjmertz · Programdirektör · 2018-12-20``, looked for near the ``<h1>``); each candidate
+  cleaned of "by", handles and what follows the name (a date, "2 min read"), and the first that is a name wins;
 * dates: ``[sources.select]``, JSON-LD, ``article:published_time`` and its kin, ``<time>`` elements, the
   byline; a date before 1990 or more than a day ahead is a placeholder, not a publication date.
 
-JSON-LD wrapped in ``<![CDATA[ … ]]>`` or an HTML comment is read as browsers read it, and HTML
-entities left in metadata (``&#8217;``) are decoded in every text field.
+JSON-LD wrapped in ``<![CDATA[ … ]]>`` or an HTML comment is read as browsers read it, and HTML entities
+left in metadata (``&#8217;``) are decoded in every text field.
 
-The body is chosen between candidates, none of which deletes anything before looking:
+The body is chosen between candidates, none of which deletes anything before looking (only what a reader
+cannot see, ``hidden``, ``aria-hidden``, ``display:none``, ``visibility:hidden``, and the byline, which is
+metadata, are taken out first):
 
-* **trafilatura**'s extraction, which judges boilerplate in context (link density, text length,
-  position, landmark elements, comments);
+* **trafilatura**'s extraction (its fast pass), which judges boilerplate in context (link density, text
+  length, position, landmark elements, comments);
 * **readability**'s (trafilatura's port: the element with the most paragraph text, with its siblings);
 * the page's own **container** for the article (``itemprop=articleBody``, ``.entry-content`` …, the largest
   one with its sibling parts), with what is never part of an article removed from inside it only
-  (share buttons, related posts, comments, forms) — never the container itself.
+  (share buttons, related posts, comments, forms), never the container itself.
 
-Trafilatura's body is the default. A container-based body replaces it when it *extends* it: it holds at
-least 95 % of trafilatura's words, is longer (at most five times), and adds no more than a twentieth of its
-own length after the last paragraph the two share (what follows an article is related posts and
-comments). That is the class of page where trafilatura drops text the article has: a repeated paragraph,
-a table, the paragraphs around a widget. Before any candidate runs, only what a reader cannot see is
-taken out of the page (``hidden``, ``aria-hidden``, ``display:none``, ``visibility:hidden``) and the
-byline (metadata, not body text).
+The rule, in order:
+
+1. Trafilatura's body is the default. Readability's replaces it when trafilatura found nothing or readability
+   finds more than twice as much (the rule trafilatura's own full mode applies).
+2. A container-based body (readability's, then the container) replaces it when it *extends* it: it holds at
+   least 95 % of trafilatura's words, is longer (at most five times), and adds no more than a twentieth of
+   its length after the last paragraph the two share in another element than that paragraph's (what
+   follows an article is related posts and comments). That is the class of page where trafilatura drops text
+   the article has: a repeated paragraph, a table, the paragraphs around a widget.
+3. Otherwise, what trafilatura has outside readability's article is cut when the two agree on the article
+   (95 % of readability's words in trafilatura's) and the rest is page furniture: nearly all link text (a
+   menu, related articles), or a tenth of the body at most after the last shared paragraph (a footer line).
+4. A body under 50 words gets trafilatura's full pass (its justext and baseline rescues) where the page has
+   more text, and under 250 characters, where trafilatura dumps the page's whole text as one paragraph, a
+   container-based body with the same words keeps the article's shape.
+5. A short body made of the page's link texts is its menu: no article.
+
+On mozilla/readability's 130 test pages this scores F1 0.97 where bare trafilatura scores 0.93, at about
+1.3 times its CPU (``python -m bench.extract``).
 
 The result is plain data (:class:`Extracted`); the body is sanitized here, so nothing downstream ever sees
 the page's raw markup.
