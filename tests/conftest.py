@@ -234,3 +234,20 @@ def shutil_which(tool: str) -> str | None:
     import shutil
 
     return shutil.which(tool) if not tool.startswith("/") else (tool if Path(tool).exists() else None)
+
+
+# ---------------------------------------------------------------- headless Chromium
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium under Playwright, once per test process (skip without it, fail in CI)."""
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+
+    require(CHROMIUM, "FLYGBLAD_REQUIRE_BROWSER", "the browser tests need Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

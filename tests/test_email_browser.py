@@ -16,19 +16,8 @@ import pytest
 
 from pipeline.issues import next_issue
 from pipeline.store import Store
+from tests.browser import ARTIFACTS
 from tests.conftest import require
-
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).parent / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture
@@ -40,19 +29,6 @@ def preview(example_settings, tmp_path) -> dict[str, Path]:
     assert draft is not None
     html, text, eml = _preview_files(example_settings, draft, tmp_path / "preview")
     return {"html": html, "text": text, "eml": eml}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require(
-        CHROMIUM, "FLYGBLAD_REQUIRE_BROWSER", "the email layout tests need Debian's chromium (apt-get install chromium)"
-    )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.mark.parametrize("width", [375, 600])

@@ -270,32 +270,23 @@ def test_serve_refuses_without_a_secret(example_settings, tmp_path: Path) -> Non
     assert "set the environment variable FLYGBLAD_SECRET" in result.stderr
 
 
-def test_subscribe_confirm_unsubscribe_in_a_browser(site) -> None:
+def test_subscribe_confirm_unsubscribe_in_a_browser(site, browser) -> None:
     """A person in Chromium: subscribe, confirm from the email, then leave with the mail client's one-click POST."""
-    from tests.conftest import require
-
-    require("/usr/bin/chromium", "FLYGBLAD_REQUIRE_BROWSER", "the browser flow needs Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
-    from tests.test_email_browser import CHROMIUM_ARGS
-
     settings, server = site
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.goto(f"{server.url}/subscribe/nyhetsbrev")
-        page.get_by_label("E-postadress").fill("browser@example.org")
-        page.get_by_label("Namn (frivilligt)").fill("Webb Läsare")
-        page.get_by_role("button", name="Prenumerera").click()
-        page.wait_for_load_state()
-        assert "Tack! Om adressen är rätt" in page.content()
-        page.goto(_confirm_link(settings, "browser@example.org"))
-        with Store.open(settings.storage_url) as store:
-            assert store.subscriber("nyhetsbrev", "browser@example.org").status == "unconfirmed"
-        page.get_by_role("button", name="Bekräfta").click()
-        page.wait_for_load_state()
-        assert "Du prenumererar nu på Produktionslyftets nyhetsbrev" in page.content()
-        browser.close()
+    page = browser.new_page()
+    page.goto(f"{server.url}/subscribe/nyhetsbrev")
+    page.get_by_label("E-postadress").fill("browser@example.org")
+    page.get_by_label("Namn (frivilligt)").fill("Webb Läsare")
+    page.get_by_role("button", name="Prenumerera").click()
+    page.wait_for_load_state()
+    assert "Tack! Om adressen är rätt" in page.content()
+    page.goto(_confirm_link(settings, "browser@example.org"))
+    with Store.open(settings.storage_url) as store:
+        assert store.subscriber("nyhetsbrev", "browser@example.org").status == "unconfirmed"
+    page.get_by_role("button", name="Bekräfta").click()
+    page.wait_for_load_state()
+    assert "Du prenumererar nu på Produktionslyftets nyhetsbrev" in page.content()
+    page.close()
     with Store.open(settings.storage_url) as store:
         subscriber = store.subscriber("nyhetsbrev", "browser@example.org")
         assert subscriber.status == "active" and subscriber.name == "Webb Läsare"

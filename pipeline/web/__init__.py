@@ -19,8 +19,12 @@ Safety, by design rather than by hope:
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
+import html as html_lib
 import logging
+import re
 import secrets
 import threading
 from pathlib import Path
@@ -54,6 +58,12 @@ MAX_ISSUE_NUMBER = 2**31 - 1
 MAX_BODY_BYTES = 1024 * 1024
 #: Open connections served at once: 200 idle ones (a slowloris) leave room for every real visitor.
 MAX_CONNECTIONS = 1000
+#: The web version of an issue: the email's own styles (its <style> elements and style attributes, each
+#: allowed by its hash, CSP Level 3 'unsafe-hashes'), images from anywhere over https, still no script.
+ARCHIVE_CSP = (
+    "default-src 'none'; style-src 'self' 'unsafe-hashes' {hashes}; img-src 'self' https: data:; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 FEED_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml", "json": "application/feed+json"}
 
 
@@ -94,7 +104,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
 
     @app.after_request
     def security_headers(response: Response) -> Response:
-        response.headers["Content-Security-Policy"] = CSP
+        response.headers.setdefault("Content-Security-Policy", CSP)  # the web version of an issue sets its own
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["X-Frame-Options"] = "DENY"
@@ -233,7 +243,27 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
     @app.get("/archive/")
     def archive() -> Response:
         t = strings_for(None)
-        return page("web/archive.html.j2", None, title=t["archive_title"], lists=archive_index(settings, store))
+        return page(
+            "web/archive.html.j2",
+            None,
+            title=t["archive_title"],
+            lists=archive_index(settings, store),
+            subscribe_href=None,
+        )
+
+    @app.get("/archive/<list_name>/")
+    def list_archive(list_name: str) -> Response:
+        mailing_list = known_list(list_name)
+        t = strings_for(mailing_list)
+        [entry] = archive_index(settings, store, only=mailing_list)
+        return page(
+            "web/archive.html.j2",
+            mailing_list,
+            title=f"{t['archive_title']}: {mailing_list.title}",
+            lists=[entry],
+            subscribe_href=url_for("subscribe_page", list_name=mailing_list.name),
+            subscribe_text=t["subscribe_title"].format(list=mailing_list.title),
+        )
 
     @app.get("/archive/<list_name>/<int:number>")
     def archive_issue(list_name: str, number: int) -> Response:
@@ -243,7 +273,12 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
         issue = store.issue(list_name, number)
         if issue is None or issue.status not in ("sending", "sent"):
             abort(404)
-        return make_response(archive_html(settings, issue), 200, {"Content-Type": "text/html; charset=utf-8"})
+        html = archive_html(settings, issue)
+        return make_response(
+            html,
+            200,
+            {"Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": archive_csp(html)},
+        )
 
     @app.post("/webhooks/<provider>")
     @limiter.exempt
@@ -323,14 +358,15 @@ class MailPump:
                 log.exception("delivering the transactional queue failed; it is tried again")
 
 
-def archive_index(settings: Settings, store: Store) -> list[dict[str, Any]]:
-    """Every list with its sent issues, newest first, for the archive page."""
+def archive_index(settings: Settings, store: Store, only: ListSettings | None = None) -> list[dict[str, Any]]:
+    """Every list (or *only* one) with its sent issues, newest first, for the archive pages."""
     out = []
-    for mailing_list in settings.lists:
+    for mailing_list in [only] if only else settings.lists:
         issues = [i for i in store.issues(mailing_list.name) if i.status in ("sending", "sent")]
         out.append(
             {
                 "title": mailing_list.title,
+                "href": f"{settings.web_base_url}/archive/{mailing_list.name}/",
                 "issues": [
                     {
                         "href": f"{settings.web_base_url}/archive/{i.list}/{i.number}",
@@ -344,8 +380,16 @@ def archive_index(settings: Settings, store: Store) -> list[dict[str, Any]]:
     return out
 
 
+#: Stands for the unsubscribe link while an issue is filled in for its web version (then replaced).
+_NO_ONE = "flygblad-archive-no-recipient"
+
+
 def archive_html(settings: Settings, issue: Any) -> str:
-    """A frozen issue as anyone may see it: no greeting by name, no personal links."""
+    """A frozen issue as anyone may see it: no greeting by name, no personal links.
+
+    The copy is for anyone, so its footer offers the list (a link to the
+    subscribe page saying so) where a subscriber's copy offers to leave it.
+    """
     t = strings(settings.templates_dir, issue.language)
     base = settings.web_base_url
     values = RecipientValues(
@@ -353,9 +397,33 @@ def archive_html(settings: Settings, issue: Any) -> str:
         name="",
         email="",
         view_url=f"{base}/archive/{issue.list}/{issue.number}",
-        unsubscribe_url=f"{base}/subscribe/{issue.list}",
+        unsubscribe_url=_NO_ONE,
     )
-    return rendered_of(issue).fill(values)[0]
+    html = rendered_of(issue).fill(values)[0]
+    subscribe_url = html_lib.escape(f"{base}/subscribe/{issue.list}", quote=True)
+    label = html_lib.escape(t["subscribe_button"])
+    html = re.sub(
+        rf'(<a\b[^>]*\bhref="){_NO_ONE}("[^>]*>)(.*?)(</a>)',
+        lambda m: f"{m.group(1)}{subscribe_url}{m.group(2)}{label}{m.group(4)}",
+        html,
+        flags=re.S,
+    )
+    return html.replace(_NO_ONE, subscribe_url)  # anywhere else (a custom template's own use of it)
+
+
+@functools.lru_cache(maxsize=256)
+def archive_csp(html: str) -> str:
+    """The web version's CSP: each of the page's own styles allowed by its SHA-256, and nothing else inline."""
+    import lxml.html
+
+    document = lxml.html.document_fromstring(html)
+    styles = {element.text or "" for element in document.iter("style")}
+    styles |= {element.get("style") or "" for element in document.iter() if element.get("style") is not None}
+    hashes = sorted(
+        "'sha256-" + base64.b64encode(hashlib.sha256(style.encode("utf-8")).digest()).decode("ascii") + "'"
+        for style in styles
+    )
+    return ARCHIVE_CSP.format(hashes=" ".join(hashes))
 
 
 def write_archive(settings: Settings, store: Store) -> list[Path]:
