@@ -335,6 +335,8 @@ def main() -> None:
 
 def _preview_files(settings: Settings, draft: Draft, out: Path) -> list[Path]:
     preview = jobs.preview(settings, draft)
+    for warning in preview.warnings:
+        err_console.print(f"flygblad: warning: {warning}", markup=False, soft_wrap=True)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "issue.html", out / "issue.txt", out / "issue.eml"]
     paths[0].write_text(preview.html, encoding="utf-8")

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pipeline.collect import CollectReport, collect
 from pipeline.collect import Progress as CollectProgress
 from pipeline.config import ListSettings, Settings
-from pipeline.delivery import SendResult
+from pipeline.delivery import Message, SendResult
 from pipeline.delivery.send import Progress as SendProgress
 from pipeline.delivery.send import SenderBusy, SendReport
 from pipeline.delivery.transactional import MailReport
@@ -335,6 +335,9 @@ def dry_run(settings: Settings, store: Store, mailing_list: ListSettings) -> Dry
 #: Who a preview is addressed to: a name that shows where the greeting goes.
 PREVIEW_NAME = "Förnamn Efternamn"
 PREVIEW_EMAIL = "mottagare@example.org"
+#: The preview recipient's subscriber id: no stored subscriber has it (ids start at 1), so its signed
+#: unsubscribe link is a real one that the web side answers with a page saying it was a preview.
+PREVIEW_SUBSCRIBER_ID = 0
 
 
 @dataclass(frozen=True)
@@ -344,33 +347,43 @@ class Preview:
     html: str
     text: str
     eml: bytes
+    warnings: tuple[str, ...] = ()
 
 
 def preview(settings: Settings, next_issue_draft: Draft) -> Preview:
-    """The draft's message to a sample recipient (as `flygblad preview` writes it and `check` measures it)."""
-    from pipeline.render import RecipientValues, greeting
-    from pipeline.render.mime import MessageTemplate, mailbox
+    """The draft's message to a preview recipient, built exactly as a send builds the first subscriber's.
 
-    mailing_list = next_issue_draft.list
-    rendered = next_issue_draft.rendered
-    base = settings.web_base_url
-    values = RecipientValues(
-        greeting=greeting(settings, rendered.language, PREVIEW_NAME),
-        name=PREVIEW_NAME,
-        email=PREVIEW_EMAIL,
-        view_url=f"{base}/archive/{mailing_list.name}/{next_issue_draft.number}",
-        unsubscribe_url=f"{base}/unsubscribe/preview",
-    )
-    html, text = rendered.fill(values)
-    template = MessageTemplate(
-        rendered, sender=mailing_list.from_, reply_to=mailing_list.reply_to, date=datetime.now(UTC)
-    )
-    eml = template.message(
-        to=mailbox(PREVIEW_EMAIL, PREVIEW_NAME),
-        message_id=f"preview.{rendered.nonce}.{mailing_list.name}@{template.domain}",
-        values=values,
-    )
-    return Preview(html, text, eml)
+    The same :class:`~pipeline.delivery.send.Outbox` makes it: every header (List-Id,
+    List-Unsubscribe, List-Unsubscribe-Post, DKIM when configured) and a signed unsubscribe link,
+    which the web side answers with a page saying it belongs to a preview.
+    """
+    import secrets
+
+    from pipeline.delivery.send import Outbox
+    from pipeline.tokens import Tokens
+
+    warnings: tuple[str, ...] = ()
+    try:
+        tokens = tokens_for(settings)
+    except ConfigError as err:  # a preview is for looking: it still shows, and says what a send needs
+        tokens = Tokens(secrets.token_urlsafe(48))
+        warnings = (f"the preview's unsubscribe link is signed with a throwaway key: {err}",)
+    issue = next_issue_draft.as_issue()
+
+    def message_to_preview(sign: bool) -> Message:
+        outbox = Outbox(settings, next_issue_draft.list, issue, date=datetime.now(UTC), tokens=tokens, sign=sign)
+        return outbox.message(PREVIEW_SUBSCRIBER_ID, PREVIEW_EMAIL, PREVIEW_NAME)
+
+    try:
+        message = message_to_preview(sign=True)
+    except ConfigError as err:
+        if not (err.key or "").startswith("dkim"):
+            raise
+        warnings = (*warnings, f"the preview is not DKIM-signed: {err}")
+        message = message_to_preview(sign=False)
+    assert message.parts is not None  # an Outbox message always carries its parts
+    html, text = message.parts()
+    return Preview(html, text, message.data, warnings)
 
 
 def send_test(

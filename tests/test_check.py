@@ -211,9 +211,10 @@ def _footer(project: Path, extra: str) -> None:
 
 def test_an_issue_gmail_would_clip_as_sent_is_not_ready(project: Path) -> None:
     """Under 102 KB decoded, over it quoted-printable: Swedish letters take six bytes each on the wire."""
-    _footer(project, "<p>" + "åäö " * 4000 + "</p>")
+    _footer(project, "<p>" + "åäö " * 5000 + "</p>")  # 34 KB decoded, 95 KB as sent: in every issue
     code, checks = _check(project)
-    assert code == 1 and "Gmail clips it" in checks["size (nyhetsbrev)"]["detail"], checks
+    assert code == 1 and "Gmail clips messages over 102 KB" in checks["templates (nyhetsbrev)"]["detail"], checks
+    assert "KB as sent" in checks["templates (nyhetsbrev)"]["detail"]
 
 
 def test_an_issue_spamassassin_calls_spam_is_not_ready(project: Path) -> None:

@@ -141,7 +141,9 @@ def test_broken_template_names_file_and_line_and_freezes_nothing(project: Path) 
     shutil.copytree(BUILTIN_TEMPLATES, templates)
     leader = templates / "partials" / "leader.mjml.j2"
     leader.write_text(
-        leader.read_text(encoding="utf-8").replace("{{ item.title }}</a></h1>", "{{ item.title }</a></h1>"),
+        leader.read_text(encoding="utf-8").replace(
+            '<h2 class="headline">{{ item.title }}</h2>', '<h2 class="headline">{{ item.title }</h2>'
+        ),
         encoding="utf-8",
     )
     assert flygblad("collect", cwd=project).returncode == 0

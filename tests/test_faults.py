@@ -8,6 +8,8 @@ and leaves everyone pending; one bad link never blocks a list.
 from __future__ import annotations
 
 import json
+import quopri
+import re
 import signal
 import subprocess
 import sys
@@ -306,7 +308,9 @@ def test_too_many_items_for_gmail_leave_some_out_instead_of_blocking_the_list(ex
     settings = example_settings
     config = settings.path
     config.write_text(
-        config.read_text(encoding="utf-8").replace("max_items = 20\nsubject", "max_items = 80\nsubject"),
+        config.read_text(encoding="utf-8")
+        .replace("max_items = 20\nsubject", "max_items = 80\nsubject")
+        .replace('category = "article"\n\n[organisation]', 'category = "article"\nmax_items = 100\n\n[organisation]'),
         encoding="utf-8",
     )
     feed = settings.base_dir / "examples" / "site" / "nyheter.xml"
@@ -324,3 +328,41 @@ def test_too_many_items_for_gmail_leave_some_out_instead_of_blocking_the_list(ex
     assert "left out so that the email stays under Gmail's 102 KB clipping size" in built.stderr
     [issue] = json.loads(flygblad(settings, "issues", "--json").stdout)
     assert issue["html_bytes"] < 102 * 1024 and 10 < len(issue["items"]) < 88
+
+
+def test_an_issue_gmail_would_clip_as_sent_is_trimmed_by_its_encoded_size(example_settings) -> None:
+    """Gmail counts the HTML part as it travels: Swedish letters take six bytes each in quoted-printable.
+
+    60 items of Swedish text make an HTML part under 102 KB decoded but over it as sent; the issue
+    must leave items out until the part *as sent* fits.
+    """
+    settings = example_settings
+    config = settings.path
+    config.write_text(
+        config.read_text(encoding="utf-8")
+        .replace("max_items = 20\nsubject", "max_items = 60\nsubject")
+        .replace('category = "article"\n\n[organisation]', 'category = "article"\nmax_items = 100\n\n[organisation]'),
+        encoding="utf-8",
+    )
+    feed = settings.base_dir / "examples" / "site" / "nyheter.xml"
+    entries = "".join(
+        f"<item><title>Växjö, Gävle och Örebro: företagens åtgärder nummer {n}</title>"
+        f"<link>https://www.produktionslyftet.example/nyheter/v{n}</link>"
+        f"<description>{'Företagen i Västra Götaland förbättrar sin ämnesövergripande återvinning. ' * 3}"
+        f"</description></item>"
+        for n in range(60)
+    )
+    feed.write_text(feed.read_text(encoding="utf-8").replace("<item>", entries + "<item>", 1), encoding="utf-8")
+    assert flygblad(settings, "collect").returncode == 0
+    assert flygblad(settings, "subscribers", "add", "--list", "nyhetsbrev", "anna@example.org").returncode == 0
+    sent = flygblad(settings, "send", "--list", "nyhetsbrev")
+    assert sent.returncode == 0, sent.stderr
+    [eml] = sorted(settings.outbox_dir.glob("nyhetsbrev.*.eml"))
+    data = eml.read_bytes()
+    part = re.search(rb"Content-Type: text/html[^\r\n]*\r\n(?:[^\r\n]+\r\n)*\r\n(.*?)\r\n--=_flygblad", data, re.S)
+    assert part is not None
+    html = quopri.decodestring(part.group(1))
+    assert len(part.group(1)) < 102 * 1024, (
+        f"{len(part.group(1)) / 1024:.1f} KB as sent ({len(html) / 1024:.1f} KB decoded)"
+    )
+    assert "left out so that the email stays under Gmail's 102 KB clipping size" in sent.stderr

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from email import policy
@@ -304,3 +307,41 @@ def test_unconfigured_webhooks_are_not_there(site) -> None:
     _, server = site
     for provider in ("postmark", "sendgrid", "mailgun", "ses"):
         assert requests.post(f"{server.url}/webhooks/{provider}", json={}).status_code == 404
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """``flygblad`` in a subprocess, signing with the same secret as the server under test."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLYGBLAD_")}
+    env.update(FLYGBLAD_SECRET=SECRET, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=settings.base_dir, env=env, capture_output=True, text=True
+    )
+
+
+def test_the_preview_is_the_message_as_sent_with_a_link_that_says_preview(site) -> None:
+    settings, server = site
+    assert _cli(settings, "preview").returncode == 0
+    message = BytesParser(policy=policy.default).parsebytes((settings.base_dir / "preview" / "issue.eml").read_bytes())
+    assert message["List-Id"] == "Produktionslyftets nyhetsbrev <nyhetsbrev.produktionslyftet.example>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    url = re.fullmatch(r"<(\S+)>", message["List-Unsubscribe"]).group(1)
+    assert url.startswith(server.url + "/unsubscribe/") and url in message.get_body(("html",)).get_content()
+    for answer in (
+        requests.get(url),
+        requests.post(
+            url, data="List-Unsubscribe=One-Click", headers={"Content-Type": "application/x-www-form-urlencoded"}
+        ),
+    ):
+        assert answer.status_code == 200 and "förhandsvisning" in answer.text, answer.text
+    with Store.open(settings.storage_url) as store:
+        assert store.count_subscribers("nyhetsbrev") == 0, "a preview's link changes nothing"
+
+
+def test_an_old_unsubscribe_link_after_removal_says_the_address_is_not_subscribed(site) -> None:
+    settings, server = site
+    [data] = _sent_issue(settings, ["anna@example.org"])
+    url = re.fullmatch(r"<(\S+)>", BytesParser(policy=policy.default).parsebytes(data)["List-Unsubscribe"]).group(1)
+    assert _cli(settings, "subscribers", "remove", "--list", "nyhetsbrev", "anna@example.org").returncode == 0
+    answer = requests.post(url)
+    assert answer.status_code == 200 and "Adressen prenumererar inte på Produktionslyftets nyhetsbrev" in answer.text
+    assert "Länken fungerar inte" not in answer.text

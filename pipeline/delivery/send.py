@@ -49,7 +49,7 @@ from pipeline.render.mime import MessageTemplate, mailbox
 from pipeline.render.templates import strings
 from pipeline.store import Store, worker_name
 from pipeline.store.base import database_trouble
-from pipeline.tokens import tokens_for
+from pipeline.tokens import Tokens, tokens_for
 from pipeline.types import Issue, LedgerUpdate, OutboxRow
 
 log = logging.getLogger(__name__)
@@ -107,13 +107,21 @@ class Outbox:
     """Builds each recipient's message of one issue: the template once, then substitution."""
 
     def __init__(
-        self, settings: Settings, mailing_list: ListSettings, issue: Issue, *, date: datetime, subject_prefix: str = ""
+        self,
+        settings: Settings,
+        mailing_list: ListSettings,
+        issue: Issue,
+        *,
+        date: datetime,
+        subject_prefix: str = "",
+        tokens: Tokens | None = None,
+        sign: bool = True,
     ) -> None:
         self.settings = settings
         self.list = mailing_list
         self.issue = issue
         self.rendered = rendered_of(issue)
-        self.tokens = tokens_for(settings)
+        self.tokens = tokens or tokens_for(settings)
         self.strings = strings(settings.templates_dir, self.rendered.language)
         base = settings.web_base_url
         self.view_url = f"{base}/archive/{mailing_list.name}/{issue.number}"
@@ -133,7 +141,7 @@ class Outbox:
         )
         self.envelope_from = mailing_list.from_.rpartition("<")[2].rstrip(">").strip()
         self.mailto = settings.web.unsubscribe_mailto
-        self.signer = signer_for(settings)
+        self.signer = signer_for(settings) if sign else None
 
     def message_id(self, subscriber_id: int) -> str:
         """Deterministic from (issue, subscriber): a resend carries the same Message-ID."""

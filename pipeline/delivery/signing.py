@@ -42,7 +42,7 @@ class Signer:
                 include_headers=headers,
                 canonicalize=(b"relaxed", b"relaxed"),
             )
-        except dkim.DKIMException as err:
+        except (dkim.DKIMException, ValueError) as err:  # a mangled key: binascii.Error from its base64
             raise ConfigError(f"DKIM signing failed: {err}", path=str(self.settings.path), key="dkim") from err
         return signature + data
 

@@ -23,10 +23,11 @@ from datetime import datetime, tzinfo
 
 from babel.dates import format_date
 from bs4 import BeautifulSoup
+from markupsafe import Markup
 
 from pipeline.config import ListSettings, Settings
 from pipeline.errors import RenderError, TooBig
-from pipeline.render.checks import GMAIL_CLIP_BYTES, content_problems
+from pipeline.render.checks import GMAIL_CLIP_BYTES, content_problems, encoded_size
 from pipeline.render.compiler import check_structure, compile_mjml
 from pipeline.render.templates import environment, render_template, strings
 from pipeline.text import clean_text, shorten
@@ -37,6 +38,9 @@ TEXT_TEMPLATE = "newsletter.txt.j2"
 #: The values each recipient gets; templates use them as ``recipient.<field>``.
 RECIPIENT_FIELDS = ("greeting", "name", "email", "view_url", "unsubscribe_url")
 PREHEADER_LENGTH = 110
+#: After the preheader, invisible characters that fill the inbox's preview line, so it stops at the
+#: preheader instead of running on into "Visa i webbläsaren", the masthead and the greeting.
+PREHEADER_PADDING = Markup("&#847;&zwnj;&nbsp;" * 80)
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,21 @@ def subject_for(mailing_list: ListSettings, items: Sequence[EmailItem], *, date_
     return " ".join(mailing_list.subject.format(**values).split())
 
 
+def preheader_for(views: Sequence[EmailItem], t: Mapping[str, str]) -> str:
+    """What the inbox shows after the subject: how many pieces and the first titles that fit (one piece: its summary)."""
+    if len(views) == 1:
+        first = views[0]
+        return shorten(f"{first.title}: {first.summary or first.lead_text}", PREHEADER_LENGTH) or first.title
+    titles: list[str] = []
+    for view in views:
+        text = t["preheader"].format(count=len(views), titles=" · ".join([*titles, view.title]))
+        if titles and len(text) > PREHEADER_LENGTH:
+            break
+        titles.append(view.title)
+    text = t["preheader"].format(count=len(views), titles=" · ".join(titles))
+    return shorten(text, PREHEADER_LENGTH) or text
+
+
 def render_issue(
     settings: Settings,
     mailing_list: ListSettings,
@@ -208,12 +227,13 @@ def render_issue(
     t = strings(settings.templates_dir, language)
     date_text = long_date(date, language, tz)
     subject = subject_for(mailing_list, views, date_text=date_text, number=number)
-    preheader = shorten(views[0].summary or views[0].lead_text, PREHEADER_LENGTH) or subject
+    preheader = preheader_for(views, t)
     recipient: Mapping[str, str] = {name: token(nonce, name) for name in RECIPIENT_FIELDS}
     context = {
         "lang": language,
         "subject": subject,
         "preheader": preheader,
+        "preheader_padding": PREHEADER_PADDING,
         "list_title": mailing_list.title,
         "list_name": mailing_list.name,
         "organisation": organisation.name,
@@ -238,7 +258,7 @@ def render_issue(
     problems = content_problems(sample, base_url=settings.web_base_url, placeholder=token_pattern(nonce))
     if problems:
         message = f"list {mailing_list.name!r}: the email breaks content rules: " + "; ".join(problems)
-        size = len(sample.encode("utf-8"))
+        size = encoded_size(sample)
         if size >= GMAIL_CLIP_BYTES:
             raise TooBig(message, size=size, limit=GMAIL_CLIP_BYTES)
         raise RenderError(message)

@@ -12,9 +12,7 @@ microseconds instead of the ~2 ms of an ``EmailMessage``.
 
 from __future__ import annotations
 
-import binascii
 import html as html_lib
-import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,28 +24,10 @@ from email.utils import format_datetime, formataddr, parseaddr
 from pipeline.addresses import ascii_domain
 from pipeline.errors import RenderError
 from pipeline.render import RecipientValues, Rendered, token_pattern
+from pipeline.render.checks import quoted_printable as _qp
 
 SMTP = policy.SMTP
 SOFT_BREAK = b"=\r\n"
-
-
-_LINE_DOT = re.compile(rb"(?m)^\.")
-
-
-def _qp(data: str) -> bytes:
-    """Quoted-printable with CRLF line ends; a piece that may sit between soft breaks.
-
-    No line starts with ".": a leading dot is written ``=2E`` followed by a soft
-    break, so the bytes are already SMTP-transparent (RFC 5321 4.5.2) and need
-    no dot-stuffing per recipient; every line stays within 76 characters.
-    """
-    encoded = binascii.b2a_qp(data.encode("utf-8"), istext=True)
-    encoded = encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    if encoded.endswith(b" ") or encoded.endswith(b"\t"):
-        encoded = encoded[:-1] + b"=%02X" % encoded[-1]  # whitespace before a soft break would be lost
-    while _LINE_DOT.search(encoded):
-        encoded = _LINE_DOT.sub(b"=2E=\r\n", encoded)
-    return encoded
 
 
 def _header(name: str, value: str) -> bytes:

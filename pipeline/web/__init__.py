@@ -213,9 +213,26 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
         subscriber_id, list_name = found
         mailing_list = known_list(list_name)
         t = strings_for(mailing_list)
+        if subscriber_id == jobs.PREVIEW_SUBSCRIBER_ID:  # the link in a preview: a real link to no one
+            return page(
+                "web/action.html.j2",
+                mailing_list,
+                title=t[title],
+                message=t["preview_link"].format(list=mailing_list.title),
+                button=None,
+            )
         if request.method == "POST":
             if not act(subscriber_id, list_name):
-                abort(404)
+                if kind != "unsubscribe":
+                    abort(404)
+                # Removed from the list since the email was sent: the link is fine, the address is not on it.
+                return page(
+                    "web/action.html.j2",
+                    mailing_list,
+                    title=t[title],
+                    message=t["not_subscribed"].format(list=mailing_list.title),
+                    button=None,
+                )
             return page(
                 "web/action.html.j2",
                 mailing_list,
