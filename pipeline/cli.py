@@ -635,6 +635,7 @@ def _send_list(
     resend_uncertain: bool = False,
     wait: bool = False,
     workers: int = 1,
+    since: datetime | None = None,
 ) -> jobs.ListSendReport:
     """Send one list as the send policy says, and print what happened."""
     bars: list[Progress] = []
@@ -663,6 +664,7 @@ def _send_list(
                 wait=wait,
                 workers=workers,
                 progress=progress,
+                since=since,
             )
         finally:
             for bar in bars:
@@ -704,6 +706,12 @@ def _send_list(
     show_default=True,
     help="Sending processes sharing the outbox (PostgreSQL only).",
 )
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%d %H:%M"]),
+    metavar="DATE",
+    help="A new issue takes only what was published since DATE (site time), once; older new items are skipped.",
+)
 @click.pass_obj
 def send_command(
     ctx: Context,
@@ -714,6 +722,7 @@ def send_command(
     resend_uncertain: bool,
     wait: bool,
     workers: int,
+    since: datetime | None,
 ) -> None:
     """Send the list: unfinished issues first (oldest first), then a new issue of what is new."""
     from pipeline.subscribers import SubscriberError, check_address
@@ -721,9 +730,11 @@ def send_command(
     with _errors():
         settings = ctx.settings
         mailing_list = _chosen_list(ctx, list_name)
+        if since is not None:
+            since = since.replace(tzinfo=settings.site.tz)
         if dry_run:
             with ctx.store() as store:
-                found = jobs.dry_run(settings, store, mailing_list)
+                found = jobs.dry_run(settings, store, mailing_list, since=since)
             if found is None:
                 click.echo(f"send: no new items for list {mailing_list.name!r}: nothing to send")
                 return
@@ -740,7 +751,7 @@ def send_command(
             except SubscriberError as err:
                 _fail(str(err), EXIT_USAGE)
             with ctx.store() as store:
-                tried = jobs.send_test(settings, store, mailing_list, address)
+                tried = jobs.send_test(settings, store, mailing_list, address, since=since)
             if tried is None:
                 click.echo(f"send: no new items for list {mailing_list.name!r}: nothing to send")
                 return
@@ -751,7 +762,13 @@ def send_command(
             )
             sys.exit(EXIT_OK if result.status == "sent" else EXIT_FAILED)
         report = _send_list(
-            ctx, mailing_list, number=number, resend_uncertain=resend_uncertain, wait=wait, workers=workers
+            ctx,
+            mailing_list,
+            number=number,
+            resend_uncertain=resend_uncertain,
+            wait=wait,
+            workers=workers,
+            since=since,
         )
     if report.interrupted:
         sys.exit(128 + report.interrupted)  # as a shell reports a command stopped by that signal

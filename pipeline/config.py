@@ -241,6 +241,8 @@ class ListSettings(_Table):
     sources: tuple[str, ...] | None = Field(default=None, strict=False)
     language: str | None = None
     max_items: int = Field(default=20, ge=1, le=100)
+    #: A list's first issue takes only what was published in these last days (not the back catalogue).
+    first_issue_days: int = Field(default=14, ge=1, le=36500)
     subject: str = "{first_title}"
     double_opt_in: bool = True
 

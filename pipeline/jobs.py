@@ -37,7 +37,7 @@ from pipeline.delivery.send import Progress as SendProgress
 from pipeline.delivery.send import SenderBusy, SendReport
 from pipeline.delivery.transactional import MailReport
 from pipeline.errors import ConfigError, FlygbladError
-from pipeline.issues import Draft, draft, frozen_content, new_items, next_issue
+from pipeline.issues import Draft, draft, frozen_content, new_items, next_issue, window_start
 from pipeline.store import Store
 from pipeline.tokens import tokens_for
 from pipeline.types import Candidate, ImportReport, Issue
@@ -109,9 +109,20 @@ class Frozen:
     warnings: tuple[str, ...] = ()
 
 
-def next_draft(settings: Settings, store: Store, mailing_list: ListSettings) -> Draft | None:
+def next_draft(
+    settings: Settings, store: Store, mailing_list: ListSettings, *, since: datetime | None = None
+) -> Draft | None:
     """The list's next issue rendered, frozen nowhere (``preview``); None when nothing is new."""
-    return next_issue(settings, store, mailing_list)
+    return next_issue(settings, store, mailing_list, since=since)
+
+
+def _window_text(settings: Settings, store: Store, mailing_list: ListSettings, since: datetime | None) -> str:
+    """``2026-11-23, the first issue's window (first_issue_days = 14)`` or ``--since 2026-12-01``."""
+    start = window_start(settings, store, mailing_list, since=since)
+    day = start.astimezone(settings.site.tz).date().isoformat() if start else "?"
+    if since is not None:
+        return f"--since {day}"
+    return f"{day}, the first issue's window (first_issue_days = {mailing_list.first_issue_days})"
 
 
 def freeze_next(
@@ -122,6 +133,7 @@ def freeze_next(
     min_items: int = 1,
     need_subscribers: bool = False,
     now: datetime | None = None,
+    since: datetime | None = None,
 ) -> Frozen:
     """Freeze the list's next issue, or find the one that is still unfinished.
 
@@ -137,14 +149,18 @@ def freeze_next(
             )
         if need_subscribers and not store.count_subscribers(name, "active"):
             return Frozen(None, reason=f"list {name!r} has no active subscribers", why="no-subscribers")
-        chosen, left_out = new_items(settings, store, mailing_list)
+        new = new_items(settings, store, mailing_list, since=since)
+        chosen, left_out = new.chosen, new.left_out
         if not chosen:
-            return Frozen(None, reason=f"no new items for list {name!r}", why="no-news")
+            reason = f"no new items for list {name!r}"
+            if new.too_old:
+                reason += f" ({len(new.too_old)} published before {_window_text(settings, store, mailing_list, since)})"
+            return Frozen(None, reason=reason, why="no-news")
         if len(chosen) + len(left_out) < min_items:
             return Frozen(
                 None, reason=f"{len(chosen) + len(left_out)} new items, min_items is {min_items}", why="no-news"
             )
-        made = draft(settings, store, mailing_list, chosen, left_out=left_out, now=now)
+        made = draft(settings, store, mailing_list, chosen, left_out=left_out, too_old=new.too_old, now=now)
         number = turn.freeze(**frozen_content(made, now=now))
     issue = store.issue(name, number)
     assert issue is not None
@@ -235,6 +251,7 @@ def send_list(
     workers: int = 1,
     min_items: int = 1,
     progress: Callable[[Issue], SendProgress | None] | None = None,
+    since: datetime | None = None,
 ) -> ListSendReport:
     """Send the list: its unfinished issues first (oldest first), then a new issue if there is news.
 
@@ -291,7 +308,7 @@ def send_list(
         if latest is not None and latest.id not in tried and store.outbox_counts(latest.id).get("uncertain"):
             one(latest, True)
             return report
-    frozen = freeze_next(settings, store, mailing_list, min_items=min_items, need_subscribers=True)
+    frozen = freeze_next(settings, store, mailing_list, min_items=min_items, need_subscribers=True, since=since)
     if frozen.issue is None:
         if not report.sends:  # after a resumed issue, "nothing new" is the ordinary end
             report.note, report.idle = frozen.reason, frozen.why
@@ -302,12 +319,14 @@ def send_list(
     return report
 
 
-def _issue_to_try(settings: Settings, store: Store, mailing_list: ListSettings) -> Issue | None:
+def _issue_to_try(
+    settings: Settings, store: Store, mailing_list: ListSettings, since: datetime | None = None
+) -> Issue | None:
     """What a send would work on next, frozen or not: the oldest unfinished issue, else the next draft."""
     waiting = store.unfinished_issues(mailing_list.name)
     if waiting:
         return waiting[0]
-    upcoming = next_issue(settings, store, mailing_list)
+    upcoming = next_issue(settings, store, mailing_list, since=since)
     return upcoming.as_issue() if upcoming else None
 
 
@@ -319,9 +338,11 @@ class DryRun:
     recipients: int
 
 
-def dry_run(settings: Settings, store: Store, mailing_list: ListSettings) -> DryRun | None:
+def dry_run(
+    settings: Settings, store: Store, mailing_list: ListSettings, *, since: datetime | None = None
+) -> DryRun | None:
     """Render and count, send nothing, freeze nothing; None when there is nothing to send."""
-    issue = _issue_to_try(settings, store, mailing_list)
+    issue = _issue_to_try(settings, store, mailing_list, since)
     if issue is None:
         return None
     if issue.status == "sending":
@@ -387,13 +408,13 @@ def preview(settings: Settings, next_issue_draft: Draft) -> Preview:
 
 
 def send_test(
-    settings: Settings, store: Store, mailing_list: ListSettings, address: str
+    settings: Settings, store: Store, mailing_list: ListSettings, address: str, *, since: datetime | None = None
 ) -> tuple[Issue, SendResult] | None:
     """The issue a send would work on, to one address, subject marked ``[TEST]``; no ledger, nothing frozen."""
     from pipeline.delivery import sender_for
     from pipeline.delivery.send import Outbox
 
-    issue = _issue_to_try(settings, store, mailing_list)
+    issue = _issue_to_try(settings, store, mailing_list, since)
     if issue is None:
         return None
     outbox = Outbox(settings, mailing_list, issue, date=datetime.now(UTC), subject_prefix="[TEST] ")

@@ -168,6 +168,18 @@ def config_text(
         f"title = {_toml(list_title)}",
         f"from = {_toml(f'{name} <nyhetsbrev@{domain}>')}",
         "max_items = 20",
+        *(
+            [
+                "# The first issue takes what was published in these last days, not the back catalogue;",
+                "# the sample's texts are from 2017-2018, so here it takes them all (the default is 14).",
+                "first_issue_days = 36500",
+            ]
+            if offline
+            else [
+                "# The first issue takes what was published in these last days, not the back catalogue.",
+                "first_issue_days = 14",
+            ]
+        ),
         'subject = "{first_title}"',
         "",
         "[render]",

@@ -309,7 +309,7 @@ def test_too_many_items_for_gmail_leave_some_out_instead_of_blocking_the_list(ex
     config = settings.path
     config.write_text(
         config.read_text(encoding="utf-8")
-        .replace("max_items = 20\nsubject", "max_items = 80\nsubject")
+        .replace("max_items = 20\n", "max_items = 80\n")
         .replace('category = "article"\n\n[organisation]', 'category = "article"\nmax_items = 100\n\n[organisation]'),
         encoding="utf-8",
     )
@@ -340,7 +340,7 @@ def test_an_issue_gmail_would_clip_as_sent_is_trimmed_by_its_encoded_size(exampl
     config = settings.path
     config.write_text(
         config.read_text(encoding="utf-8")
-        .replace("max_items = 20\nsubject", "max_items = 60\nsubject")
+        .replace("max_items = 20\n#", "max_items = 60\n#")
         .replace('category = "article"\n\n[organisation]', 'category = "article"\nmax_items = 100\n\n[organisation]'),
         encoding="utf-8",
     )

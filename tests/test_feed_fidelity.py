@@ -255,6 +255,7 @@ def test_one_item_in_two_sources_belongs_to_each_and_the_strongest_category_wins
         + source_toml("ledare", httpserver.url_for("/ledare.xml"), kind="feed", category="leader")
         + '\n[organisation]\nname = "Föreningen"\naddress = "Box 1, 111 11 Stad"\n'
         + '\n[[lists]]\nname = "brev"\ntitle = "Brevet"\nfrom = "Föreningen <brev@x.example>"\n'
+        + "first_issue_days = 36500\n"  # the posts are from 2018
     )
     run = [sys.executable, "-m", "pipeline", "--config", str(config)]
     done = subprocess.run([*run, "collect"], capture_output=True, text=True, timeout=120)

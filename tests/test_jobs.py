@@ -310,3 +310,60 @@ def test_import_unconfirmed_sends_one_confirmation_each(example_settings) -> Non
     confirmations = sorted(settings.outbox_dir.glob("confirm.*.eml"))
     assert len(confirmations) == 2
     assert all(b"/confirm/" in p.read_bytes() for p in confirmations)
+
+
+# ---------------------------------------------------------------- the first issue's window
+
+
+def _sent_text(settings: Settings) -> str:
+    from email import policy
+    from email.parser import BytesParser
+
+    texts = []
+    for path in sorted(settings.outbox_dir.glob("nyhetsbrev.*.eml")):
+        message = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+        texts.append(message.get_body(("plain",)).get_content())
+    return "\n".join(texts)
+
+
+def test_a_first_issue_is_not_the_back_catalogue(example_settings) -> None:
+    """A list started today used to mail its subscribers every editorial since 2017 in its first issue."""
+    settings = example_settings
+    settings.path.write_text(
+        settings.path.read_text(encoding="utf-8").replace("first_issue_days = 36500\n", ""), encoding="utf-8"
+    )
+    add_news(settings, "i-dag")
+    assert flygblad(settings, "collect").returncode == 0
+    subscribe(settings, 1)
+    sent = flygblad(settings, "send", "--list", "nyhetsbrev")
+    assert sent.returncode == 0, sent.stderr
+    text = _sent_text(settings)
+    assert "Nytt: i-dag" in text
+    assert "Utmanande, lärorikt och inspirerande" not in text and "Robotlyftet" not in text, "2017-2018 left out"
+    again = flygblad(settings, "send", "--list", "nyhetsbrev")
+    assert again.returncode == 0 and "no new items" in again.stdout, "the back catalogue is not mailed later either"
+    assert "Utmanande" not in _sent_text(settings)
+
+
+def test_send_since_takes_only_what_was_published_since(example_settings) -> None:
+    settings = example_settings
+    subscribe(settings, 1)
+    sent = flygblad(settings, "send", "--list", "nyhetsbrev", "--since", "2018-12-01")
+    assert sent.returncode == 0, sent.stderr
+    text = _sent_text(settings)
+    assert "Utmanande, lärorikt och inspirerande" in text and "Robotlyftet ger resultat" in text  # December 2018
+    assert "Hållbarhet är en konkurrensfördel" not in text and "Ett år med Smart industri" not in text  # earlier
+    bad = flygblad(settings, "send", "--list", "nyhetsbrev", "--since", "yesterday")
+    assert bad.returncode == 2 and "--since" in bad.stderr
+
+
+def test_a_first_issue_with_nothing_recent_says_why(example_settings) -> None:
+    settings = example_settings
+    settings.path.write_text(
+        settings.path.read_text(encoding="utf-8").replace("first_issue_days = 36500\n", "first_issue_days = 7\n"),
+        encoding="utf-8",
+    )
+    subscribe(settings, 1)
+    sent = flygblad(settings, "send", "--list", "nyhetsbrev")
+    assert sent.returncode == 0
+    assert "8 published before" in sent.stdout and "first_issue_days = 7" in sent.stdout, sent.stdout

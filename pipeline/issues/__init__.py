@@ -18,7 +18,7 @@ from __future__ import annotations
 import builtins
 import logging
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline.config import ListSettings, Settings
@@ -62,22 +62,50 @@ class Draft:
         )
 
 
+@dataclass(frozen=True)
+class NewItems:
+    """What is new for a list's next issue, in issue order."""
+
+    chosen: builtins.list[StoredItem]
+    #: New, but beyond max_items: they wait for the next issue.
+    left_out: builtins.list[StoredItem]
+    #: New to flygblad but published before the issue's window (a first issue's back catalogue, or
+    #: before ``send --since``): never mailed; the issue's cutoff passes them.
+    too_old: builtins.list[StoredItem]
+
+
+def window_start(
+    settings: Settings, store: Store, mailing_list: ListSettings, *, since: datetime | None = None
+) -> datetime | None:
+    """The earliest publication an issue takes: *since*, or for a list's first issue ``first_issue_days`` back."""
+    if since is not None:
+        return since
+    if store.issue(mailing_list.name) is None:
+        return datetime.now(UTC) - timedelta(days=mailing_list.first_issue_days)
+    return None
+
+
 def new_items(
-    settings: Settings, store: Store, mailing_list: ListSettings
-) -> tuple[list[StoredItem], list[StoredItem]]:
-    """The items for the list's next issue in issue order, and the new items max_items left out.
+    settings: Settings, store: Store, mailing_list: ListSettings, *, since: datetime | None = None
+) -> NewItems:
+    """The items for the list's next issue in issue order, those max_items left out, and those too old.
 
     "New" is first seen after the previous issue's cutoff, and in no issue of the
     list yet: the store's own clock decides, so an issue built with a back-dated
-    ``now`` changes nothing.
+    ``now`` changes nothing. A first issue (or ``send --since``) takes only what
+    was published in its window: a list that starts today does not mail its
+    subscribers years of back catalogue.
     """
     previous = store.issue(mailing_list.name)
     found = store.items_first_seen_after(
         settings.list_sources(mailing_list), previous.cutoff if previous else None, not_in_list=mailing_list.name
     )
     found = [s for s in found if not _unusable(s)]
-    ordered = order_items(found)
-    return ordered[: mailing_list.max_items], ordered[mailing_list.max_items :]
+    start = window_start(settings, store, mailing_list, since=since)
+    too_old = [s for s in found if start is not None and (s.item.published or s.first_seen) < start]
+    old_ids = {s.item.id for s in too_old}
+    ordered = order_items([s for s in found if s.item.id not in old_ids])
+    return NewItems(ordered[: mailing_list.max_items], ordered[mailing_list.max_items :], too_old)
 
 
 def _unusable(stored: StoredItem) -> bool:
@@ -89,13 +117,18 @@ def _unusable(stored: StoredItem) -> bool:
 
 
 def next_issue(
-    settings: Settings, store: Store, mailing_list: ListSettings, *, now: datetime | None = None
+    settings: Settings,
+    store: Store,
+    mailing_list: ListSettings,
+    *,
+    now: datetime | None = None,
+    since: datetime | None = None,
 ) -> Draft | None:
     """Render the list's next issue without freezing it; ``None`` when nothing is new."""
-    chosen, left_out = new_items(settings, store, mailing_list)
-    if not chosen:
+    new = new_items(settings, store, mailing_list, since=since)
+    if not new.chosen:
         return None
-    return draft(settings, store, mailing_list, chosen, left_out=left_out, now=now)
+    return draft(settings, store, mailing_list, new.chosen, left_out=new.left_out, too_old=new.too_old, now=now)
 
 
 def draft(
@@ -105,10 +138,12 @@ def draft(
     items: list[StoredItem],
     *,
     left_out: list[StoredItem] | None = None,
+    too_old: list[StoredItem] | None = None,
     now: datetime | None = None,
 ) -> Draft:
     """Render *items* as the list's next issue (its next number), without freezing it."""
     left_out = left_out or []
+    too_old = too_old or []
     previous = store.issue(mailing_list.name)
     number = (previous.number if previous else 0) + 1
     date = now or datetime.now(UTC)
@@ -133,7 +168,7 @@ def draft(
         )
         log.warning("list %s: %s", mailing_list.name, note)
         rendered = replace(rendered, warnings=(*rendered.warnings, note))
-    cutoff = max(s.first_seen for s in items + left_out)
+    cutoff = max(s.first_seen for s in items + left_out + too_old)
     if previous is not None:
         cutoff = max(cutoff, previous.cutoff)  # an issue never moves "new" backwards
     return Draft(mailing_list, number, items, len(left_out), cutoff, rendered)
@@ -165,4 +200,4 @@ def rendered_of(issue: Issue) -> Rendered:
     return Rendered(issue.subject, issue.preheader, issue.html, issue.text, issue.nonce, issue.language)
 
 
-__all__ = ["Draft", "Issue", "draft", "freeze", "frozen_content", "new_items", "next_issue", "rendered_of"]
+__all__ = ["Draft", "Issue", "NewItems", "draft", "freeze", "frozen_content", "new_items", "next_issue", "rendered_of"]
