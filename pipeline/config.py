@@ -181,6 +181,13 @@ class FeedSettings(_Table):
 
     dir: str = "feeds"
     max_items: int = Field(default=50, ge=1, le=10000)
+    #: Where readers fetch the feed files; the feeds' self links (and the archive's) start with it.
+    base_url: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _feeds_base(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value)
 
 
 class HttpSettings(_Table):
@@ -635,6 +642,11 @@ class Settings(_Table):
     def web_base_url(self) -> str:
         """Where links in emails point: ``[web] base_url``, else ``[site] base_url``."""
         return self.web.base_url or self.site.base_url
+
+    @property
+    def feeds_url(self) -> str:
+        """Where the feed files are published: ``[feeds] base_url``, else ``/feeds`` of the web side (``serve``)."""
+        return self.feeds.base_url or f"{self.web_base_url}/feeds"
 
     @property
     def outbox_dir(self) -> Path:

@@ -227,7 +227,7 @@ def channel_files(channel: Channel, entries: Sequence[StoredItem], author: str) 
 def build_feeds(settings: Settings, store: Store) -> list[FeedFile]:
     """Every feed file: one set for all sources together (``all``), one per source."""
     site = settings.site
-    feeds_url = f"{site.base_url}/feeds"
+    feeds_url = settings.feeds_url
     limit = settings.feeds.max_items
     files = channel_files(
         Channel(ALL, site.title, site.base_url, site.language, site.title, feeds_url, site.tz),

@@ -117,6 +117,11 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
         t = strings_for(None)
         return page("web/action.html.j2", None, 404, title=t["bad_link"], message=None, button=None)
 
+    @app.errorhandler(400)
+    def bad_request(_error: Exception) -> Response:
+        t = strings_for(None)
+        return page("web/action.html.j2", None, 400, title=t["bad_request"], message=None, button=None)
+
     @app.errorhandler(429)
     def too_many(_error: Exception) -> Response:
         t = strings_for(None)
@@ -137,7 +142,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
     # ------------------------------------------------------------ subscribe
 
     def subscribe_form(
-        mailing_list: ListSettings, message: str | None = None, done: bool = False, status: int = 200
+        mailing_list: ListSettings, message: str | None = None, done: bool = False, status: int = 200, email: str = ""
     ) -> Response:
         t = strings_for(mailing_list)
         nonce = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(16)
@@ -154,6 +159,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
             csrf_token=tokens.csrf(nonce),
             message=message,
             done=done,
+            email=email,
         )
         response.set_cookie(CSRF_COOKIE, nonce, httponly=True, samesite="Strict", secure=base.startswith("https://"))
         return response
@@ -167,13 +173,17 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
     def subscribe(list_name: str) -> Response:
         mailing_list = known_list(list_name)
         t = strings_for(mailing_list)
-        if not tokens.check_csrf(request.form.get("csrf_token", ""), request.cookies.get(CSRF_COOKIE, "")):
-            abort(400)
+        double = mailing_list.double_opt_in
+        ours = tokens.check_csrf(request.form.get("csrf_token", ""), request.cookies.get(CSRF_COOKIE, ""))
+        if not ours and not double:
+            # A form embedded on another site (no cookie of ours, no token): with single opt-in nothing
+            # else proves the visitor meant it, so they get this page with the address filled in, one press
+            # from done. With double opt-in the confirmation mail is that proof, so such a form just works.
+            return subscribe_form(mailing_list, t["press_to_subscribe"], email=request.form.get("email", "")[:254])
         try:
             who = candidate(request.form.get("email", ""), request.form.get("name") or None)
         except SubscriberError:
             return subscribe_form(mailing_list, t["bad_email"], status=400)
-        double = mailing_list.double_opt_in
         if jobs.subscribe(settings, store, mailing_list, who).confirmation_queued:
             pump.wake.set()
         # The same answer whether the address was new, known, active or suppressed: no enumeration.
