@@ -218,6 +218,8 @@ def _run_collect(ctx: Context, sources: tuple[str, ...], *, publish: bool = Fals
 def _print_collect(report: CollectReport) -> None:
     for line in report.problems():
         err_console.print(f"flygblad: {line}", markup=False, soft_wrap=True)
+    for line in report.images_missing:  # not a failure: the card goes without its picture
+        err_console.print(f"flygblad: warning: {line} (shown without it)", markup=False, soft_wrap=True)
     click.echo(report.summary())
 
 

@@ -16,6 +16,7 @@ from pipeline.config import Settings, SourceSettings
 from pipeline.errors import SourceError
 from pipeline.sources import Failed, Found, Skipped, Unchanged, open_source
 from pipeline.sources.http import Fetcher
+from pipeline.sources.images import fetch_images
 from pipeline.store import Store
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ class CollectReport:
     sources: list[SourceReport] = field(default_factory=list)
     requests: int = 0
     not_modified: int = 0
+    images_kept: int = 0
+    #: Images items name that could not be kept (404, not an image, too large): their cards go without.
+    images_missing: list[str] = field(default_factory=list)
 
     def total(self, what: str) -> int:
         """The sum of one counter (``new``, ``updated``, ``unchanged``, ``failed``) over the sources."""
@@ -67,6 +71,8 @@ class CollectReport:
             f"collected {count} source{'s' if count != 1 else ''}: {self.total('new')} new, "
             f"{self.total('updated')} updated, {self.total('unchanged')} unchanged, {self.total('failed')} failed"
             + (f", {skipped} skipped" if skipped else "")
+            + (f"; {self.images_kept} images kept" if self.images_kept else "")
+            + (f"; {len(self.images_missing)} images not kept" if self.images_missing else "")
         )
 
     def problems(self) -> list[str]:
@@ -93,6 +99,8 @@ def collect(
     with Fetcher(settings.http, settings.site.base_url) as fetcher:
         for source_settings in chosen:
             report.sources.append(_collect_source(settings, source_settings, store, fetcher, progress))
+        images = fetch_images(settings, store, fetcher)
+        report.images_kept, report.images_missing = images.kept, images.missing
         report.requests, report.not_modified = fetcher.requests, fetcher.not_modified
     return report
 

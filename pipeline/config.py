@@ -644,6 +644,16 @@ class Settings(_Table):
         return self.web.base_url or self.site.base_url
 
     @property
+    def media_dir(self) -> Path:
+        """Where lead images are kept: ``media/`` in the feeds folder, so static hosting serves them too."""
+        return self.feeds_dir / "media"
+
+    @property
+    def media_url(self) -> str:
+        """Where the kept images are fetched from: ``[feeds] base_url``/media, else ``serve``'s ``/media``."""
+        return f"{self.feeds.base_url}/media" if self.feeds.base_url else f"{self.web_base_url}/media"
+
+    @property
     def feeds_url(self) -> str:
         """Where the feed files are published: ``[feeds] base_url``, else ``/feeds`` of the web side (``serve``)."""
         return self.feeds.base_url or f"{self.web_base_url}/feeds"

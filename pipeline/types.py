@@ -25,6 +25,31 @@ STATUSES: tuple[Status, ...] = ("unconfirmed", "active", "unsubscribed", "bounce
 SUPPRESSED: frozenset[str] = frozenset({"unsubscribed", "bounced", "complained"})
 
 
+#: The widths a lead image is kept at: twice what the templates show (200 px cards, 600 px leaders), rounded
+#: up so a card shown at a phone's full text width (about 320 px) is sharp too.
+MEDIA_WIDTHS = (640, 1200)
+
+
+@dataclass(frozen=True)
+class Media:
+    """An item's lead image as flygblad keeps it: files named by content hash, one per width it is shown at."""
+
+    url: str  # where the source had it
+    digest: str
+    ext: str  # "jpg" or "png"
+    width: int  # of the image as fetched
+    height: int
+
+    def file_for(self, width: int) -> str:
+        """The file of the rendition at most *width* pixels wide: ``{digest}-{width}.{ext}``."""
+        return f"{self.digest}-{min(width, self.width)}.{self.ext}"
+
+    def size_at(self, width: int) -> tuple[int, int]:
+        """(width, height) in pixels when shown at most *width* wide, keeping the proportions."""
+        shown = min(width, self.width)
+        return shown, max(1, round(self.height * shown / self.width))
+
+
 @dataclass(frozen=True)
 class Item:
     """One leader or article. ``id`` is its canonical URL or its feed guid: stable across runs."""

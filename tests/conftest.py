@@ -218,7 +218,26 @@ def example_settings(tmp_path: Path):
     with Store.open(settings.storage_url) as store:
         report = collect(settings, store)
         assert report.ok, report.problems()
+        keep_sample_images(settings, store)
     return settings
+
+
+def keep_sample_images(settings, store) -> None:
+    """The sample's images live on a reserved domain that nothing answers (www.produktionslyftet.example), so
+    collect cannot fetch them: keep a generated picture for each, through the same code a fetched one takes
+    (tests/test_images.py fetches real ones over HTTP)."""
+    import io
+
+    from PIL import Image
+
+    from pipeline.sources.images import keep_image
+
+    for n, url in enumerate(sorted({s.item.image for s in store.items() if s.item.image})):
+        image = Image.new("RGB", (1600, 900), (40 + 50 * n, 90, 140))
+        data = io.BytesIO()
+        image.save(data, format="JPEG", quality=85)
+        digest, ext, width, height = keep_image(data.getvalue(), settings.media_dir)
+        store.save_media(url, digest=digest, ext=ext, width=width, height=height)
 
 
 def require(tool: str, variable: str, reason: str) -> None:

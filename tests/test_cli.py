@@ -150,7 +150,7 @@ def test_broken_template_names_file_and_line_and_freezes_nothing(project: Path) 
     result = flygblad("build", cwd=project)
     assert result.returncode == 1
     assert re.fullmatch(
-        r"flygblad: .*/templates/partials/leader\.mjml\.j2:7: template syntax error: .*\n", result.stderr
+        r"flygblad: .*/templates/partials/leader\.mjml\.j2:8: template syntax error: .*\n", result.stderr
     )
     assert json.loads(flygblad("issues", "--json", cwd=project).stdout) == []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from pipeline.collect import collect
 from pipeline.config import Settings, load_settings
 from pipeline.feeds import build_feeds, write_feeds
 from pipeline.store import Store
-from tests.conftest import EXAMPLE_SITE, ROOT
+from tests.conftest import EXAMPLE_SITE, ROOT, keep_sample_images
 
 SCHEMA = Path(__file__).parent / "schemas" / "atom.rnc"
 GOLDEN = Path(__file__).parent / "golden"
@@ -44,13 +45,14 @@ def feeds(tmp_path: Path) -> tuple[Settings, Path]:
     with Store.open(settings.storage_url) as store:
         report = collect(settings, store)
         assert report.ok, report.problems()
+        keep_sample_images(settings, store)
         write_feeds(settings.feeds_dir, build_feeds(settings, store))
     return settings, settings.feeds_dir
 
 
 def test_every_feed_file_is_written(feeds) -> None:
     _, directory = feeds
-    names = sorted(p.name for p in directory.iterdir())
+    names = sorted(p.name for p in directory.iterdir() if p.is_file())
     assert names == sorted(
         f"{n}.{s}" for n in ("all", "ledare", "artiklar", "nyheter") for s in ("rss", "atom", "json")
     )
@@ -96,7 +98,9 @@ def test_atom_entry_links_keep_rel_and_type(feeds) -> None:
     assert (
         links[("alternate", "text/html")] == "https://www.produktionslyftet.example/artiklar/robotlyftet-ger-resultat"
     )
-    assert links[("enclosure", "image/jpeg")] == "https://www.produktionslyftet.example/bilder/robot.jpg"
+    assert re.fullmatch(
+        r"https://www\.produktionslyftet\.example/media/[0-9a-f]{32}-1200\.jpg", links[("enclosure", "image/jpeg")]
+    )
     assert root.findtext(f"{ATOM}updated") == "2018-12-20T00:00:00+01:00"
 
 
@@ -170,8 +174,13 @@ def test_feeds_are_rewritten_only_when_they_change(feeds) -> None:
     assert not list(directory.glob(".*")), "no temp files left behind"
 
 
+def _kept_images_named(text: str) -> str:
+    """Kept images are named by the hash of their bytes, which a Pillow release may encode differently."""
+    return re.sub(r'length="\d+"', 'length="N"', re.sub(r"[0-9a-f]{32}-(\d+)\.(jpg|png)", r"IMAGE-\1.\2", text))
+
+
 def _comparable_atom(path: Path) -> list[dict[str, object]]:
-    parsed = feedparser.parse(path.read_bytes())
+    parsed = feedparser.parse(_kept_images_named(path.read_text("utf-8")))
     return [
         {
             "id": e.id,
@@ -200,6 +209,7 @@ def test_golden_feeds_of_the_sample_site(feeds, name: str) -> None:
         golden.parent.mkdir(exist_ok=True)
         shutil.copy(directory / name, golden)
     if name.endswith(".json"):
-        assert json.loads((directory / name).read_text("utf-8")) == json.loads(golden.read_text("utf-8"))
+        current, expected = ((directory / name).read_text("utf-8"), golden.read_text("utf-8"))
+        assert json.loads(_kept_images_named(current)) == json.loads(_kept_images_named(expected))
     else:
         assert _comparable_atom(directory / name) == _comparable_atom(golden)

@@ -43,7 +43,10 @@ def _items(settings: Settings) -> list[StoredItem]:
 
 def _render(settings: Settings, items: list[StoredItem] | None = None, **changes: object):
     mailing_list = settings.lists[0].model_copy(update=changes)
-    return render_issue(settings, mailing_list, items or _items(settings), date=WHEN, number=1, nonce=NONCE)
+    items = items or _items(settings)
+    with Store.open(settings.storage_url) as store:
+        images = store.media_for(s.item.image for s in items if s.item.image)
+    return render_issue(settings, mailing_list, items, date=WHEN, number=1, nonce=NONCE, images=images)
 
 
 def _doc(html: str) -> lxml.html.HtmlElement:
@@ -90,7 +93,8 @@ def test_content_rules_hold(example_settings) -> None:
     assert images, "the sample issue has images"
     for img in images:
         assert img.get("alt", "").strip()
-        assert img.get("src").startswith("https://")
+        assert img.get("src").startswith("https://www.produktionslyftet.example/media/"), "kept by flygblad"
+        assert int(img.get("width")) > 0 and int(img.get("height")) > 0, "space reserved while it loads"
     for a in doc.iter("a"):
         assert re.match(r"^(https://|mailto:)", a.get("href", "")), a.get("href")
     hrefs = [a.get("href") for a in doc.iter("a")]
@@ -206,17 +210,17 @@ def _with_templates(settings: Settings, folder: Path) -> Settings:
         (
             '<h2 class="headline">{{ item.title }}</h2>',
             '<h2 class="headline">{{ item.headline_missing }}</h2>',
-            r"partials/leader\.mjml\.j2:7: .*headline_missing",
+            r"partials/leader\.mjml\.j2:8: .*headline_missing",
         ),
         (
             '<mj-text padding="0 28px 18px">',
             '<mj-textt padding="0 28px 18px">',
-            r"partials/leader\.mjml\.j2:7: unknown MJML tag <mj-textt>",
+            r"partials/leader\.mjml\.j2:8: unknown MJML tag <mj-textt>",
         ),
         (
             '        <mj-divider padding="28px 28px 8px" />\n      </mj-column>',
             '        <mj-divider padding="28px 28px 8px" />\n',
-            r"partials/leader\.mjml\.j2:11: </mj-section> closes <mj-column> opened on line 3",
+            r"partials/leader\.mjml\.j2:12: </mj-section> closes <mj-column> opened on line 3",
         ),
     ],
     ids=["syntax", "missing-variable", "unknown-tag", "unclosed"],

@@ -18,11 +18,10 @@ is written from the same data.
 from __future__ import annotations
 
 import json
-import mimetypes
 import os
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from pipeline.config import Settings
 from pipeline.errors import FeedError
 from pipeline.store import Store
 from pipeline.text import clean_text, shorten
-from pipeline.types import StoredItem
+from pipeline.types import MEDIA_WIDTHS, Item, Media, StoredItem
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
@@ -58,6 +57,17 @@ class FeedFile:
 
 
 @dataclass(frozen=True)
+class FeedImage:
+    """An item's image as a feed shows it: served by flygblad, with its size."""
+
+    url: str
+    width: int
+    height: int
+    length: int
+    type: str
+
+
+@dataclass(frozen=True)
 class Channel:
     """What a feed is about: shared by its RSS, Atom and JSON versions."""
 
@@ -68,6 +78,24 @@ class Channel:
     description: str
     feeds_url: str
     tz: tzinfo = UTC
+    #: The items' images as flygblad kept them (by the URL the source gave), and where they are served.
+    images: Mapping[str, Media] = field(default_factory=dict)
+    media_url: str = ""
+    media_dir: Path | None = None
+
+    def image(self, item: Item) -> FeedImage | None:
+        """The item's kept image at leader size, or None (a feed never hot-links the source's)."""
+        kept = self.images.get(item.image) if item.image else None
+        if kept is None:
+            return None
+        name = kept.file_for(MEDIA_WIDTHS[1])
+        width, height = kept.size_at(MEDIA_WIDTHS[1])
+        try:
+            length = (self.media_dir / name).stat().st_size if self.media_dir else 0
+        except OSError:
+            return None  # the file went missing: no enclosure that 404s
+        kind = "image/png" if kept.ext == "png" else "image/jpeg"
+        return FeedImage(f"{self.media_url}/{name}", width, height, length, kind)
 
     def local(self, value: datetime) -> datetime:
         """*value* in the site's time zone: readers see the date the site printed."""
@@ -107,17 +135,13 @@ def _label(category: str, language: str) -> str:
     return CATEGORY_LABELS.get(language.split("-")[0], CATEGORY_LABELS["en"]).get(category, category)
 
 
-def _image_type(url: str) -> str | None:
-    kind, _ = mimetypes.guess_type(url.split("?")[0])
-    return kind if kind and kind.startswith("image/") else None
-
-
 # ---------------------------------------------------------------- builders
 
 
 def _generator(channel: Channel, entries: Sequence[StoredItem], suffix: str, author: str) -> FeedGenerator:
     fg = FeedGenerator()
     fg.load_extension("dc", atom=False, rss=True)
+    fg.load_extension("media", atom=True, rss=True)
     fg.id(channel.self_url("atom"))
     fg.title(channel.title)
     fg.subtitle(channel.description)
@@ -146,26 +170,35 @@ def _generator(channel: Channel, entries: Sequence[StoredItem], suffix: str, aut
         fe.category(term=item.category, label=_label(item.category, channel.language))
         fe.published(channel.local(_published(stored)))
         fe.updated(channel.local(entry_updated(stored)))
-        if item.image and suffix == "rss":
-            fe.enclosure(item.image, "0", _image_type(item.image) or "image/jpeg")
+        image = channel.image(item)
+        if image is not None:
+            fe.media.content(
+                {
+                    "url": image.url,
+                    "medium": "image",
+                    "type": image.type,
+                    "width": str(image.width),
+                    "height": str(image.height),
+                }
+            )
+            if suffix == "rss":
+                fe.enclosure(image.url, str(image.length), image.type)
     return fg
 
 
 _MEDIA_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml", "json": "application/feed+json"}
 
 
-def _fix_atom_links(atom: bytes, entries: Sequence[StoredItem]) -> bytes:
+def _fix_atom_links(channel: Channel, atom: bytes, entries: Sequence[StoredItem]) -> bytes:
     """Give each Atom entry its alternate (and image enclosure) link with rel and type."""
     root = etree.fromstring(atom)
     for element, stored in zip(root.findall(f"{{{ATOM_NS}}}entry"), entries, strict=True):
         for link in element.findall(f"{{{ATOM_NS}}}link"):
             element.remove(link)
         etree.SubElement(element, f"{{{ATOM_NS}}}link", rel="alternate", type="text/html", href=stored.item.url)
-        if stored.item.image:
-            attributes = {"rel": "enclosure", "href": stored.item.image}
-            kind = _image_type(stored.item.image)
-            if kind:
-                attributes["type"] = kind
+        image = channel.image(stored.item)
+        if image is not None:
+            attributes = {"rel": "enclosure", "href": image.url, "type": image.type, "length": str(image.length)}
             etree.SubElement(element, f"{{{ATOM_NS}}}link", attributes)
     etree.indent(root)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
@@ -185,8 +218,9 @@ def _json_feed(channel: Channel, entries: Sequence[StoredItem], author: str) -> 
             "date_modified": channel.local(entry_updated(stored)).isoformat(),
             "tags": [item.category],
         }
-        if item.image:
-            entry["image"] = item.image
+        image = channel.image(item)
+        if image is not None:
+            entry["image"] = image.url
         if item.author:
             entry["authors"] = [{"name": item.author}]
         if item.language:
@@ -214,7 +248,7 @@ def channel_files(channel: Channel, entries: Sequence[StoredItem], author: str) 
     """The RSS, Atom and JSON files of one feed."""
     try:
         rss = _generator(channel, entries, "rss", author).rss_str(pretty=True)
-        atom = _fix_atom_links(_generator(channel, entries, "atom", author).atom_str(pretty=True), entries)
+        atom = _fix_atom_links(channel, _generator(channel, entries, "atom", author).atom_str(pretty=True), entries)
     except ValueError as err:  # feedgen refuses an entry it cannot write
         raise FeedError(f"feed {channel.name!r}: {err}") from err
     return [
@@ -229,17 +263,35 @@ def build_feeds(settings: Settings, store: Store) -> list[FeedFile]:
     site = settings.site
     feeds_url = settings.feeds_url
     limit = settings.feeds.max_items
+    everything = store.items(limit=limit)
+    per_source = {source.name: store.items(source=source.name, limit=limit) for source in settings.sources}
+    named = {s.item.image for entries in (everything, *per_source.values()) for s in entries if s.item.image}
+    images = store.media_for(named)
+
+    def channel(name: str, title: str, home: str) -> Channel:
+        return Channel(
+            name,
+            title,
+            home,
+            site.language,
+            title,
+            feeds_url,
+            site.tz,
+            images=images,
+            media_url=settings.media_url,
+            media_dir=settings.media_dir,
+        )
+
     files = channel_files(
-        Channel(ALL, site.title, site.base_url, site.language, site.title, feeds_url, site.tz),
-        store.items(limit=limit),
+        channel(ALL, site.title, site.base_url),
+        everything,
         site.title,
     )
     for source in settings.sources:
         location = settings.source_location(source)
         home = location if location.startswith(("http://", "https://")) else site.base_url
         title = source.title or f"{site.title}: {_label(source.category, site.language)}"
-        channel = Channel(source.name, title, home, site.language, title, feeds_url, site.tz)
-        files.extend(channel_files(channel, store.items(source=source.name, limit=limit), site.title))
+        files.extend(channel_files(channel(source.name, title, home), per_source[source.name], site.title))
     return files
 
 

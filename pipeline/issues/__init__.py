@@ -148,10 +148,11 @@ def draft(
     number = (previous.number if previous else 0) + 1
     date = now or datetime.now(UTC)
     items = list(items)
+    images = store.media_for(s.item.image for s in items if s.item.image)  # as kept at collect time
     trimmed = 0
     while True:
         try:
-            rendered = render_issue(settings, mailing_list, items, date=date, number=number)
+            rendered = render_issue(settings, mailing_list, items, date=date, number=number, images=images)
             break
         except TooBig as too_big:
             if len(items) <= 1:

@@ -31,7 +31,7 @@ from pipeline.render.checks import GMAIL_CLIP_BYTES, content_problems, encoded_s
 from pipeline.render.compiler import check_structure, compile_mjml
 from pipeline.render.templates import environment, render_template, strings
 from pipeline.text import clean_text, shorten
-from pipeline.types import StoredItem
+from pipeline.types import MEDIA_WIDTHS, Media, StoredItem
 
 HTML_TEMPLATE = "newsletter.mjml.j2"
 TEXT_TEMPLATE = "newsletter.txt.j2"
@@ -103,8 +103,11 @@ class EmailItem:
     summary: str
     lead_text: str
     lead_source: str
-    image: str | None
+    image: str | None  # the kept image at card size (640 px wide at most), on our own server
     image_alt: str
+    image_wide: str | None = None  # the same at leader size (1200 px wide at most)
+    image_width: int = 0  # of the kept original, for the proportions
+    image_height: int = 0
     #: A note (an entry without a title of its own): shown by its text, not under a made-up heading.
     note: bool = False
 
@@ -126,13 +129,17 @@ def _first_paragraph(body_html: str) -> str:
     return clean_text(soup.get_text(" ")) or ""
 
 
-def email_item(stored: StoredItem, *, language: str, tz: tzinfo, base_url: str, warnings: list[str]) -> EmailItem:
-    """The template's view of an item; an image that would break in an inbox is left out, with a warning."""
+def email_item(
+    stored: StoredItem,
+    *,
+    language: str,
+    tz: tzinfo,
+    images: Mapping[str, Media],
+    media_url: str,
+) -> EmailItem:
+    """The template's view of an item; its image only as flygblad kept it (never hot-linked), else none."""
     item = stored.item
-    image = item.image
-    if image and not (image.startswith("https://") or image.startswith(base_url + "/")):
-        warnings.append(f"{item.url}: image {image} left out of the email (not an https URL)")
-        image = None
+    kept = images.get(item.image) if item.image else None
     lead = _first_paragraph(item.body_html)
     return EmailItem(
         title=item.title,
@@ -144,8 +151,11 @@ def email_item(stored: StoredItem, *, language: str, tz: tzinfo, base_url: str, 
         summary=item.summary or shorten(lead) or "",
         lead_text=lead,
         lead_source=item.body_html,
-        image=image,
+        image=f"{media_url}/{kept.file_for(MEDIA_WIDTHS[0])}" if kept else None,
         image_alt=item.image_alt or item.title,
+        image_wide=f"{media_url}/{kept.file_for(MEDIA_WIDTHS[1])}" if kept else None,
+        image_width=kept.width if kept else 0,
+        image_height=kept.height if kept else 0,
         note=item.note,
     )
 
@@ -202,6 +212,7 @@ def render_issue(
     date: datetime,
     number: int | None = None,
     nonce: str | None = None,
+    images: Mapping[str, Media] | None = None,
 ) -> Rendered:
     """Render one issue of *mailing_list* from *items*: once, for every recipient.
 
@@ -221,7 +232,7 @@ def render_issue(
     tz = settings.site.tz
     warnings: list[str] = []
     views = [
-        email_item(s, language=language, tz=tz, base_url=settings.web_base_url, warnings=warnings)
+        email_item(s, language=language, tz=tz, images=images or {}, media_url=settings.media_url)
         for s in order_items(items)
     ]
     t = strings(settings.templates_dir, language)

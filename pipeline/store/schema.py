@@ -97,6 +97,22 @@ item_sources = Table(
     Index("ix_item_sources_source_first_seen", "source", "first_seen"),
 )
 
+#: Lead images fetched at collect time (migration 0010): by the SHA-256 of their URL.
+media = Table(
+    "media",
+    metadata,
+    Column("url_key", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("status", String(20), nullable=False),  # ok, failed
+    Column("digest", String(64)),
+    Column("ext", String(8)),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("reason", Text),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("tried", UTCDateTime(), nullable=False),
+)
+
 #: Per URL: what the server said identifies the version we have (conditional GET),
 #: and for index pages and feeds the item URLs/ids they listed (so a 304 needs no parse).
 fetch_state = Table(

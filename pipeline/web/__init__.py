@@ -64,6 +64,9 @@ ARCHIVE_CSP = (
     "default-src 'none'; style-src 'self' 'unsafe-hashes' {hashes}; img-src 'self' https: data:; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
+#: A kept image's file name (pipeline.sources.images): content hash, width, format.
+MEDIA_NAME = re.compile(r"[0-9a-f]{32}-[0-9]{1,5}\.(?:jpg|png)")
+MEDIA_MAX_AGE = 365 * 24 * 3600
 FEED_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml", "json": "application/feed+json"}
 
 
@@ -324,6 +327,19 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
             list_name = _list_of(event.message_id, settings)
             changed += store.suppress(event.email, event.status, list_name=list_name)
         return make_response(f"ok {len(events)} events, {changed} subscribers changed\n", 200)
+
+    @app.get("/media/<name>")
+    def media_file(name: str) -> Response:
+        # Named by content hash: a file never changes, so it may be cached for a year.
+        if not MEDIA_NAME.fullmatch(name):
+            abort(404)
+        path = settings.media_dir / name
+        if not path.is_file():
+            abort(404)
+        kind = "image/png" if name.endswith(".png") else "image/jpeg"
+        response = send_file(path, mimetype=kind, etag=name.partition(".")[0], conditional=True, max_age=MEDIA_MAX_AGE)
+        response.headers["Cache-Control"] = f"public, max-age={MEDIA_MAX_AGE}, immutable"
+        return response
 
     @app.get("/feeds/<name>.<suffix>")
     def feed(name: str, suffix: str) -> Response:
