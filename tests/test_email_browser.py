@@ -98,6 +98,22 @@ def test_every_card_has_one_link_and_a_byline(preview) -> None:
     )
 
 
+def test_outlook_and_apple_mail_get_what_others_get(preview) -> None:
+    """Outlook sizes columns from the MSO tables: a card's image and its padding fit the image column.
+    iOS turned dates and the address into blue links of its own."""
+    html = preview["html"].read_text(encoding="utf-8")
+    columns = re.findall(r'<td class="card-image-outlook" style="vertical-align:top;width:(\d+)px;">', html)
+    images = re.findall(
+        r'<div class="[^"]*card-image"[^>]*>.*?padding:0 0 12px (\d+)px;.*?<img [^>]*width="(\d+)"', html
+    )
+    assert columns and len(columns) == len(images), (columns, images)
+    for column, (padding, width) in zip(columns, images, strict=True):
+        assert int(padding) + int(width) <= int(column), f"{padding} + {width} px in a {column} px column"
+    assert 'name="format-detection" content="telephone=no, date=no, address=no, email=no, url=no"' in html
+    assert "a[x-apple-data-detectors]" in html
+    assert 'name="color-scheme" content="light dark"' in html
+
+
 def test_the_preheader_is_written_for_the_issue_and_stops_the_preview(preview) -> None:
     from bs4 import BeautifulSoup
 

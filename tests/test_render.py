@@ -356,3 +356,17 @@ def test_golden_issue(example_settings) -> None:
     if os.environ.get("FLYGBLAD_UPDATE_GOLDEN") == "1":
         GOLDEN.write_text(json.dumps(current, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     assert current == json.loads(GOLDEN.read_text(encoding="utf-8"))
+
+
+def test_a_twenty_item_issue_stays_well_under_gmails_clipping_size(example_settings) -> None:
+    """At the default max_items (20) the HTML part was 97 KB as sent (Gmail clips at 102 KB): now under 90 KB."""
+    import binascii
+
+    from bench.render import twenty_items
+
+    items = twenty_items(example_settings)
+    assert len(items) == 20 == example_settings.lists[0].max_items
+    html, _ = _render(example_settings, items).fill(VALUES)
+    assert html.count("<img") >= 8, "with the cards' images"
+    as_sent = len(binascii.b2a_qp(html.encode("utf-8"), istext=True).replace(b"\n", b"\r\n"))
+    assert as_sent <= 90 * 1024, f"{as_sent / 1024:.1f} KB as sent"

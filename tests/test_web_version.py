@@ -66,11 +66,12 @@ def _open(browser, url: str, width: int, *, scheme: str = "light", bypass_csp: b
     return context, page, violations
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("width", WIDTHS)
-def test_the_web_version_looks_like_the_email(browser, published, width: int) -> None:
+def test_the_web_version_looks_like_the_email(browser, published, width: int, scheme: str) -> None:
     settings, server, email_file = published
     url = f"{server.url}/archive/nyhetsbrev/1"
-    web_context, web, violations = _open(browser, url, width)
+    web_context, web, violations = _open(browser, url, width, scheme=scheme)
     assert violations == [], f"the page's own styles are refused: {violations[:2]}"
     assert web.evaluate("document.documentElement.scrollWidth") <= width, "no horizontal scroll"
     with Store.open(settings.storage_url) as store:
@@ -85,9 +86,11 @@ def test_the_web_version_looks_like_the_email(browser, published, width: int) ->
     button = web.get_by_role("link", name="Läs hela ledaren").first
     colour = button.evaluate("a => getComputedStyle(a).color")
     assert colour == "rgb(255, 255, 255)", f"the button's text is white on its blue, not {colour}"
-    email_context, email, _ = _open(browser, email_file.as_uri(), width)
-    web_png = screenshot(web, f"web-version-{width}")
-    email_png = screenshot(email, f"email-{width}")
+    loaded = web.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    assert loaded, "the issue's images come from flygblad's own /media/"
+    email_context, email, _ = _open(browser, email_file.as_uri(), width, scheme=scheme)
+    web_png = screenshot(web, f"web-version-{width}-{scheme}")
+    email_png = screenshot(email, f"email-{width}-{scheme}")
     difference = pixel_difference(web_png, email_png)
     assert difference <= MAX_DIFFERENCE, f"{difference:.1%} of the pixels differ (sizes must match)"
     web_context.close()
@@ -115,8 +118,11 @@ def test_the_web_version_allows_its_own_styles_and_no_script(published) -> None:
 
 
 def test_public_pages_pass_axe(browser, published) -> None:
-    _, server, email_file = published
+    settings, server, email_file = published
+    [eml] = sorted(settings.outbox_dir.glob("nyhetsbrev.*.eml"))
+    unsubscribe = re.search(r"<(http\S+/unsubscribe/\S+)>", eml.read_text(encoding="utf-8")).group(1)
     pages = {
+        "unsubscribe": unsubscribe,
         "email": email_file.as_uri(),
         "web version": f"{server.url}/archive/nyhetsbrev/1",
         "archive": f"{server.url}/archive/",
