@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -517,7 +517,7 @@ def subscribers_add(
     with _errors():
         ctx.settings.mailing_list(list_name)
         try:
-            row = candidate(email, name, language)
+            row = candidate(email, name, language, known=_known_language(ctx.settings))
         except SubscriberError as err:
             _fail(str(err), EXIT_FAILED)
         with ctx.store() as store:
@@ -545,7 +545,7 @@ def subscribers_import(ctx: Context, list_name: str, status: str, file: Path) ->
     with _errors():
         ctx.settings.mailing_list(list_name)
         with ctx.store() as store:
-            for batch in batches(read_csv(file, report.problems)):
+            for batch in batches(read_csv(file, report.problems, known=_known_language(ctx.settings))):
                 store.upsert_subscribers(list_name, batch, status=status, report=report)
             _confirmations(ctx, store, list_name)
     _print_import(report)
@@ -627,6 +627,13 @@ def _progress_for(issue: Issue) -> tuple[Progress, SendProgress]:
         bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} msg/s")
 
     return bar, advance
+
+
+def _known_language(settings: Settings) -> Callable[[str], str]:
+    """Turns a subscriber's language tag into one the templates have, or raises ValueError naming those."""
+    from pipeline.render.templates import known_language
+
+    return lambda tag: known_language(settings.templates_dir, tag)
 
 
 def _send_list(

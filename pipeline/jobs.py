@@ -37,7 +37,7 @@ from pipeline.delivery.send import Progress as SendProgress
 from pipeline.delivery.send import SenderBusy, SendReport
 from pipeline.delivery.transactional import MailReport
 from pipeline.errors import ConfigError, FlygbladError
-from pipeline.issues import Draft, draft, frozen_content, new_items, next_issue, window_start
+from pipeline.issues import Draft, draft, frozen_content, new_items, next_issue, versions_for, window_start
 from pipeline.store import Store
 from pipeline.tokens import tokens_for
 from pipeline.types import Candidate, ImportReport, Issue
@@ -161,7 +161,9 @@ def freeze_next(
                 None, reason=f"{len(chosen) + len(left_out)} new items, min_items is {min_items}", why="no-news"
             )
         made = draft(settings, store, mailing_list, chosen, left_out=left_out, too_old=new.too_old, now=now)
-        number = turn.freeze(**frozen_content(made, now=now))
+        # Each language the list's subscribers read gets its own rendering of the same issue.
+        versions = versions_for(settings, store, made, store.subscriber_languages(name), now=now)
+        number = turn.freeze(**frozen_content(made, now=now), versions=versions)
     issue = store.issue(name, number)
     assert issue is not None
     return Frozen(issue, created=True, left_out=made.left_out, warnings=made.rendered.warnings)
@@ -381,6 +383,7 @@ def preview(settings: Settings, next_issue_draft: Draft) -> Preview:
     import secrets
 
     from pipeline.delivery.send import Outbox
+    from pipeline.render.templates import strings
     from pipeline.tokens import Tokens
 
     warnings: tuple[str, ...] = ()
@@ -393,7 +396,9 @@ def preview(settings: Settings, next_issue_draft: Draft) -> Preview:
 
     def message_to_preview(sign: bool) -> Message:
         outbox = Outbox(settings, next_issue_draft.list, issue, date=datetime.now(UTC), tokens=tokens, sign=sign)
-        return outbox.message(PREVIEW_SUBSCRIBER_ID, PREVIEW_EMAIL, PREVIEW_NAME)
+        # A name in the list's language, so the greeting reads as a subscriber's would ("Hello Firstname Lastname,").
+        texts = strings(settings.templates_dir, next_issue_draft.rendered.language)
+        return outbox.message(PREVIEW_SUBSCRIBER_ID, PREVIEW_EMAIL, texts.get("sample_name", PREVIEW_NAME))
 
     try:
         message = message_to_preview(sign=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
@@ -58,8 +58,14 @@ def clean_name(name: str | None) -> str | None:
     return " ".join(visible.split())[:MAX_NAME_LENGTH].strip() or None
 
 
-def candidate(email: str, name: str | None = None, language: str | None = None) -> Candidate:
-    """Check one address with its name and language."""
+def candidate(
+    email: str, name: str | None = None, language: str | None = None, known: Callable[[str], str] | None = None
+) -> Candidate:
+    """Check one address with its name and language.
+
+    *known* turns a language tag into one the templates have (``sv-SE`` → ``sv``), or raises
+    ValueError saying which there are: a subscriber's language is one their issue can be written in.
+    """
     address = check_address(email)
     name = clean_name(name)
     if name and any(c in name for c in "<>"):
@@ -67,6 +73,11 @@ def candidate(email: str, name: str | None = None, language: str | None = None) 
     language = (language or "").strip() or None
     if language and not _LANGUAGE.match(language):
         raise SubscriberError(f"language {language!r} is not a language tag such as 'sv' or 'en'")
+    if language and known is not None:
+        try:
+            language = known(language)
+        except ValueError as err:
+            raise SubscriberError(str(err)) from None
     return Candidate(address, name, language)
 
 
@@ -83,7 +94,7 @@ def _decoded_lines(path: Path, problems: list[str]) -> Iterator[str]:
                 yield "\n"
 
 
-def read_csv(path: Path, problems: list[str]) -> Iterator[Candidate]:
+def read_csv(path: Path, problems: list[str], known: Callable[[str], str] | None = None) -> Iterator[Candidate]:
     """Stream the checked rows of a CSV file (header ``email,name[,language]``).
 
     Bad rows are appended to *problems* with their line number and skipped.
@@ -108,7 +119,9 @@ def read_csv(path: Path, problems: list[str]) -> Iterator[Candidate]:
         if not any((value or "").strip() for key, value in row.items() if isinstance(value, str) and key):
             continue  # a blank line
         try:
-            yield candidate(_cell(row.get("email")) or "", _cell(row.get("name")), _cell(row.get("language")))
+            yield candidate(
+                _cell(row.get("email")) or "", _cell(row.get("name")), _cell(row.get("language")), known=known
+            )
         except SubscriberError as err:
             problems.append(f"{path}: line {reader.line_num}: {err}")
 

@@ -192,6 +192,7 @@ class OutboxRow:
     attempts: int
     message_id: str | None
     last_reply: str | None
+    language: str | None
     next_attempt: datetime | None
 
 

@@ -141,13 +141,18 @@ def test_a_form_embedded_on_the_organisations_site_works(example_settings, monke
         "double_opt_in = false\n",
     )
     with Server(settings, port) as server:
-        embedded = requests.post(f"{server.url}/subscribe/nyhetsbrev", data={"email": "inbaddad@example.org"})
+        embedded = requests.post(
+            f"{server.url}/subscribe/nyhetsbrev", data={"email": "inbaddad@example.org", "language": "en-US"}
+        )
         assert embedded.status_code == 200 and "Tack! Om adressen är rätt" in embedded.text
         direct = requests.post(f"{server.url}/subscribe/direkt", data={"email": "direkt@example.org"})
         assert direct.status_code == 200 and 'value="direkt@example.org"' in direct.text
         assert "Tryck på Prenumerera" in direct.text
         with Store.open(settings.storage_url) as store:
-            assert store.subscriber("nyhetsbrev", "inbaddad@example.org").status == "unconfirmed"
+            signed_up = store.subscriber("nyhetsbrev", "inbaddad@example.org")
+            assert (signed_up.status, signed_up.language) == ("unconfirmed", "en"), (
+                "the form's language, as the templates have it"
+            )
             assert store.subscriber("direkt", "direkt@example.org") is None, "not without a press on our page"
         session = requests.Session()
         token = _form(session, f"{server.url}/subscribe/direkt")

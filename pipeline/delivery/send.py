@@ -29,7 +29,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,7 +44,7 @@ from pipeline.delivery import Message, Sender, SendResult
 from pipeline.delivery.signing import signer_for
 from pipeline.errors import DeliveryError, FlygbladError, StoreError
 from pipeline.issues import rendered_of
-from pipeline.render import RecipientValues
+from pipeline.render import RecipientValues, Rendered
 from pipeline.render.mime import MessageTemplate, mailbox
 from pipeline.render.templates import strings
 from pipeline.store import Store, worker_name
@@ -103,8 +103,19 @@ class SendReport:
         return f"send: issue {self.number} of {self.list!r}: {parts} ({state})"
 
 
+@dataclass
+class _Version:
+    """One language's rendering of an issue, ready for substitution."""
+
+    rendered: Rendered
+    strings: dict[str, str]
+    subject: str
+    shared_template: tuple[str, str]  # one object per language: APIs batch by it
+    template: MessageTemplate
+
+
 class Outbox:
-    """Builds each recipient's message of one issue: the template once, then substitution."""
+    """Builds each recipient's message of one issue: the template once (per language), then substitution."""
 
     def __init__(
         self,
@@ -116,43 +127,76 @@ class Outbox:
         subject_prefix: str = "",
         tokens: Tokens | None = None,
         sign: bool = True,
+        versions: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.settings = settings
         self.list = mailing_list
         self.issue = issue
-        self.rendered = rendered_of(issue)
         self.tokens = tokens or tokens_for(settings)
-        self.strings = strings(settings.templates_dir, self.rendered.language)
         base = settings.web_base_url
         self.view_url = f"{base}/archive/{mailing_list.name}/{issue.number}"
         self.unsubscribe_base = f"{base}/unsubscribe/"
         domain = mailing_list.from_.rpartition("@")[2].rstrip(">").strip() or "localhost"
         self.domain = domain
         self.list_id = f"{mailing_list.title} <{mailing_list.name}.{domain}>"
-        self.subject = subject_prefix + self.rendered.subject
-        self.shared_template = (self.rendered.html, self.rendered.text)  # one object: APIs batch by it
-        self.template = MessageTemplate(
-            self.rendered,
-            sender=mailing_list.from_,
-            reply_to=mailing_list.reply_to,
-            date=date,
-            subject=self.subject,
-            headers=[("List-Id", self.list_id), ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")],
-        )
+        self.date = date
+        self.subject_prefix = subject_prefix
         self.envelope_from = mailing_list.from_.rpartition("<")[2].rstrip(">").strip()
         self.mailto = settings.web.unsubscribe_mailto
         self.signer = signer_for(settings) if sign else None
+        self._other_versions = dict(versions or {})
+        main = self._version_of(rendered_of(issue))
+        self._versions: dict[str | None, _Version] = {None: main, main.rendered.language: main}
+        self.rendered, self.template, self.subject = main.rendered, main.template, main.subject
+        self.shared_template, self.strings = main.shared_template, main.strings
+
+    def _version_of(self, rendered: Rendered) -> _Version:
+        subject = self.subject_prefix + rendered.subject
+        template = MessageTemplate(
+            rendered,
+            sender=self.list.from_,
+            reply_to=self.list.reply_to,
+            date=self.date,
+            subject=subject,
+            headers=[("List-Id", self.list_id), ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")],
+        )
+        texts = strings(self.settings.templates_dir, rendered.language)
+        return _Version(rendered, texts, subject, (rendered.html, rendered.text), template)
+
+    def version(self, language: str | None) -> _Version:
+        """The rendering a subscriber who reads *language* gets: theirs if the issue has it, else the list's."""
+        found = self._versions.get(language)
+        if found is None:
+            stored = self._other_versions.get(language or "")
+            if stored is None:
+                found = self._versions[None]
+            else:
+                main = self._versions[None].rendered
+                found = self._version_of(
+                    Rendered(
+                        stored["subject"],
+                        stored["preheader"],
+                        stored["html"],
+                        stored["text"],
+                        main.nonce,
+                        language or "",
+                    )
+                )
+            self._versions[language] = found
+        return found
 
     def message_id(self, subscriber_id: int) -> str:
         """Deterministic from (issue, subscriber): a resend carries the same Message-ID."""
         return f"{self.issue.list}.{self.issue.number}.{subscriber_id}.{self.issue.nonce[:8]}@{self.domain}"
 
-    def message(self, subscriber_id: int, email: str, name: str | None) -> Message:
-        """One subscriber's message."""
+    def message(self, subscriber_id: int, email: str, name: str | None, language: str | None = None) -> Message:
+        """One subscriber's message, in their language when the issue was rendered in it."""
+        version = self.version(language)
         email = ascii_domain(email)  # stored before addresses were normalised at the door
         unsubscribe_url = self.unsubscribe_base + self.tokens.unsubscribe(subscriber_id, self.list.name)
+        texts = version.strings
         values = RecipientValues(
-            greeting=self.strings["greeting_named"].format(name=name) if name else self.strings["greeting"],
+            greeting=texts["greeting_named"].format(name=name) if name else texts["greeting"],
             name=name or "",
             email=email,
             view_url=self.view_url,
@@ -165,9 +209,10 @@ class Outbox:
         list_unsubscribe = ("List-Unsubscribe", ", ".join(targets))
         message_id = self.message_id(subscriber_id)
         to = mailbox(email, name)
-        data = self.template.message(to=to, message_id=message_id, values=values, extra_headers=[list_unsubscribe])
+        data = version.template.message(to=to, message_id=message_id, values=values, extra_headers=[list_unsubscribe])
         if self.signer is not None:
             data = self.signer.sign(data)
+        rendered = version.rendered
         return Message(
             key=(self.issue.id, subscriber_id),
             sender=self.envelope_from,
@@ -175,14 +220,14 @@ class Outbox:
             to=to,
             message_id=message_id,
             data=data,
-            subject=self.subject,
+            subject=version.subject,
             from_header=self.list.from_,
             headers=(list_unsubscribe, ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")),
             list_headers=(("List-Id", self.list_id),),
             reply_to=self.list.reply_to,
-            parts=lambda: self.rendered.fill(values),
-            template=self.shared_template,
-            nonce=self.rendered.nonce,
+            parts=lambda: rendered.fill(values),
+            template=version.shared_template,
+            nonce=rendered.nonce,
             values=tuple(values.as_dict().items()),
             name=name,
         )
@@ -214,7 +259,7 @@ def _messages(outbox: Outbox, rows: list[OutboxRow]) -> tuple[list[Message], lis
     messages, failed = [], []
     for row in rows:
         try:
-            messages.append(outbox.message(row.subscriber_id, row.email, row.name))
+            messages.append(outbox.message(row.subscriber_id, row.email, row.name, row.language))
         except (FlygbladError, ValueError, UnicodeError) as err:
             reason = f"cannot build the message for {row.email!r}: {err}"
             failed.append(LedgerUpdate(row.subscriber_id, "failed", outbox.message_id(row.subscriber_id), None, reason))
@@ -448,7 +493,7 @@ def _send_issue(
         log.warning("%d messages of issue %d were in flight when a run stopped: now uncertain", abandoned, issue.number)
     if resend_uncertain:
         store.requeue_uncertain(issue.id, now=clock())
-    outbox = Outbox(settings, mailing_list, issue, date=clock())
+    outbox = Outbox(settings, mailing_list, issue, date=clock(), versions=store.issue_versions(issue.id))
     counts = store.outbox_counts(issue.id)
     total = sum(counts.values())
     state = _LoopState(done=sum(v for k, v in counts.items() if k in FINAL))

@@ -175,6 +175,32 @@ def draft(
     return Draft(mailing_list, number, items, len(left_out), cutoff, rendered)
 
 
+def versions_for(
+    settings: Settings, store: Store, draft: Draft, languages: set[str], *, now: datetime | None = None
+) -> dict[str, dict[str, str]]:
+    """The draft rendered in each of *languages* other than its own: the same items, number and placeholders."""
+    images = store.media_for(s.item.image for s in draft.items if s.item.image)
+    out = {}
+    for language in sorted(languages - {draft.rendered.language}):
+        rendered = render_issue(
+            settings,
+            draft.list,
+            draft.items,
+            date=now or datetime.now(UTC),
+            number=draft.number,
+            nonce=draft.rendered.nonce,
+            images=images,
+            language=language,
+        )
+        out[language] = {
+            "subject": rendered.subject,
+            "preheader": rendered.preheader,
+            "html": rendered.html,
+            "text": rendered.text,
+        }
+    return out
+
+
 def frozen_content(draft: Draft, *, now: datetime | None = None) -> dict[str, Any]:
     """What the store keeps of a draft (:meth:`~pipeline.store.ListTurn.freeze`'s arguments)."""
     rendered = draft.rendered
@@ -201,4 +227,15 @@ def rendered_of(issue: Issue) -> Rendered:
     return Rendered(issue.subject, issue.preheader, issue.html, issue.text, issue.nonce, issue.language)
 
 
-__all__ = ["Draft", "Issue", "NewItems", "draft", "freeze", "frozen_content", "new_items", "next_issue", "rendered_of"]
+__all__ = [
+    "Draft",
+    "Issue",
+    "NewItems",
+    "draft",
+    "versions_for",
+    "freeze",
+    "frozen_content",
+    "new_items",
+    "next_issue",
+    "rendered_of",
+]

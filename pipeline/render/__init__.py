@@ -213,6 +213,7 @@ def render_issue(
     number: int | None = None,
     nonce: str | None = None,
     images: Mapping[str, Media] | None = None,
+    language: str | None = None,
 ) -> Rendered:
     """Render one issue of *mailing_list* from *items*: once, for every recipient.
 
@@ -228,7 +229,7 @@ def render_issue(
     content = " ".join(str(v) for s in items for v in vars(s.item).values() if v)
     while f"fb-{nonce}-" in content:  # collected text must never contain a live placeholder
         nonce = secrets.token_hex(8)
-    language = settings.list_language(mailing_list)
+    language = language or settings.list_language(mailing_list)
     tz = settings.site.tz
     warnings: list[str] = []
     views = [
@@ -265,7 +266,7 @@ def render_issue(
     html = compile_mjml(mjml_source, HTML_TEMPLATE)
     text = render_template(env, TEXT_TEMPLATE, context)
     text = re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
-    sample = Rendered(subject, preheader, html, text, nonce, language).fill(_sample_values(settings))[0]
+    sample = Rendered(subject, preheader, html, text, nonce, language).fill(_sample_values(settings, t))[0]
     problems = content_problems(sample, base_url=settings.web_base_url, placeholder=token_pattern(nonce))
     if problems:
         message = f"list {mailing_list.name!r}: the email breaks content rules: " + "; ".join(problems)
@@ -282,12 +283,13 @@ def greeting(settings: Settings, language: str, name: str | None) -> str:
     return t["greeting_named"].format(name=name) if name else t["greeting"]
 
 
-def _sample_values(settings: Settings) -> RecipientValues:
+def _sample_values(settings: Settings, t: Mapping[str, str]) -> RecipientValues:
     """Values of a realistic length, for checking the size and links of the email."""
     base = settings.web_base_url
+    name = t.get("sample_name", "Förnamn Efternamn")
     return RecipientValues(
-        greeting="Hej Förnamn Efternamn!",
-        name="Förnamn Efternamn",
+        greeting=t["greeting_named"].format(name=name),
+        name=name,
         email="forname.efternamn@example.org",
         view_url=f"{base}/archive/list/1",
         unsubscribe_url=f"{base}/unsubscribe/{'x' * 64}",

@@ -141,6 +141,26 @@ def strings(templates_dir: Path, language: str) -> dict[str, str]:
     return merged
 
 
+def languages(templates_dir: Path) -> list[str]:
+    """The languages the templates have texts for (the tables of the built-in and the project's strings.toml)."""
+    strings(templates_dir, FALLBACK_LANGUAGE)  # looks at the project's file
+    seen = _SEEN[templates_dir]
+    found = set(_catalogue(BUILTIN_TEMPLATES / STRINGS, 0))
+    if seen[2] and seen[1].resolve() != BUILTIN_TEMPLATES / STRINGS:
+        found |= set(_catalogue(seen[1], seen[2]))
+    return sorted(found)
+
+
+def known_language(templates_dir: Path, tag: str) -> str:
+    """*tag* as the templates know it (``sv-SE`` → ``sv`` when only ``sv`` is there); ValueError naming the known ones."""
+    have = languages(templates_dir)
+    wanted = tag.strip()
+    for candidate in (wanted, wanted.split("-")[0].lower()):
+        if candidate in have:
+            return candidate
+    raise ValueError(f"language {tag!r} is not one the templates have ({', '.join(have)})")
+
+
 @functools.lru_cache(maxsize=8)
 def _catalogue(path: Path, changed: int) -> dict[str, dict[str, str]]:
     """A strings file, parsed once per version (*changed* is its mtime)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from pipeline.store.base import StoreBase, _now
 from pipeline.store.schema import (
     OPEN_STATUSES,
     issue_items,
+    issue_versions,
     issues,
     lists,
     outbox,
@@ -85,6 +86,15 @@ class IssuesMixin(StoreBase):
         issue = self.issue(list_name, number)
         assert issue is not None
         return issue
+
+    def issue_versions(self, issue_id: int) -> dict[str, dict[str, str]]:
+        """An issue's renderings in its subscribers' other languages: language → subject, preheader, html, text."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(issue_versions).where(issue_versions.c.issue_id == issue_id)).all()
+        return {
+            row.language: {"subject": row.subject, "preheader": row.preheader, "html": row.html, "text": row.text}
+            for row in rows
+        }
 
     def issue(self, list_name: str, number: int | None = None) -> Issue | None:
         """Issue *number* of a list, or its latest issue when *number* is None."""
@@ -184,8 +194,12 @@ class ListTurn:
         item_ids: Sequence[str],
         cutoff: datetime,
         created: datetime | None = None,
+        versions: Mapping[str, Mapping[str, str]] | None = None,
     ) -> int:
-        """Insert the issue as the list's next number with its items; returns the number."""
+        """Insert the issue as the list's next number with its items; returns the number.
+
+        *versions* are its renderings in other languages (language → subject, preheader, html, text).
+        """
         connection = self.connection
         last = connection.execute(select(func.max(issues.c.number)).where(issues.c.list == self.list)).scalar()
         number = int(last or 0) + 1
@@ -213,5 +227,10 @@ class ListTurn:
                     {"issue_id": issue_id, "item_id": item_id, "position": n, "list": self.list}
                     for n, item_id in enumerate(item_ids)
                 ],
+            )
+        if versions:
+            connection.execute(
+                insert(issue_versions),
+                [{"issue_id": issue_id, "language": language, **dict(v)} for language, v in versions.items()],
             )
         return number

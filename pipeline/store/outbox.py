@@ -45,6 +45,7 @@ _OUTBOX_FIELDS = (
     "attempts",
     "message_id",
     "last_reply",
+    "language",
     "next_attempt",
 )
 
@@ -198,13 +199,15 @@ class OutboxMixin(StoreBase):
                 subscribers.c.id,
                 subscribers.c.email,
                 subscribers.c.name,
+                subscribers.c.language,
                 literal("pending"),
                 literal(0),
                 literal(now, UTCDateTime()),
             ).where(subscribers.c.list == list_name, subscribers.c.status == "active")
             connection.execute(
                 insert(outbox).from_select(
-                    ["issue_id", "subscriber_id", "email", "name", "status", "attempts", "changed"], chosen
+                    ["issue_id", "subscriber_id", "email", "name", "language", "status", "attempts", "changed"],
+                    chosen,
                 )
             )
             # rowcount of INSERT … SELECT is -1 on SQLite: count what is there.

@@ -195,6 +195,18 @@ subscribers = Table(
 )
 
 #: The outbox ledger: one row per (issue, subscriber), each outcome committed as it happens.
+#: An issue in the other languages its subscribers read (migration 0011).
+issue_versions = Table(
+    "issue_versions",
+    metadata,
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("language", String(20), primary_key=True),
+    Column("subject", Text, nullable=False),
+    Column("preheader", Text, nullable=False),
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=False),
+)
+
 outbox = Table(
     "outbox",
     metadata,
@@ -202,6 +214,7 @@ outbox = Table(
     Column("subscriber_id", Integer, primary_key=True),
     Column("email", Text, nullable=False),
     Column("name", Text),
+    Column("language", String(20)),  # the subscriber's, when the outbox was made (migration 0011)
     # pending, sending, sent, deferred, bounced, failed, uncertain
     Column("status", String(20), nullable=False),
     Column("message_id", Text),

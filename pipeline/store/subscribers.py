@@ -205,6 +205,21 @@ class SubscribersMixin(StoreBase):
             )
         return done.rowcount > 0
 
+    def subscriber_languages(self, list_name: str) -> set[str]:
+        """The languages the list's active subscribers chose (those who chose none read the list's)."""
+        with self.engine.connect() as connection:
+            return set(
+                connection.execute(
+                    select(subscribers.c.language)
+                    .where(
+                        subscribers.c.list == list_name,
+                        subscribers.c.status == "active",
+                        subscribers.c.language.is_not(None),
+                    )
+                    .distinct()
+                ).scalars()
+            )
+
     def count_subscribers(self, list_name: str, status: str | None = None) -> int:
         """How many subscribers a list has (with a status)."""
         query = select(func.count()).select_from(subscribers).where(subscribers.c.list == list_name)

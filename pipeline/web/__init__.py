@@ -38,7 +38,7 @@ from pipeline import jobs
 from pipeline.config import ListSettings, Settings
 from pipeline.issues import rendered_of
 from pipeline.render import RecipientValues
-from pipeline.render.templates import BUILTIN_TEMPLATES, environment, strings
+from pipeline.render.templates import BUILTIN_TEMPLATES, environment, known_language, strings
 from pipeline.store import Store
 from pipeline.subscribers import SubscriberError, candidate
 from pipeline.tokens import tokens_for
@@ -167,6 +167,14 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
         response.set_cookie(CSRF_COOKIE, nonce, httponly=True, samesite="Strict", secure=base.startswith("https://"))
         return response
 
+    def chosen_language(form: Any) -> str | None:
+        """The language a sign-up form chose (an embedded form's hidden field), if the templates have it."""
+        tag = str(form.get("language") or "")[:35]
+        try:
+            return known_language(templates_dir, tag) if tag else None
+        except ValueError:
+            return None  # the list's language, rather than refusing someone over a form's field
+
     @app.get("/subscribe/<list_name>")
     def subscribe_page(list_name: str) -> Response:
         return subscribe_form(known_list(list_name))
@@ -184,7 +192,9 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
             # from done. With double opt-in the confirmation mail is that proof, so such a form just works.
             return subscribe_form(mailing_list, t["press_to_subscribe"], email=request.form.get("email", "")[:254])
         try:
-            who = candidate(request.form.get("email", ""), request.form.get("name") or None)
+            who = candidate(
+                request.form.get("email", ""), request.form.get("name") or None, chosen_language(request.form)
+            )
         except SubscriberError:
             return subscribe_form(mailing_list, t["bad_email"], status=400)
         if jobs.subscribe(settings, store, mailing_list, who).confirmation_queued:
