@@ -192,14 +192,17 @@ def make_project(work: Path, port: int, connections: int, csv_path: Path):
 
 
 def flygblad_send(settings, count: int) -> float:
-    """Messages a second of flygblad's send loop (ledger included) for a fresh issue."""
+    """Messages a second of flygblad's send loop (ledger included) for a fresh issue of a fresh project.
+
+    A fresh project each repeat: the store allows an item in one issue of a list only, and every
+    repeat sends the same items (so every message has the bare loop's size).
+    """
     from pipeline.delivery import sender_for
     from pipeline.delivery.send import send_issue
     from pipeline.issues import draft, freeze
     from pipeline.store import Store
 
     with Store.open(settings.storage_url) as store:
-        # The same items every repeat (so every message has the bare loop's size), as a new issue.
         issue = freeze(store, draft(settings, store, settings.lists[0], store.items()))
         start = time.perf_counter()
         report = send_issue(settings, store, issue, sender_for(settings))
@@ -227,7 +230,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             work = Path(folder)
             from pipeline.delivery.send import Outbox
-            from pipeline.jobs import freeze_next
+            from pipeline.issues import next_issue
             from pipeline.store import Store
             from pipeline.tokens import Tokens
 
@@ -239,17 +242,18 @@ def main() -> None:
             # Subscriber n of the CSV gets id n + 1 in flygblad's fresh database: the same links.
             subscribers_csv(csv_path, args.messages, lambda n: base + tokens.unsubscribe(n + 1, "nyhetsbrev"))
             recipients = [f"reader{n}@example.org" for n in range(args.messages)]
-            settings = make_project(work, sink.port, args.connections, csv_path)
+            settings = make_project(work / "sample", sink.port, args.connections, csv_path)
             with Store.open(settings.storage_url) as store:
-                sample = freeze_next(settings, store, settings.lists[0]).issue
+                sample = next_issue(settings, store, settings.lists[0]).as_issue()  # what the send will freeze
             outbox = Outbox(settings, settings.lists[0], sample, date=datetime.now(UTC))
             data = outbox.message(1, "reader1@example.org", "Läsare 1").data
             template = mailmerge_template(outbox)
             ceiling = sink.ceiling(data, args.messages, max(4, args.connections * 2))
             bare, ours, theirs = [], [], []
-            for _ in range(args.repeats):
+            for repeat in range(args.repeats):
                 bare.append(bare_loop(sink.port, data, recipients, args.connections))
-                ours.append(flygblad_send(settings, args.messages))
+                fresh = make_project(work / f"run{repeat}", sink.port, args.connections, csv_path)
+                ours.append(flygblad_send(fresh, args.messages))
                 if has_mailmerge:
                     theirs.append(
                         mailmerge_run(work, sink.port, csv_path, template, min(args.messages, args.mailmerge_messages))

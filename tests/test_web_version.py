@@ -24,7 +24,7 @@ from pipeline.store import Store
 from pipeline.subscribers import ImportReport, candidate
 from tests.browser import axe_violations, pixel_difference, screenshot
 from tests.smtp_sink import free_port
-from tests.test_web import Server, _configure
+from tests.test_web import Server, _configure, _confirm_link, _form
 
 SECRET = "web-version-secret-0123456789abcdef-0123"
 WIDTHS = (320, 375, 600)
@@ -121,7 +121,11 @@ def test_public_pages_pass_axe(browser, published) -> None:
     settings, server, email_file = published
     [eml] = sorted(settings.outbox_dir.glob("nyhetsbrev.*.eml"))
     unsubscribe = re.search(r"<(http\S+/unsubscribe/\S+)>", eml.read_text(encoding="utf-8")).group(1)
+    session = requests.Session()
+    token = _form(session, f"{server.url}/subscribe/nyhetsbrev")
+    session.post(f"{server.url}/subscribe/nyhetsbrev", data={"csrf_token": token, "email": "ny@example.org"})
     pages = {
+        "confirm": _confirm_link(settings, "ny@example.org"),
         "unsubscribe": unsubscribe,
         "email": email_file.as_uri(),
         "web version": f"{server.url}/archive/nyhetsbrev/1",
