@@ -11,6 +11,7 @@ unsubscribed, bounced or complained.
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -94,27 +95,68 @@ def _decoded_lines(path: Path, problems: list[str]) -> Iterator[str]:
                 yield "\n"
 
 
-def read_csv(path: Path, problems: list[str], known: Callable[[str], str] | None = None) -> Iterator[Candidate]:
-    """Stream the checked rows of a CSV file (header ``email,name[,language]``).
+#: Column names people's files use, as flygblad's own (lower case, spaces and dashes dropped).
+HEADER_ALIASES = {
+    "email": "email",
+    "emailaddress": "email",
+    "epost": "email",
+    "epostadress": "email",
+    "mail": "email",
+    "mailadress": "email",
+    "name": "name",
+    "fullname": "name",
+    "namn": "name",
+    "fulltnamn": "name",
+    "language": "language",
+    "lang": "language",
+    "språk": "language",
+}
+DELIMITERS = (",", ";", "\t")
 
-    Bad rows are appended to *problems* with their line number and skipped.
+
+def _column(header: str) -> str:
+    """A header cell as flygblad's column name (``E-post`` → ``email``), or as it is when unknown."""
+    key = "".join(c for c in header.strip().lower() if c not in " -_.")
+    return HEADER_ALIASES.get(key, header.strip().lower())
+
+
+def _delimiter(header_line: str) -> str:
+    """The delimiter the header uses: the most frequent of comma, semicolon (Excel in Sweden) and tab."""
+    counts = {d: header_line.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def read_csv(path: Path, problems: list[str], known: Callable[[str], str] | None = None) -> Iterator[Candidate]:
+    """Stream the checked rows of a CSV file (header ``email,name[,language]``, or what people call them).
+
+    Comma, semicolon or tab, as the header line shows; a UTF-8 BOM; quoted line breaks; header
+    aliases (``E-post``, ``E-mail``, ``Namn``, ``Språk``). Bad rows (a cell over the csv module's
+    limit among them) are appended to *problems* with the line they start on, and skipped.
     """
     try:
         lines = _decoded_lines(path, problems)
-        reader = csv.DictReader(lines)
-        header = [h.strip().lower() for h in (reader.fieldnames or [])]
+        first = next(lines, "")
+        reader = csv.DictReader(itertools.chain([first], lines), delimiter=_delimiter(first))
+        header = [_column(h) for h in (reader.fieldnames or [])]
     except OSError as err:
         raise SubscriberError(f"{path}: cannot read: {err.strerror}") from err
+    except csv.Error as err:
+        raise SubscriberError(f"{path}: line 1: not a CSV header ({err})") from err
     if "email" not in header:
-        raise SubscriberError(f"{path}: line 1: the header must name an 'email' column (email,name,language)")
+        raise SubscriberError(
+            f"{path}: line 1: the header must name an 'email' column (email,name,language; "
+            "or E-post, E-mail, Namn, Språk)"
+        )
     reader.fieldnames = header
     while True:
+        start = reader.line_num + 1
         try:
             row = next(reader)
         except StopIteration:
             return
-        except csv.Error as err:  # a stray carriage return, a quote left open: that row, not the file
-            problems.append(f"{path}: line {reader.line_num}: not a CSV row ({err})")
+        except csv.Error as err:  # a stray carriage return, a quote left open, a huge cell: that row, not the file
+            problems.append(f"{path}: line {start}: not a CSV row ({err})")
             continue
         if not any((value or "").strip() for key, value in row.items() if isinstance(value, str) and key):
             continue  # a blank line
@@ -123,7 +165,7 @@ def read_csv(path: Path, problems: list[str], known: Callable[[str], str] | None
                 _cell(row.get("email")) or "", _cell(row.get("name")), _cell(row.get("language")), known=known
             )
         except SubscriberError as err:
-            problems.append(f"{path}: line {reader.line_num}: {err}")
+            problems.append(f"{path}: line {start}: {err}")
 
 
 def _cell(value: object) -> str | None:

@@ -102,7 +102,7 @@ def test_bad_addresses_are_refused(email: str, name: str | None, message: str) -
 
 def test_missing_email_header(tmp_path: Path) -> None:
     path = tmp_path / "subs.csv"
-    path.write_text("mail,name\na@example.org,A\n", encoding="utf-8")
+    path.write_text("adress,name\na@example.org,A\n", encoding="utf-8")
     with pytest.raises(SubscriberError, match=r"line 1: the header must name an 'email' column"):
         list(read_csv(path, []))
 
