@@ -402,12 +402,15 @@ def build_command(ctx: Context, list_name: str | None) -> None:
     click.echo(f"build: issue {issue.number} of {issue.list!r} frozen, {len(issue.item_ids)} items: {issue.subject}")
 
 
-@cli.command("issues")
+@cli.group("issues", invoke_without_command=True)
 @click.option("--list", "-l", "list_name", metavar="NAME", help="Only issues of this list.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
-@click.pass_obj
-def issues_command(ctx: Context, list_name: str | None, as_json: bool) -> None:
-    """List frozen issues, newest first; an unfinished one says why."""
+@click.pass_context
+def issues_command(click_ctx: click.Context, list_name: str | None, as_json: bool) -> None:
+    """List frozen issues, newest first; an unfinished one says why. `issues show N`: one issue's delivery log."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    ctx: Context = click_ctx.obj
     with _errors():
         if list_name is not None:
             ctx.settings.mailing_list(list_name)
@@ -461,6 +464,41 @@ def issues_command(ctx: Context, list_name: str | None, as_json: bool) -> None:
         status = i.status + (f" ({why(i)})" if i.unfinished else "")
         table.add_row(i.list, str(i.number), created, status, str(len(i.item_ids)), i.subject)
     Console(highlight=False).print(table)
+
+
+@issues_command.command("show")
+@click.argument("number", type=click.IntRange(min=1))
+@click.option("--list", "-l", "list_name", metavar="NAME", help="The list [default: the first in the config].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+@click.pass_obj
+def issues_show(ctx: Context, number: int, list_name: str | None, as_json: bool) -> None:
+    """One issue and its delivery log: recipients by status, and who bounced, failed or is uncertain, and why."""
+    with _errors():
+        mailing_list = _chosen_list(ctx, list_name)
+        with ctx.store() as store:
+            log = jobs.delivery_log(store, mailing_list.name, number)
+    issue = log.issue
+    tz = ctx.settings.site.tz
+    if as_json:
+        record = {
+            "list": issue.list,
+            "number": issue.number,
+            "subject": issue.subject,
+            "status": issue.status,
+            "created": issue.created.astimezone(tz).isoformat(),
+            "items": list(issue.item_ids),
+            "recipients": log.counts,
+            "problems": [{"email": e, "status": st, "reason": r} for e, st, r in log.problems],
+        }
+        click.echo(json.dumps(record, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"issue {issue.number} of {issue.list!r}: {issue.subject}")
+    click.echo(f"  {issue.status}, frozen {issue.created.astimezone(tz):%Y-%m-%d %H:%M}, {len(issue.item_ids)} items")
+    total = sum(log.counts.values())
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(log.counts.items(), key=lambda kv: -kv[1]))
+    click.echo(f"  {total} recipients" + (f": {counts}" if counts else ""))
+    for email, status, reason in log.problems:
+        click.echo(f"  {status:<9} {email}  {reason}".rstrip())
 
 
 def _chosen_list(ctx: Context, name: str | None) -> ListSettings:

@@ -429,6 +429,32 @@ def send_test(
     return issue, result
 
 
+@dataclass(frozen=True)
+class DeliveryLog:
+    """What became of one issue: recipients by status, and each that did not get it, with the reason."""
+
+    issue: Issue
+    counts: dict[str, int]
+    problems: builtins.list[tuple[str, str, str]]  # (email, status, what the server or provider said)
+
+
+#: The outcomes a communicator needs to see one by one (sent ones are only counted).
+PROBLEM_STATUSES = ("bounced", "failed", "uncertain", "deferred")
+
+
+def delivery_log(store: Store, list_name: str, number: int) -> DeliveryLog:
+    """Issue *number* of a list with its delivery log; FlygbladError when there is no such issue."""
+    issue = store.issue(list_name, number)
+    if issue is None:
+        raise FlygbladError(f"list {list_name!r} has no issue {number}")
+    problems = [
+        (row.email, row.status, row.last_reply or "")
+        for status in PROBLEM_STATUSES
+        for row in store.outbox_rows(issue.id, status)
+    ]
+    return DeliveryLog(issue, store.outbox_counts(issue.id), problems)
+
+
 # ---------------------------------------------------------------- subscribers
 
 
@@ -560,6 +586,7 @@ def _firing_result(sent: ListSendReport) -> FiringReport:
 
 
 __all__ = [
+    "DeliveryLog",
     "DryRun",
     "FiringReport",
     "Frozen",
@@ -569,6 +596,7 @@ __all__ = [
     "collect_and_publish",
     "confirm",
     "deliver_mail",
+    "delivery_log",
     "confirm_new_subscribers",
     "recent_firings",
     "subscribe",

@@ -367,3 +367,31 @@ def test_a_first_issue_with_nothing_recent_says_why(example_settings) -> None:
     sent = flygblad(settings, "send", "--list", "nyhetsbrev")
     assert sent.returncode == 0
     assert "8 published before" in sent.stdout and "first_issue_days = 7" in sent.stdout, sent.stdout
+
+
+# ---------------------------------------------------------------- the delivery log
+
+
+def test_issues_show_gives_the_delivery_log(example_settings) -> None:
+    """A communicator could list issues but not see who got one, and who did not and why."""
+    import json as json_module
+
+    from tests.smtp_sink import Sink
+
+    with Sink() as sink:
+        settings = project(example_settings, port=sink.port, max_retries=0)
+        emails = subscribe(settings, 3)
+        sink.handler.rule(emails[1], "550")
+        sent = flygblad(settings, "send", "--list", "nyhetsbrev")
+        assert sent.returncode == 0, sent.stderr
+    shown = flygblad(settings, "issues", "show", "1")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "issue 1 of 'nyhetsbrev': Utmanande, lärorikt och inspirerande"
+    assert "3 recipients: 2 sent, 1 bounced" in shown.stdout
+    assert any(line.split()[:2] == ["bounced", emails[1]] and "550" in line for line in lines), lines
+    record = json_module.loads(flygblad(settings, "issues", "show", "1", "--json").stdout)
+    assert record["recipients"] == {"sent": 2, "bounced": 1}
+    assert [p["email"] for p in record["problems"]] == [emails[1]]
+    assert flygblad(settings, "issues", "show", "9").returncode == 1
+    assert flygblad(settings, "issues", "--json").returncode == 0, "the list of issues still works"
