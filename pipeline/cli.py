@@ -510,6 +510,170 @@ def _chosen_list(ctx: Context, name: str | None) -> ListSettings:
     return settings.lists[0]
 
 
+# ---------------------------------------------------------------- the communicator's draft
+
+_LIST_OPTION = click.option(
+    "--list", "-l", "list_name", metavar="NAME", help="The list [default: the first in the config]."
+)
+
+
+@cli.group("draft")
+def draft_group() -> None:
+    """The list's next issue before it is frozen: note, subject, items, approval."""
+
+
+def _print_draft(ctx: Context, mailing_list: ListSettings, view: jobs.DraftView) -> None:
+    choices = view.choices
+    made = view.draft
+    state = (
+        f"approved by {choices.approved_by} {choices.approved_at.astimezone(ctx.settings.site.tz):%Y-%m-%d %H:%M}"
+        if choices.approved and choices.approved_at
+        else "not approved" + (" (approval = required)" if mailing_list.approval == "required" else "")
+    )
+    click.echo(f"draft of {mailing_list.name!r}: issue {made.number if made else '-'}, {state}")
+    click.echo(f"  subject:   {made.rendered.subject if made else '-'}{' (set)' if choices.subject else ''}")
+    click.echo(f"  preheader: {made.rendered.preheader if made else '-'}{' (set)' if choices.preheader else ''}")
+    if choices.note:
+        click.echo("  note:      " + " ".join(choices.note.split())[:200])
+    for n, stored in enumerate(view.items, start=1):
+        item = stored.item
+        shortened = " (summary shortened)" if (c := choices.items.get(item.id)) and c.summary else ""
+        click.echo(f"  {n:>3}. {item.category:<7} {item.title}{shortened}  [{item.id}]")
+    for stored in view.excluded:
+        click.echo(f"    -  left out: {stored.item.title}  [{stored.item.id}]")
+    if view.left_out:
+        click.echo(f"  ({len(view.left_out)} more new items beyond max_items = {mailing_list.max_items})")
+
+
+@draft_group.command("show")
+@_LIST_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def draft_show(ctx: Context, list_name: str | None, as_json: bool) -> None:
+    """Show the next issue as it stands: subject, preheader, note, items in order, what is left out."""
+    with _errors():
+        mailing_list = _chosen_list(ctx, list_name)
+        with ctx.store() as store:
+            view = jobs.draft_view(ctx.settings, store, mailing_list)
+    if as_json:
+        c = view.choices
+        record = {
+            "list": mailing_list.name,
+            "number": view.draft.number if view.draft else None,
+            "subject": view.draft.rendered.subject if view.draft else None,
+            "preheader": view.draft.rendered.preheader if view.draft else None,
+            "note": c.note,
+            "approved": c.approved,
+            "approved_by": c.approved_by,
+            "items": [{"id": s.item.id, "title": s.item.title, "category": s.item.category} for s in view.items],
+            "excluded": [s.item.id for s in view.excluded],
+            "left_out": len(view.left_out),
+        }
+        click.echo(json.dumps(record, ensure_ascii=False, indent=2))
+        return
+    _print_draft(ctx, mailing_list, view)
+
+
+def _text_or_file(text: str | None, file: Path | None, clear: bool, what: str) -> str | None:
+    if clear:
+        return None
+    if file is not None:
+        return file.read_text(encoding="utf-8")
+    if text is None:
+        _fail(f"give the {what}, --file FILE or --clear", EXIT_USAGE)
+    return text
+
+
+for _field, _help in (
+    ("note", "The editor's note, in Markdown, shown after the greeting."),
+    ("subject", "The issue's subject (instead of the list's subject template)."),
+    ("preheader", "The line inboxes show after the subject (instead of the count and first titles)."),
+):
+
+    def _make(field: str, help_text: str) -> None:
+        @draft_group.command(field, help=help_text)
+        @_LIST_OPTION
+        @click.argument("text", required=False)
+        @click.option("--file", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Read it from FILE.")
+        @click.option("--clear", is_flag=True, help="Back to the default.")
+        @click.pass_obj
+        def command(ctx: Context, list_name: str | None, text: str | None, file: Path | None, clear: bool) -> None:
+            with _errors():
+                mailing_list = _chosen_list(ctx, list_name)
+                value = _text_or_file(text, file, clear, field)
+                with ctx.store() as store:
+                    jobs.edit_draft(store, mailing_list, **{field: value})
+            click.echo(f"draft {field}: {'cleared' if value is None else 'set'} for {mailing_list.name!r}")
+
+    _make(_field, _help)
+
+
+def _choose(ctx: Context, list_name: str | None, item: str, done: str, **choice: object) -> None:
+    """One choice about one item of the draft, and a line saying what was done."""
+    with _errors():
+        mailing_list = _chosen_list(ctx, list_name)
+        with ctx.store() as store:
+            stored = jobs.choose_item(ctx.settings, store, mailing_list, item, **choice)
+    click.echo(f"draft: {done} {stored.item.title!r}")
+
+
+@draft_group.command("exclude")
+@_LIST_OPTION
+@click.argument("item")
+@click.pass_obj
+def draft_exclude(ctx: Context, list_name: str | None, item: str) -> None:
+    """Leave ITEM (its number in `draft show`, its id or URL) out of the next issue; it is passed over."""
+    _choose(ctx, list_name, item, "left out", excluded=True)
+
+
+@draft_group.command("include")
+@_LIST_OPTION
+@click.argument("item")
+@click.pass_obj
+def draft_include(ctx: Context, list_name: str | None, item: str) -> None:
+    """Put ITEM (an id or URL, or a number) in the next issue: one left out, or an older one."""
+    _choose(ctx, list_name, item, "put in", included=True)
+
+
+@draft_group.command("move")
+@_LIST_OPTION
+@click.argument("item")
+@click.option("--to", "to", type=click.IntRange(min=1), required=True, help="Its new position (1 = first).")
+@click.pass_obj
+def draft_move(ctx: Context, list_name: str | None, item: str, to: int) -> None:
+    """Move ITEM to position N among the issue's items (leaders still come before articles)."""
+    with _errors():
+        mailing_list = _chosen_list(ctx, list_name)
+        with ctx.store() as store:
+            stored = jobs.move_item(ctx.settings, store, mailing_list, item, to)
+    click.echo(f"draft: {stored.item.title!r} moved to {to}")
+
+
+@draft_group.command("summary")
+@_LIST_OPTION
+@click.argument("item")
+@click.argument("text")
+@click.pass_obj
+def draft_summary(ctx: Context, list_name: str | None, item: str, text: str) -> None:
+    """Give ITEM a shorter summary in this issue."""
+    _choose(ctx, list_name, item, "shortened the summary of", summary=" ".join(text.split()))
+
+
+@draft_group.command("approve")
+@_LIST_OPTION
+@click.option("--by", default=None, help="Who approves [default: the user running flygblad].")
+@click.pass_obj
+def draft_approve(ctx: Context, list_name: str | None, by: str | None) -> None:
+    """Approve the next issue as it stands: the next send or firing freezes exactly this."""
+    import getpass
+
+    with _errors():
+        mailing_list = _chosen_list(ctx, list_name)
+        with ctx.store() as store:
+            view = jobs.approve_draft(ctx.settings, store, mailing_list, by or getpass.getuser())
+    _print_draft(ctx, mailing_list, view)
+
+
 # ---------------------------------------------------------------- subscribers
 
 

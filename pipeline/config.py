@@ -250,6 +250,8 @@ class ListSettings(_Table):
     max_items: int = Field(default=20, ge=1, le=100)
     #: A list's first issue takes only what was published in these last days (not the back catalogue).
     first_issue_days: int = Field(default=14, ge=1, le=36500)
+    #: "required": an issue is frozen and sent only once a communicator approved its draft.
+    approval: Literal["auto", "required"] = "auto"
     subject: str = "{first_title}"
     double_opt_in: bool = True
 

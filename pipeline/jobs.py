@@ -40,7 +40,7 @@ from pipeline.errors import ConfigError, FlygbladError
 from pipeline.issues import Draft, draft, frozen_content, new_items, next_issue, versions_for, window_start
 from pipeline.store import Store
 from pipeline.tokens import tokens_for
-from pipeline.types import Candidate, ImportReport, Issue
+from pipeline.types import Candidate, DraftChoices, ImportReport, Issue, StoredItem
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,14 @@ def freeze_next(
             )
         if need_subscribers and not store.count_subscribers(name, "active"):
             return Frozen(None, reason=f"list {name!r} has no active subscribers", why="no-subscribers")
-        new = new_items(settings, store, mailing_list, since=since)
+        choices = store.draft_choices(name)
+        if mailing_list.approval == "required" and not choices.approved:
+            return Frozen(
+                None,
+                reason=f"the next issue of {name!r} waits for approval (flygblad draft approve --list {name})",
+                why="waiting",
+            )
+        new = new_items(settings, store, mailing_list, since=since, choices=choices)
         chosen, left_out = new.chosen, new.left_out
         if not chosen:
             reason = f"no new items for list {name!r}"
@@ -160,13 +167,99 @@ def freeze_next(
             return Frozen(
                 None, reason=f"{len(chosen) + len(left_out)} new items, min_items is {min_items}", why="no-news"
             )
-        made = draft(settings, store, mailing_list, chosen, left_out=left_out, too_old=new.too_old, now=now)
+        made = draft(
+            settings,
+            store,
+            mailing_list,
+            chosen,
+            left_out=left_out,
+            too_old=new.too_old + new.excluded,
+            now=now,
+            choices=choices,
+        )
         # Each language the list's subscribers read gets its own rendering of the same issue.
-        versions = versions_for(settings, store, made, store.subscriber_languages(name), now=now)
+        versions = versions_for(settings, store, made, store.subscriber_languages(name), now=now, choices=choices)
         number = turn.freeze(**frozen_content(made, now=now), versions=versions)
+        store.clear_draft(name, turn.connection)  # the frozen issue is the draft as approved: its choices are spent
     issue = store.issue(name, number)
     assert issue is not None
     return Frozen(issue, created=True, left_out=made.left_out, warnings=made.rendered.warnings)
+
+
+# ---------------------------------------------------------------- the communicator's draft
+
+
+@dataclass(frozen=True)
+class DraftView:
+    """A list's next issue as the communicator shapes it: the choices, and the items as they stand now."""
+
+    choices: DraftChoices
+    items: builtins.list[StoredItem]  # in the issue, in its order
+    left_out: builtins.list[StoredItem]  # new, but beyond max_items
+    excluded: builtins.list[StoredItem]  # left out by hand
+    draft: Draft | None  # rendered (subject, preheader); None when there is nothing to send
+
+
+def draft_view(settings: Settings, store: Store, mailing_list: ListSettings) -> DraftView:
+    """The list's open draft: choices, items, and the rendering the next freeze would make."""
+    choices = store.draft_choices(mailing_list.name)
+    new = new_items(settings, store, mailing_list, choices=choices)
+    made = next_issue(settings, store, mailing_list) if new.chosen else None
+    return DraftView(choices, new.chosen, new.left_out, new.excluded, made)
+
+
+def _item_ref(view: DraftView, ref: str) -> StoredItem:
+    """An item of the draft by its number in ``draft show`` (1, 2 …), its id or its URL."""
+    every = view.items + view.left_out + view.excluded
+    if ref.isdigit() and 1 <= int(ref) <= len(view.items):
+        return view.items[int(ref) - 1]
+    for stored in every:
+        if ref in (stored.item.id, stored.item.url):
+            return stored
+    raise FlygbladError(f"no item {ref!r} in the draft (give its number in `flygblad draft show`, its id or its URL)")
+
+
+def edit_draft(store: Store, mailing_list: ListSettings, **values: str | None) -> None:
+    """Set the draft's note (Markdown), subject or preheader; None or "" puts the default back."""
+    store.edit_draft(mailing_list.name, **{k: (v if v and v.strip() else None) for k, v in values.items()})
+
+
+def choose_item(settings: Settings, store: Store, mailing_list: ListSettings, ref: str, **choice: object) -> StoredItem:
+    """Leave an item out (``excluded=True``), put it back or in (``included=True``), or shorten its summary."""
+    view = draft_view(settings, store, mailing_list)
+    try:
+        stored = _item_ref(view, ref)
+    except FlygbladError:
+        found = store.items_by_id([ref]) if not ref.isdigit() else []
+        if not found or not choice.get("included"):
+            raise
+        stored = found[0]  # an item that is not new: put in by hand
+    if choice.get("included"):
+        choice.setdefault("excluded", False)
+    store.edit_draft_item(mailing_list.name, stored.item.id, **choice)
+    return stored
+
+
+def move_item(settings: Settings, store: Store, mailing_list: ListSettings, ref: str, to: int) -> StoredItem:
+    """Place an item at position *to* (1 = first) among the draft's items; the others keep their order."""
+    view = draft_view(settings, store, mailing_list)
+    stored = _item_ref(view, ref)
+    order = [s.item.id for s in view.items if s.item.id != stored.item.id]
+    order.insert(max(0, min(to - 1, len(order))), stored.item.id)
+    store.place_draft_items(mailing_list.name, order)
+    return stored
+
+
+def approve_draft(settings: Settings, store: Store, mailing_list: ListSettings, by: str) -> DraftView:
+    """Approve the draft as it stands; FlygbladError when there is nothing to approve."""
+    view = draft_view(settings, store, mailing_list)
+    if view.draft is None:
+        raise FlygbladError(f"list {mailing_list.name!r} has no next issue to approve: no new items")
+    # The approved issue is exactly what was approved: its items are pinned in their order, and what a
+    # collect adds after this waits for the next issue.
+    store.place_draft_items(mailing_list.name, [s.item.id for s in view.items])
+    store.approve_draft(mailing_list.name, by)
+    return draft_view(settings, store, mailing_list)
 
 
 # ---------------------------------------------------------------- send
@@ -524,7 +617,7 @@ def deliver_mail(settings: Settings, store: Store) -> MailReport:
 class FiringReport:
     """How a firing ended: its status as recorded, and what it did."""
 
-    status: str  # done, no-news, no-subscribers, paused, deferred, skipped, failed, taken
+    status: str  # done, no-news, no-subscribers, waiting (for approval), paused, deferred, skipped, failed, taken
     detail: str = ""
     issue_number: int | None = None
 
@@ -574,7 +667,9 @@ def recent_firings(store: Store, name: str, count: int = 3) -> list[dict[str, ob
 
 def _firing_result(sent: ListSendReport) -> FiringReport:
     if not sent.sends:
-        status = {"no-subscribers": "no-subscribers", "elsewhere": "deferred"}.get(sent.idle, "no-news")
+        status = {"no-subscribers": "no-subscribers", "elsewhere": "deferred", "waiting": "waiting"}.get(
+            sent.idle, "no-news"
+        )
         return FiringReport(status, sent.note)
     last = sent.sends[-1]
     summary = "; ".join(s.summary() for s in sent.sends)
@@ -586,6 +681,12 @@ def _firing_result(sent: ListSendReport) -> FiringReport:
 
 
 __all__ = [
+    "move_item",
+    "edit_draft",
+    "draft_view",
+    "choose_item",
+    "approve_draft",
+    "DraftView",
     "DeliveryLog",
     "DryRun",
     "FiringReport",

@@ -181,6 +181,34 @@ class Issue:
 
 
 @dataclass(frozen=True)
+class DraftItem:
+    """A communicator's choice about one item of a list's next issue."""
+
+    item_id: str
+    excluded: bool = False  # left out of this issue (and passed over for good when it is frozen)
+    included: bool = False  # put in, though it is not new (or is older than the issue's window)
+    position: int | None = None  # where it goes among the issue's items (1 = first), else the usual order
+    summary: str | None = None  # a shorter summary for this issue
+
+
+@dataclass(frozen=True)
+class DraftChoices:
+    """What a communicator decided about a list's next issue before it is frozen (nothing: an empty one)."""
+
+    list: str
+    note: str | None = None  # Markdown, shown after the greeting
+    subject: str | None = None
+    preheader: str | None = None
+    approved_at: datetime | None = None
+    approved_by: str | None = None
+    items: dict[str, DraftItem] = field(default_factory=dict)
+
+    @property
+    def approved(self) -> bool:
+        return self.approved_at is not None
+
+
+@dataclass(frozen=True)
 class OutboxRow:
     """One recipient of one issue, as the ledger has it."""
 

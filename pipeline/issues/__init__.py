@@ -16,6 +16,7 @@ No new items means no issue: both return ``None``.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,7 @@ from pipeline.errors import TooBig
 from pipeline.render import Rendered, item_problem, order_items, render_issue
 from pipeline.render.checks import GMAIL_CLIP_BYTES
 from pipeline.store import Store
-from pipeline.types import Issue, StoredItem
+from pipeline.types import DraftChoices, DraftItem, Issue, StoredItem
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class NewItems:
     #: New to flygblad but published before the issue's window (a first issue's back catalogue, or
     #: before ``send --since``): never mailed; the issue's cutoff passes them.
     too_old: builtins.list[StoredItem]
+    #: Left out of this issue by a communicator: passed over like the too old ones.
+    excluded: builtins.list[StoredItem] = dataclasses.field(default_factory=builtins.list)
 
 
 def window_start(
@@ -86,26 +89,64 @@ def window_start(
 
 
 def new_items(
-    settings: Settings, store: Store, mailing_list: ListSettings, *, since: datetime | None = None
+    settings: Settings,
+    store: Store,
+    mailing_list: ListSettings,
+    *,
+    since: datetime | None = None,
+    choices: DraftChoices | None = None,
 ) -> NewItems:
-    """The items for the list's next issue in issue order, those max_items left out, and those too old.
+    """The items for the list's next issue in issue order, those max_items left out, and those passed over.
 
     "New" is first seen after the previous issue's cutoff, and in no issue of the
     list yet: the store's own clock decides, so an issue built with a back-dated
     ``now`` changes nothing. A first issue (or ``send --since``) takes only what
     was published in its window: a list that starts today does not mail its
-    subscribers years of back catalogue.
+    subscribers years of back catalogue. Then the communicator's draft choices
+    apply: items left out, put in, placed, or given a shorter summary.
     """
+    choices = choices if choices is not None else store.draft_choices(mailing_list.name)
     previous = store.issue(mailing_list.name)
     found = store.items_first_seen_after(
         settings.list_sources(mailing_list), previous.cutoff if previous else None, not_in_list=mailing_list.name
     )
+    seen = {s.item.id for s in found}
+    forced = [c.item_id for c in choices.items.values() if c.included and c.item_id not in seen]
+    if forced:  # put in by hand: not new, or older than the window, but not yet in an issue of the list
+        in_issues = store.items_in_list_issues(mailing_list.name, forced)
+        found += [s for s in store.items_by_id(forced) if s.item.id not in in_issues]
     found = [s for s in found if not _unusable(s)]
     start = window_start(settings, store, mailing_list, since=since)
-    too_old = [s for s in found if start is not None and (s.item.published or s.first_seen) < start]
-    old_ids = {s.item.id for s in too_old}
-    ordered = order_items([s for s in found if s.item.id not in old_ids])
-    return NewItems(ordered[: mailing_list.max_items], ordered[mailing_list.max_items :], too_old)
+
+    def choice(stored: StoredItem) -> DraftItem | None:
+        return choices.items.get(stored.item.id)
+
+    excluded = [s for s in found if (c := choice(s)) is not None and c.excluded]
+    too_old = [
+        s
+        for s in found
+        if start is not None
+        and (s.item.published or s.first_seen) < start
+        and not ((c := choice(s)) is not None and c.included)
+    ]
+    passed = {s.item.id for s in excluded + too_old}
+    ordered = order_items([s for s in found if s.item.id not in passed])
+
+    def place(pair: tuple[int, StoredItem]) -> tuple[int, int, int]:
+        """Placed items first, by their position; the others after them, in the usual order."""
+        c = choice(pair[1])
+        return (0, c.position, pair[0]) if c is not None and c.position else (1, 0, pair[0])
+
+    placed = sorted(enumerate(ordered), key=place)
+    final = []
+    for _, stored in placed:
+        c = choice(stored)
+        if c is not None and c.summary:
+            stored = replace(stored, item=replace(stored.item, summary=c.summary))
+        final.append(stored)
+    if choices.approved:  # exactly what was approved; what came after waits for the next issue
+        final = [s for s in final if (c := choice(s)) is not None and c.position]
+    return NewItems(final[: mailing_list.max_items], final[mailing_list.max_items :], too_old, excluded)
 
 
 def _unusable(stored: StoredItem) -> bool:
@@ -125,10 +166,20 @@ def next_issue(
     since: datetime | None = None,
 ) -> Draft | None:
     """Render the list's next issue without freezing it; ``None`` when nothing is new."""
-    new = new_items(settings, store, mailing_list, since=since)
+    choices = store.draft_choices(mailing_list.name)
+    new = new_items(settings, store, mailing_list, since=since, choices=choices)
     if not new.chosen:
         return None
-    return draft(settings, store, mailing_list, new.chosen, left_out=new.left_out, too_old=new.too_old, now=now)
+    return draft(
+        settings,
+        store,
+        mailing_list,
+        new.chosen,
+        left_out=new.left_out,
+        too_old=new.too_old + new.excluded,
+        now=now,
+        choices=choices,
+    )
 
 
 def draft(
@@ -140,6 +191,7 @@ def draft(
     left_out: list[StoredItem] | None = None,
     too_old: list[StoredItem] | None = None,
     now: datetime | None = None,
+    choices: DraftChoices | None = None,
 ) -> Draft:
     """Render *items* as the list's next issue (its next number), without freezing it."""
     left_out = left_out or []
@@ -152,7 +204,18 @@ def draft(
     trimmed = 0
     while True:
         try:
-            rendered = render_issue(settings, mailing_list, items, date=date, number=number, images=images)
+            rendered = render_issue(
+                settings,
+                mailing_list,
+                items,
+                date=date,
+                number=number,
+                images=images,
+                note=choices.note if choices else None,
+                subject=choices.subject if choices else None,
+                preheader=choices.preheader if choices else None,
+                keep_order=choices is not None,  # new_items put them in the issue's (and the editor's) order
+            )
             break
         except TooBig as too_big:
             if len(items) <= 1:
@@ -176,7 +239,13 @@ def draft(
 
 
 def versions_for(
-    settings: Settings, store: Store, draft: Draft, languages: set[str], *, now: datetime | None = None
+    settings: Settings,
+    store: Store,
+    draft: Draft,
+    languages: set[str],
+    *,
+    now: datetime | None = None,
+    choices: DraftChoices | None = None,
 ) -> dict[str, dict[str, str]]:
     """The draft rendered in each of *languages* other than its own: the same items, number and placeholders."""
     images = store.media_for(s.item.image for s in draft.items if s.item.image)
@@ -191,6 +260,10 @@ def versions_for(
             nonce=draft.rendered.nonce,
             images=images,
             language=language,
+            note=choices.note if choices else None,
+            subject=choices.subject if choices else None,
+            preheader=choices.preheader if choices else None,
+            keep_order=True,
         )
         out[language] = {
             "subject": rendered.subject,

@@ -189,6 +189,22 @@ def subject_for(mailing_list: ListSettings, items: Sequence[EmailItem], *, date_
     return " ".join(mailing_list.subject.format(**values).split())
 
 
+def note_html(markdown: str) -> Markup:
+    """The editor's note as email HTML: CommonMark with raw HTML off, then nh3 (links keep only http(s) and mailto)."""
+    import nh3
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("commonmark", {"html": False}).disable("image").render(markdown)
+    clean = nh3.clean(
+        rendered,
+        tags={"p", "a", "strong", "em", "ul", "ol", "li", "br", "h3", "blockquote", "code"},
+        attributes={"a": {"href"}},
+        url_schemes={"http", "https", "mailto"},
+        link_rel=None,
+    )
+    return Markup(clean)
+
+
 def preheader_for(views: Sequence[EmailItem], t: Mapping[str, str]) -> str:
     """What the inbox shows after the subject: how many pieces and the first titles that fit (one piece: its summary)."""
     if len(views) == 1:
@@ -214,6 +230,10 @@ def render_issue(
     nonce: str | None = None,
     images: Mapping[str, Media] | None = None,
     language: str | None = None,
+    note: str | None = None,
+    subject: str | None = None,
+    preheader: str | None = None,
+    keep_order: bool = False,
 ) -> Rendered:
     """Render one issue of *mailing_list* from *items*: once, for every recipient.
 
@@ -234,18 +254,21 @@ def render_issue(
     warnings: list[str] = []
     views = [
         email_item(s, language=language, tz=tz, images=images or {}, media_url=settings.media_url)
-        for s in order_items(items)
+        for s in (items if keep_order else order_items(items))  # a draft's order is the communicator's
     ]
     t = strings(settings.templates_dir, language)
     date_text = long_date(date, language, tz)
-    subject = subject_for(mailing_list, views, date_text=date_text, number=number)
-    preheader = preheader_for(views, t)
+    subject = " ".join(subject.split()) if subject and subject.strip() else None
+    subject = subject or subject_for(mailing_list, views, date_text=date_text, number=number)
+    preheader = " ".join(preheader.split()) if preheader and preheader.strip() else preheader_for(views, t)
     recipient: Mapping[str, str] = {name: token(nonce, name) for name in RECIPIENT_FIELDS}
     context = {
         "lang": language,
         "subject": subject,
         "preheader": preheader,
         "preheader_padding": PREHEADER_PADDING,
+        "note_html": note_html(note) if note and note.strip() else None,
+        "note_text": note.strip() if note and note.strip() else None,
         "list_title": mailing_list.title,
         "list_name": mailing_list.name,
         "organisation": organisation.name,

@@ -175,6 +175,17 @@ class ItemsMixin(StoreBase):
                 found.setdefault(row.item_id, []).append(row.source)
         return found
 
+    def items_in_list_issues(self, list_name: str, ids: Sequence[str]) -> set[str]:
+        """Those of *ids* that are in an issue of the list already."""
+        with self.engine.connect() as connection:
+            return set(
+                connection.execute(
+                    select(issue_items.c.item_id).where(
+                        issue_items.c.list == list_name, issue_items.c.item_id.in_(list(ids))
+                    )
+                ).scalars()
+            )
+
     def items_by_id(self, ids: Sequence[str]) -> list[StoredItem]:
         """The items with these ids, in the order given."""
         with self.engine.connect() as connection:

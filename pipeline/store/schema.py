@@ -195,6 +195,29 @@ subscribers = Table(
 )
 
 #: The outbox ledger: one row per (issue, subscriber), each outcome committed as it happens.
+#: A list's next issue as a communicator shaped it, before it is frozen (migration 0012).
+drafts = Table(
+    "drafts",
+    metadata,
+    Column("list", String(100), primary_key=True),
+    Column("note", Text),  # Markdown
+    Column("subject", Text),
+    Column("preheader", Text),
+    Column("approved_at", UTCDateTime()),
+    Column("approved_by", Text),
+    Column("changed", UTCDateTime(), nullable=False),
+)
+draft_items = Table(
+    "draft_items",
+    metadata,
+    Column("list", String(100), primary_key=True),
+    Column("item_id", Text, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True),
+    Column("excluded", Boolean, nullable=False, server_default=false()),
+    Column("included", Boolean, nullable=False, server_default=false()),
+    Column("position", Integer),
+    Column("summary", Text),
+)
+
 #: An issue in the other languages its subscribers read (migration 0011).
 issue_versions = Table(
     "issue_versions",

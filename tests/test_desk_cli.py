@@ -1,0 +1,78 @@
+"""The communicator's week from the command line: shape the next issue, approve it, and a send freezes exactly that.
+
+Before: an issue was whatever was collected since the last one, in a fixed order, with a subject from a
+format string; no note, no choosing or reordering, no approval.
+"""
+
+from __future__ import annotations
+
+import json
+from email import policy
+from email.parser import BytesParser
+
+from pipeline.config import Settings
+from tests.test_jobs import add_news, flygblad
+
+
+def _sent(settings: Settings, number: int):
+    [path] = sorted(settings.outbox_dir.glob(f"nyhetsbrev.{number}.*.eml"))
+    return BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+
+
+def test_a_week_at_the_desk_from_the_cli(example_settings) -> None:
+    settings = example_settings
+    settings.path.write_text(
+        settings.path.read_text(encoding="utf-8").replace(
+            'subject = "{first_title}"', 'subject = "{first_title}"\napproval = "required"'
+        ),
+        encoding="utf-8",
+    )
+    assert flygblad(settings, "subscribers", "add", "--list", "nyhetsbrev", "anna@example.org").returncode == 0
+    shown = json.loads(flygblad(settings, "draft", "show", "--json").stdout)
+    titles = [i["title"] for i in shown["items"]]
+    assert len(titles) == 8 and titles[2] == "Ett år med Smart industri" and not shown["approved"]
+    dropped = next(i for i in shown["items"] if i["title"].startswith("Reflektionsdagarna"))
+
+    note = "**Välkommen** till veckans nummer! <script>alert(1)</script> [Anmäl dig](https://example.org/anmal)"
+    for args in (
+        ("note", note),
+        ("subject", "Veckans nyhetsbrev: smart industri"),
+        ("exclude", dropped["id"]),
+        ("move", "3", "--to", "1"),
+        ("summary", "Robotlyftet", "Tolv företag har fått sin första robot."),
+    ):
+        done = flygblad(settings, "draft", *args)
+        assert done.returncode == (1 if args[0] == "summary" else 0), (args, done.stderr)
+    robot = next(i["id"] for i in shown["items"] if i["title"].startswith("Robotlyftet"))
+    assert flygblad(settings, "draft", "summary", robot, "Tolv företag har fått sin första robot.").returncode == 0
+
+    waiting = flygblad(settings, "send", "--list", "nyhetsbrev")
+    assert waiting.returncode == 0 and "waits for approval" in waiting.stdout, waiting.stdout
+    assert not list(settings.outbox_dir.glob("nyhetsbrev.*.eml")), "nothing sent before approval"
+
+    approved = flygblad(settings, "draft", "approve", "--by", "Redaktören")
+    assert approved.returncode == 0 and "approved by Redaktören" in approved.stdout, approved.stdout
+    add_news(settings, "efter-godkannandet")  # collected after the approval: waits for the next issue
+    assert flygblad(settings, "collect").returncode == 0
+
+    sent = flygblad(settings, "send", "--list", "nyhetsbrev")
+    assert sent.returncode == 0 and "1 sent" in sent.stdout, sent.stdout + sent.stderr
+    message = _sent(settings, 1)
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
+    assert message["Subject"] == "Veckans nyhetsbrev: smart industri"
+    assert "<strong>Välkommen</strong> till veckans nummer!" in html and '<a href="https://example.org/anmal">' in html
+    assert "<script>" not in html and "alert(1)" in html, "the note's HTML is shown as text, never run"
+    assert "Välkommen" in text
+    assert "Reflektionsdagarna" not in html, "left out"
+    assert html.index("Ett år med Smart industri") < html.index("Utmanande, lärorikt och inspirerande"), "moved up"
+    assert "Tolv företag har fått sin första robot." in html
+    assert "Nytt: efter-godkannandet" not in html, "the issue is exactly what was approved"
+
+    assert json.loads(flygblad(settings, "draft", "show", "--json").stdout)["note"] is None, "a new draft"
+    assert flygblad(settings, "draft", "approve").returncode == 0
+    assert flygblad(settings, "send", "--list", "nyhetsbrev").returncode == 0
+    second = _sent(settings, 2).get_body(("html",)).get_content()
+    assert "Nytt: efter-godkannandet" in second and "Reflektionsdagarna" not in second
+    log = flygblad(settings, "issues", "show", "1")
+    assert "1 recipients: 1 sent" in log.stdout, log.stdout
