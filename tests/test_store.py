@@ -202,3 +202,21 @@ def test_outbox_ledger(store_url: str) -> None:
         assert not store.finish_issue(issue.id)
         [sent] = store.outbox_rows(issue.id, "sent")
         assert (sent.message_id, sent.last_reply) == ("m0", "250 ok")
+
+
+def test_a_drafts_choices_are_kept_approved_withdrawn_and_cleared(store_url: str) -> None:
+    with Store.open(store_url) as store:
+        for n in (1, 2):
+            store.save_item(_item(n))
+        store.edit_draft("brev", note="**Hej**", subject="Ämnet")
+        store.edit_draft_item("brev", _item(1).id, excluded=True)
+        store.place_draft_items("brev", [_item(2).id, _item(1).id])
+        store.approve_draft("brev", "Redaktören")
+        choices = store.draft_choices("brev")
+        assert (choices.note, choices.subject, choices.approved_by) == ("**Hej**", "Ämnet", "Redaktören")
+        assert choices.items[_item(1).id].excluded and choices.items[_item(2).id].position == 1
+        store.edit_draft_item("brev", _item(2).id, summary="Kortare.")
+        assert not store.draft_choices("brev").approved, "an edit withdraws the approval"
+        store.clear_draft("brev")
+        cleared = store.draft_choices("brev")
+        assert cleared.items == {} and cleared.note is None and store.draft_choices("annat").items == {}
