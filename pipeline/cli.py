@@ -1054,7 +1054,9 @@ def schedule_command(ctx: Context, count: int, run_name: str | None) -> None:
             settings.schedule(run_name)
             fired = jobs.fire_schedule(settings, run_name, due=datetime.now(UTC))  # now, as documented
             click.echo(f"schedule: {run_name} fired: {fired.status}" + (f": {fired.detail}" if fired.detail else ""))
-            sys.exit(EXIT_OK if fired.status in ("done", "no-news", "no-subscribers", "deferred") else EXIT_FAILED)
+            sys.exit(
+                EXIT_OK if fired.status in ("done", "no-news", "no-subscribers", "deferred", "waiting") else EXIT_FAILED
+            )
         if not settings.schedules:
             click.echo("schedule: no [[schedules]] configured")
             return

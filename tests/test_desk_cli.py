@@ -76,3 +76,23 @@ def test_a_week_at_the_desk_from_the_cli(example_settings) -> None:
     assert "Nytt: efter-godkannandet" in second and "Reflektionsdagarna" not in second
     log = flygblad(settings, "issues", "show", "1")
     assert "1 recipients: 1 sent" in log.stdout, log.stdout
+
+
+def test_a_firing_waits_for_approval_then_sends_the_approved_issue(example_settings) -> None:
+    from tests.test_jobs import with_schedule
+
+    settings = with_schedule(example_settings)
+    settings.path.write_text(
+        settings.path.read_text(encoding="utf-8").replace(
+            'subject = "{first_title}"', 'subject = "{first_title}"\napproval = "required"'
+        ),
+        encoding="utf-8",
+    )
+    assert flygblad(settings, "subscribers", "add", "--list", "nyhetsbrev", "anna@example.org").returncode == 0
+    waiting = flygblad(settings, "schedule", "--run", "veckan")
+    assert waiting.returncode == 0 and "waiting" in waiting.stdout and "draft approve" in waiting.stdout, waiting.stdout
+    assert not list(settings.outbox_dir.glob("nyhetsbrev.*.eml"))
+    assert flygblad(settings, "draft", "approve").returncode == 0
+    fired = flygblad(settings, "schedule", "--run", "veckan")
+    assert fired.returncode == 0 and "done" in fired.stdout, fired.stdout
+    assert len(list(settings.outbox_dir.glob("nyhetsbrev.1.*.eml"))) == 1
