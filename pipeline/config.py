@@ -233,6 +233,18 @@ def _check_mailbox(value: str | None) -> str | None:
     return value
 
 
+def contrast(first: str, second: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours (1 to 21)."""
+
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    light, dark = sorted((luminance(first), luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
 SUBJECT_FIELDS = ("first_title", "list_title", "date", "count", "number")
 
 
@@ -254,8 +266,28 @@ class ListSettings(_Table):
     approval: Literal["auto", "required"] = "auto"
     subject: str = "{first_title}"
     double_opt_in: bool = True
+    #: Branding: the list's colour (buttons and links; at least 4.5:1 against white, WCAG AA), its logo
+    #: (an image file, kept and served like the lead images) and a line of its own in the footer.
+    accent: str = "#0b4f8a"
+    logo: str | None = None
+    footer: str | None = None
 
     _mailboxes = field_validator("from_", "reply_to")(_check_mailbox)
+    _footer = field_validator("footer", mode="before")(_one_line)
+
+    @field_validator("accent")
+    @classmethod
+    def _accent(cls, value: str) -> str:
+        if not re.fullmatch(r"#[0-9a-fA-F]{6}", value):
+            raise ValueError(f"must be a colour written #rrggbb, got {value!r}")
+        ratio = contrast(value, "#ffffff")
+        if ratio < 4.5:
+            raise ValueError(
+                f"{value} on white has a contrast of {ratio:.2f}:1; buttons and links need at least 4.5:1 "
+                "(WCAG AA): choose a darker colour"
+            )
+        return value.lower()
+
     _headers = field_validator("title", "subject", "from_", "reply_to", mode="before")(_one_line)
 
     @field_validator("name")
@@ -606,6 +638,12 @@ class Settings(_Table):
             key = key if key.is_absolute() else self.path.parent / key
             if not key.is_file():
                 raise ValueError(f"dkim.private_key_path: no such file {key} (the DKIM private key, PEM)")
+        for mailing_list in self.lists:
+            if mailing_list.logo is not None:
+                logo = Path(mailing_list.logo).expanduser()
+                logo = logo if logo.is_absolute() else self.path.parent / logo
+                if not logo.is_file():
+                    raise ValueError(f"lists.logo: no such file {logo} (list {mailing_list.name!r}'s logo image)")
         return self
 
     @property

@@ -61,7 +61,7 @@ def test_a_week_at_the_desk_from_the_cli(example_settings) -> None:
     html = message.get_body(("html",)).get_content()
     text = message.get_body(("plain",)).get_content()
     assert message["Subject"] == "Veckans nyhetsbrev: smart industri"
-    assert "<strong>Välkommen</strong> till veckans nummer!" in html and '<a href="https://example.org/anmal">' in html
+    assert "<strong>Välkommen</strong> till veckans nummer!" in html and '<a href="https://example.org/anmal"' in html
     assert "<script>" not in html and "alert(1)" in html, "the note's HTML is shown as text, never run"
     assert "Välkommen" in text
     assert "Reflektionsdagarna" not in html, "left out"
@@ -96,3 +96,39 @@ def test_a_firing_waits_for_approval_then_sends_the_approved_issue(example_setti
     fired = flygblad(settings, "schedule", "--run", "veckan")
     assert fired.returncode == 0 and "done" in fired.stdout, fired.stdout
     assert len(list(settings.outbox_dir.glob("nyhetsbrev.1.*.eml"))) == 1
+
+
+def test_branding_a_list_logo_accent_and_footer(example_settings) -> None:
+    """A list's own look: a logo (kept and served like lead images), an accent colour that stays readable, a footer line."""
+    import re
+
+    from PIL import Image
+
+    settings = example_settings
+    Image.new("RGBA", (800, 200), (140, 20, 30, 255)).save(settings.base_dir / "logo.png")
+    config = settings.path.read_text(encoding="utf-8")
+    branded = 'subject = "{first_title}"\nlogo = "logo.png"\naccent = "#8a1c1c"\nfooter = "Produktionslyftet drivs av Teknikföretagen och IF Metall."'
+    settings.path.write_text(config.replace('subject = "{first_title}"', branded), encoding="utf-8")
+    assert flygblad(settings, "preview").returncode == 0
+    html = (settings.base_dir / "preview" / "issue.html").read_text(encoding="utf-8")
+    [logo] = [img for img in re.findall(r"<img\b[^>]*>", html) if 'alt="Produktionslyftet"' in img]
+    assert re.search(r'src="https://www\.produktionslyftet\.example/media/[0-9a-f]{32}-640\.png"', logo), logo
+    assert 'width="200"' in logo and 'height="50"' in logo
+    assert "background:#8a1c1c" in html.replace(" ", "") and "#0b4f8a" not in html
+    assert "Produktionslyftet drivs av Teknikföretagen och IF Metall." in html
+    text = (settings.base_dir / "preview" / "issue.txt").read_text(encoding="utf-8")
+    assert "Produktionslyftet drivs av Teknikföretagen och IF Metall." in text
+
+    for accent, words in (("#ffcc00", "contrast of 1.51:1"), ("blue", "#rrggbb")):
+        settings.path.write_text(
+            config.replace('subject = "{first_title}"', f'subject = "{{first_title}}"\naccent = "{accent}"'),
+            encoding="utf-8",
+        )
+        refused = flygblad(settings, "preview")
+        assert refused.returncode == 2 and "lists" in refused.stderr and "accent" in refused.stderr, refused.stderr
+        assert words in refused.stderr, refused.stderr
+    settings.path.write_text(
+        config.replace('subject = "{first_title}"', 'subject = "{first_title}"\nlogo = "saknas.png"'), encoding="utf-8"
+    )
+    missing = flygblad(settings, "preview")
+    assert missing.returncode == 2 and "lists.logo: no such file" in missing.stderr, missing.stderr

@@ -189,6 +189,25 @@ def subject_for(mailing_list: ListSettings, items: Sequence[EmailItem], *, date_
     return " ".join(mailing_list.subject.format(**values).split())
 
 
+#: The width a list's logo is shown at in the header.
+LOGO_WIDTH = 200
+
+
+def _logo(settings: Settings, mailing_list: ListSettings) -> dict[str, object] | None:
+    """The list's logo as the header shows it (kept and served like a lead image), or None."""
+    if not mailing_list.logo:
+        return None
+    from pipeline.images import NotAnImage, keep_file
+
+    path = settings.resolve(mailing_list.logo)
+    try:
+        kept = keep_file(path, settings.media_dir)
+    except (NotAnImage, OSError) as err:
+        raise RenderError(f"list {mailing_list.name!r}: the logo {path}: {err}") from err
+    width, height = kept.size_at(LOGO_WIDTH)
+    return {"src": f"{settings.media_url}/{kept.file_for(MEDIA_WIDTHS[0])}", "width": width, "height": height}
+
+
 def note_html(markdown: str) -> Markup:
     """The editor's note as email HTML: CommonMark with raw HTML off, then nh3 (links keep only http(s) and mailto)."""
     import nh3
@@ -267,6 +286,9 @@ def render_issue(
         "subject": subject,
         "preheader": preheader,
         "preheader_padding": PREHEADER_PADDING,
+        "accent": mailing_list.accent,
+        "footer_text": mailing_list.footer,
+        "logo": _logo(settings, mailing_list),
         "note_html": note_html(note) if note and note.strip() else None,
         "note_text": note.strip() if note and note.strip() else None,
         "list_title": mailing_list.title,
