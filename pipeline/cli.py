@@ -489,6 +489,8 @@ def issues_show(ctx: Context, number: int, list_name: str | None, as_json: bool)
             "items": list(issue.item_ids),
             "recipients": log.counts,
             "problems": [{"email": e, "status": st, "reason": r} for e, st, r in log.problems],
+            "left_since": log.left,
+            "clicks": [{"url": u, "clicks": n} for u, n in log.clicks],
         }
         click.echo(json.dumps(record, ensure_ascii=False, indent=2))
         return
@@ -497,8 +499,12 @@ def issues_show(ctx: Context, number: int, list_name: str | None, as_json: bool)
     total = sum(log.counts.values())
     counts = ", ".join(f"{n} {status}" for status, n in sorted(log.counts.items(), key=lambda kv: -kv[1]))
     click.echo(f"  {total} recipients" + (f": {counts}" if counts else ""))
+    if log.left:
+        click.echo("  since: " + ", ".join(f"{n} {status}" for status, n in sorted(log.left.items())))
     for email, status, reason in log.problems:
         click.echo(f"  {status:<9} {email}  {reason}".rstrip())
+    for url, clicks in log.clicks:
+        click.echo(f"  {clicks:>6} clicks  {url}")
 
 
 def _chosen_list(ctx: Context, name: str | None) -> ListSettings:

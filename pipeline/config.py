@@ -268,6 +268,8 @@ class ListSettings(_Table):
     double_opt_in: bool = True
     #: Branding: the list's colour (buttons and links; at least 4.5:1 against white, WCAG AA), its logo
     #: (an image file, kept and served like the lead images) and a line of its own in the footer.
+    #: Count clicks per link of each issue through signed redirect links (aggregate only: never who).
+    track_clicks: bool = False
     accent: str = "#0b4f8a"
     logo: str | None = None
     footer: str | None = None

@@ -529,6 +529,10 @@ class DeliveryLog:
     issue: Issue
     counts: dict[str, int]
     problems: builtins.list[tuple[str, str, str]]  # (email, status, what the server or provider said)
+    #: Subscribers who left after this issue, before the next: unsubscribed, bounced, complained.
+    left: dict[str, int] = field(default_factory=dict)
+    #: (URL, clicks) for a list with track_clicks: counted per link, never per person.
+    clicks: builtins.list[tuple[str, int]] = field(default_factory=builtins.list)
 
 
 #: The outcomes a communicator needs to see one by one (sent ones are only counted).
@@ -545,7 +549,9 @@ def delivery_log(store: Store, list_name: str, number: int) -> DeliveryLog:
         for status in PROBLEM_STATUSES
         for row in store.outbox_rows(issue.id, status)
     ]
-    return DeliveryLog(issue, store.outbox_counts(issue.id), problems)
+    following = store.issue(list_name, number + 1)
+    left = store.status_changes(list_name, issue.created, following.created if following else None)
+    return DeliveryLog(issue, store.outbox_counts(issue.id), problems, left, store.clicks(list_name, number))
 
 
 # ---------------------------------------------------------------- subscribers

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
-from itsdangerous import BadSignature, Signer, URLSafeTimedSerializer
+from itsdangerous import BadSignature, Signer, URLSafeSerializer, URLSafeTimedSerializer
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
@@ -27,6 +27,7 @@ from pipeline.errors import ConfigError
 UNSUBSCRIBE_SALT = "flygblad-unsubscribe"
 CONFIRM_SALT = "flygblad-confirm"
 CSRF_SALT = "flygblad-csrf"
+CLICK_SALT = "flygblad-click"
 CONFIRM_MAX_AGE = 7 * 24 * 3600
 
 
@@ -136,6 +137,7 @@ class Tokens:
         self._unsubscribe = Signer(keys, salt=UNSUBSCRIBE_SALT, sep=".")
         self._confirm = URLSafeTimedSerializer(keys, salt=CONFIRM_SALT)
         self._csrf = URLSafeTimedSerializer(keys, salt=CSRF_SALT)
+        self._click = URLSafeSerializer(keys, salt=CLICK_SALT)
 
     def unsubscribe(self, subscriber_id: int, list_name: str) -> str:
         """The token in a subscriber's unsubscribe link (it does not expire: RFC 8058 links must keep working)."""
@@ -165,6 +167,22 @@ class Tokens:
         if not isinstance(subscriber_id, int) or not isinstance(list_name, str):
             return None
         return subscriber_id, list_name
+
+    def click(self, list_name: str, number: int, url: str) -> str:
+        """A tracked link's token: list, issue and target, signed; nothing about who follows it."""
+        return self._click.dumps([list_name, number, url])
+
+    def read_click(self, token: str) -> tuple[str, int, str] | None:
+        """(list, issue number, URL) of a tracked link, or None for a forged or altered one."""
+        try:
+            list_name, number, url = self._click.loads(token)
+        except (BadSignature, ValueError, TypeError):
+            return None
+        if not (isinstance(list_name, str) and isinstance(number, int) and isinstance(url, str)):
+            return None
+        if not url.startswith(("https://", "http://")):
+            return None
+        return list_name, number, url
 
     def csrf(self, nonce: str) -> str:
         """A form's CSRF token: signs the nonce in the visitor's cookie (double submit)."""

@@ -132,3 +132,55 @@ def test_branding_a_list_logo_accent_and_footer(example_settings) -> None:
     )
     missing = flygblad(settings, "preview")
     assert missing.returncode == 2 and "lists.logo: no such file" in missing.stderr, missing.stderr
+
+
+def test_clicks_are_counted_per_link_never_per_person(example_settings, monkeypatch) -> None:
+    """track_clicks = true: links go through signed /c/ redirects that name the issue and the URL, not the reader."""
+    import re
+
+    import requests
+
+    from tests.smtp_sink import free_port
+    from tests.test_web import SECRET, Server, _configure
+
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    port = free_port()
+    settings = _configure(example_settings, f"http://127.0.0.1:{port}")
+    settings.path.write_text(
+        settings.path.read_text(encoding="utf-8").replace(
+            'subject = "{first_title}"', 'subject = "{first_title}"\ntrack_clicks = true'
+        ),
+        encoding="utf-8",
+    )
+    from pipeline.config import load_settings
+    from pipeline.delivery import sender_for
+    from pipeline.delivery.send import send_issue
+    from pipeline.jobs import freeze_next
+    from pipeline.store import Store
+    from pipeline.subscribers import ImportReport, candidate
+
+    settings = load_settings(settings.path)
+    with Store.open(settings.storage_url) as store:
+        store.upsert_subscribers(
+            "nyhetsbrev", [candidate("a@example.org"), candidate("b@example.org")], report=ImportReport()
+        )
+        issue = freeze_next(settings, store, settings.lists[0]).issue
+        send_issue(settings, store, issue, sender_for(settings))
+    bodies = [
+        BytesParser(policy=policy.default).parsebytes(p.read_bytes()).get_body(("html",)).get_content()
+        for p in sorted(settings.outbox_dir.glob("nyhetsbrev.1.*.eml"))
+    ]
+    tracked = [re.findall(r'href="(http://127\.0\.0\.1:\d+/c/[^"]+)"', body) for body in bodies]
+    assert tracked[0] and tracked[0] == tracked[1], "the same links for everyone: nothing about the reader in them"
+    assert all(
+        "/unsubscribe/" in u or "/c/" not in u for u in re.findall(r'href="([^"]+/unsubscribe/[^"]+)"', bodies[0])
+    )
+    with Server(settings, port) as server:
+        first = requests.get(tracked[0][0], allow_redirects=False)
+        assert first.status_code == 302 and first.headers["Location"].startswith(
+            "https://www.produktionslyftet.example/"
+        )
+        requests.get(tracked[0][0], allow_redirects=False)
+        assert requests.get(f"{server.url}/c/forged", allow_redirects=False).status_code == 404
+    shown = json.loads(flygblad(settings, "issues", "show", "1", "--json").stdout)
+    assert shown["clicks"] == [{"url": first.headers["Location"], "clicks": 2}]

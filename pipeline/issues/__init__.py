@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -215,6 +216,7 @@ def draft(
                 subject=choices.subject if choices else None,
                 preheader=choices.preheader if choices else None,
                 keep_order=choices is not None,  # new_items put them in the issue's (and the editor's) order
+                link_wrapper=click_links(settings, mailing_list, number),
             )
             break
         except TooBig as too_big:
@@ -264,6 +266,7 @@ def versions_for(
             subject=choices.subject if choices else None,
             preheader=choices.preheader if choices else None,
             keep_order=True,
+            link_wrapper=click_links(settings, draft.list, draft.number),
         )
         out[language] = {
             "subject": rendered.subject,
@@ -272,6 +275,17 @@ def versions_for(
             "text": rendered.text,
         }
     return out
+
+
+def click_links(settings: Settings, mailing_list: ListSettings, number: int) -> Callable[[str], str] | None:
+    """For a ``track_clicks`` list: a link's signed redirect through ``/c/`` (naming issue and URL, never a person)."""
+    if not mailing_list.track_clicks:
+        return None
+    from pipeline.tokens import tokens_for
+
+    tokens = tokens_for(settings)
+    base = settings.web_base_url
+    return lambda url: f"{base}/c/{tokens.click(mailing_list.name, number, url)}"
 
 
 def frozen_content(draft: Draft, *, now: datetime | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import html as html_lib
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
@@ -189,6 +189,24 @@ def subject_for(mailing_list: ListSettings, items: Sequence[EmailItem], *, date_
     return " ".join(mailing_list.subject.format(**values).split())
 
 
+_HREF = re.compile(r'href="(https?://[^"]+)"')
+_TEXT_URL = re.compile(r"https?://[^\s<>\"]+")
+
+
+def track_links(html: str, text: str, wrap: Callable[[str], str], *, own: str) -> tuple[str, str]:
+    """Every link to content (not flygblad's own pages) through *wrap*, in both parts."""
+
+    def in_html(match: re.Match[str]) -> str:
+        url = html_lib.unescape(match.group(1))
+        return match.group(0) if url.startswith(own) else f'href="{html_lib.escape(wrap(url), quote=True)}"'
+
+    def in_text(match: re.Match[str]) -> str:
+        url = match.group(0)
+        return url if url.startswith(own) else wrap(url)
+
+    return _HREF.sub(in_html, html), _TEXT_URL.sub(in_text, text)
+
+
 #: The width a list's logo is shown at in the header.
 LOGO_WIDTH = 200
 
@@ -253,6 +271,7 @@ def render_issue(
     subject: str | None = None,
     preheader: str | None = None,
     keep_order: bool = False,
+    link_wrapper: Callable[[str], str] | None = None,
 ) -> Rendered:
     """Render one issue of *mailing_list* from *items*: once, for every recipient.
 
@@ -310,6 +329,8 @@ def render_issue(
     mjml_source = render_template(env, HTML_TEMPLATE, context)
     html = compile_mjml(mjml_source, HTML_TEMPLATE)
     text = render_template(env, TEXT_TEMPLATE, context)
+    if link_wrapper is not None:
+        html, text = track_links(html, text, link_wrapper, own=settings.web_base_url + "/")
     text = re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
     sample = Rendered(subject, preheader, html, text, nonce, language).fill(_sample_values(settings, t))[0]
     problems = content_problems(sample, base_url=settings.web_base_url, placeholder=token_pattern(nonce))

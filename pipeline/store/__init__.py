@@ -23,14 +23,14 @@ from pipeline.store.firings import FiringsMixin
 from pipeline.store.issues import IssuesMixin, ListTurn
 from pipeline.store.items import ItemsMixin, Outcome
 from pipeline.store.mail_queue import MailQueueMixin
-from pipeline.store.media import MediaMixin
+from pipeline.store.media import ClicksMixin, MediaMixin
 from pipeline.store.outbox import OutboxMixin
 from pipeline.store.subscribers import SubscribersMixin
 from pipeline.types import Issue, LedgerUpdate, OutboxRow, QueuedMail, StoredItem
 
 #: The newest migration (migrations/versions/). A store already there is opened without loading Alembic,
 #: which costs half a second of every command's start; tests/test_store.py keeps this equal to Alembic's head.
-HEAD_REVISION = "0012"
+HEAD_REVISION = "0013"
 
 
 class Store(
@@ -43,6 +43,7 @@ class Store(
     MailQueueMixin,
     MediaMixin,
     DraftsMixin,
+    ClicksMixin,
     StoreBase,
 ):
     """Everything flygblad keeps, one domain per module (lemon24/reader's storage mixins). A context manager."""

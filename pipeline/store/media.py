@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy import insert, select, update
 
 from pipeline.store.base import StoreBase, _now
-from pipeline.store.schema import items, media
+from pipeline.store.schema import items, link_clicks, media
 from pipeline.types import Media
 
 #: An image that failed this many times is not tried again (a new URL for it is a new image).
@@ -92,3 +92,27 @@ class MediaMixin(StoreBase):
         with self.engine.connect() as connection:
             rows = connection.execute(select(media.c.url, media.c.reason).where(media.c.status == "failed")).all()
         return [(row.url, row.reason or "") for row in rows]
+
+
+class ClicksMixin(StoreBase):
+    """Clicks per issue and link: counted, never attributed."""
+
+    def count_click(self, list_name: str, number: int, url: str) -> None:
+        """One more follow of *url* in issue *number* of a list."""
+        key = url_key(url)
+        mine = (link_clicks.c.list == list_name) & (link_clicks.c.number == number) & (link_clicks.c.url_key == key)
+        with self._write() as connection:
+            if not connection.execute(update(link_clicks).where(mine).values(clicks=link_clicks.c.clicks + 1)).rowcount:
+                connection.execute(
+                    insert(link_clicks).values(list=list_name, number=number, url_key=key, url=url, clicks=1)
+                )
+
+    def clicks(self, list_name: str, number: int) -> list[tuple[str, int]]:
+        """(URL, clicks) of an issue, most clicked first."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(link_clicks.c.url, link_clicks.c.clicks)
+                .where(link_clicks.c.list == list_name, link_clicks.c.number == number)
+                .order_by(link_clicks.c.clicks.desc(), link_clicks.c.url)
+            ).all()
+        return [(row.url, row.clicks) for row in rows]

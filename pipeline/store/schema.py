@@ -195,6 +195,17 @@ subscribers = Table(
 )
 
 #: The outbox ledger: one row per (issue, subscriber), each outcome committed as it happens.
+#: Clicks per issue and link, never per person (migration 0013).
+link_clicks = Table(
+    "link_clicks",
+    metadata,
+    Column("list", String(100), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("url_key", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("clicks", Integer, nullable=False, server_default="0"),
+)
+
 #: A list's next issue as a communicator shaped it, before it is frozen (migration 0012).
 drafts = Table(
     "drafts",

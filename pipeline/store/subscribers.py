@@ -205,6 +205,18 @@ class SubscribersMixin(StoreBase):
             )
         return done.rowcount > 0
 
+    def status_changes(self, list_name: str, start: datetime, end: datetime | None) -> dict[str, int]:
+        """How many of the list's subscribers became unsubscribed, bounced or complained in [start, end)."""
+        query = select(subscribers.c.status, func.count()).where(
+            subscribers.c.list == list_name,
+            subscribers.c.status.in_(("unsubscribed", "bounced", "complained")),
+            subscribers.c.changed >= start,
+        )
+        if end is not None:
+            query = query.where(subscribers.c.changed < end)
+        with self.engine.connect() as connection:
+            return {row[0]: int(row[1]) for row in connection.execute(query.group_by(subscribers.c.status))}
+
     def subscriber_languages(self, list_name: str) -> set[str]:
         """The languages the list's active subscribers chose (those who chose none read the list's)."""
         with self.engine.connect() as connection:

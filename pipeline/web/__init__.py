@@ -338,6 +338,21 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
             changed += store.suppress(event.email, event.status, list_name=list_name)
         return make_response(f"ok {len(events)} events, {changed} subscribers changed\n", 200)
 
+    @app.get("/c/<token>")
+    @limiter.exempt
+    def click(token: str) -> Response:
+        # A tracked link: counted for the issue, never for a person (nothing about the reader is in it).
+        found = tokens.read_click(token)
+        if found is None:
+            abort(404)
+        list_name, number, url = found
+        known_list(list_name)
+        store.count_click(list_name, number, url)
+        response = make_response("", 302)
+        response.headers["Location"] = url
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
     @app.get("/media/<name>")
     def media_file(name: str) -> Response:
         # Named by content hash: a file never changes, so it may be cached for a year.
