@@ -264,6 +264,8 @@ class ListSettings(_Table):
     first_issue_days: int = Field(default=14, ge=1, le=36500)
     #: "required": an issue is frozen and sent only once a communicator approved its draft.
     approval: Literal["auto", "required"] = "auto"
+    #: Who is mailed the issue when it waits for approval (a firing found the draft unapproved).
+    editors: tuple[str, ...] = Field(default=(), strict=False)
     subject: str = "{first_title}"
     double_opt_in: bool = True
     #: Branding: the list's colour (buttons and links; at least 4.5:1 against white, WCAG AA), its logo
@@ -275,6 +277,12 @@ class ListSettings(_Table):
     footer: str | None = None
 
     _mailboxes = field_validator("from_", "reply_to")(_check_mailbox)
+
+    @field_validator("editors")
+    @classmethod
+    def _editors(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_mailbox(address) or address for address in value)
+
     _footer = field_validator("footer", mode="before")(_one_line)
 
     @field_validator("accent")

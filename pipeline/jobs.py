@@ -506,7 +506,13 @@ def preview(settings: Settings, next_issue_draft: Draft) -> Preview:
 
 
 def send_test(
-    settings: Settings, store: Store, mailing_list: ListSettings, address: str, *, since: datetime | None = None
+    settings: Settings,
+    store: Store,
+    mailing_list: ListSettings,
+    address: str,
+    *,
+    since: datetime | None = None,
+    subject_prefix: str = "[TEST] ",
 ) -> tuple[Issue, SendResult] | None:
     """The issue a send would work on, to one address, subject marked ``[TEST]``; no ledger, nothing frozen."""
     from pipeline.delivery import sender_for
@@ -515,11 +521,40 @@ def send_test(
     issue = _issue_to_try(settings, store, mailing_list, since)
     if issue is None:
         return None
-    outbox = Outbox(settings, mailing_list, issue, date=datetime.now(UTC), subject_prefix="[TEST] ")
+    outbox = Outbox(settings, mailing_list, issue, date=datetime.now(UTC), subject_prefix=subject_prefix)
     message = outbox.message(0, address, None)
     with sender_for(settings) as sender:
         [result] = sender.send([message])
     return issue, result
+
+
+def notify_editors(settings: Settings, store: Store, mailing_list: ListSettings) -> int:
+    """Mail the list's editors the issue that waits for their approval, once per state of the draft.
+
+    Returns how many were mailed (0: no editors, already told about this draft, or nothing to show).
+    """
+    from pipeline.render.templates import strings
+
+    if not mailing_list.editors:
+        return 0
+    choices = store.draft_choices(mailing_list.name)
+    if choices.notified_at is not None and (choices.changed is None or choices.notified_at >= choices.changed):
+        return 0
+    prefix = strings(settings.templates_dir, settings.list_language(mailing_list))["approval_prefix"] + " "
+    mailed = 0
+    for editor in mailing_list.editors:
+        tried = send_test(settings, store, mailing_list, editor, subject_prefix=prefix)
+        if tried is None:
+            return 0
+        if tried[1].status == "sent":
+            mailed += 1
+        else:
+            log.warning(
+                "list %s: editor %s not told: %s %s", mailing_list.name, editor, tried[1].status, tried[1].reply
+            )
+    if mailed:
+        store.mark_notified(mailing_list.name)
+    return mailed
 
 
 @dataclass(frozen=True)
@@ -656,6 +691,10 @@ def fire_schedule(settings: Settings, name: str, *, due: datetime, now: datetime
                 mailing_list = settings.mailing_list(schedule.list or "")
                 sent = send_list(settings, store, mailing_list, min_items=schedule.min_items)
                 result = _firing_result(sent)
+                if result.status == "waiting":
+                    told = notify_editors(settings, store, mailing_list)
+                    if told:
+                        result = FiringReport("waiting", f"{result.detail}; {told} editors mailed the issue")
                 if sent.sends:  # the issue just sent joins the static archive
                     write_feeds_and_archive(settings, store)
         except FlygbladError as err:
@@ -688,6 +727,7 @@ def _firing_result(sent: ListSendReport) -> FiringReport:
 
 __all__ = [
     "move_item",
+    "notify_editors",
     "edit_draft",
     "draft_view",
     "choose_item",

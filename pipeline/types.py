@@ -202,6 +202,8 @@ class DraftChoices:
     approved_at: datetime | None = None
     approved_by: str | None = None
     items: dict[str, DraftItem] = field(default_factory=dict)
+    changed: datetime | None = None
+    notified_at: datetime | None = None  # when the editors were told it waits for them
 
     @property
     def approved(self) -> bool:

@@ -84,18 +84,35 @@ def test_a_firing_waits_for_approval_then_sends_the_approved_issue(example_setti
     settings = with_schedule(example_settings)
     settings.path.write_text(
         settings.path.read_text(encoding="utf-8").replace(
-            'subject = "{first_title}"', 'subject = "{first_title}"\napproval = "required"'
+            'subject = "{first_title}"',
+            'subject = "{first_title}"\napproval = "required"\neditors = ["Redaktören <red@produktionslyftet.example>"]',
         ),
         encoding="utf-8",
     )
     assert flygblad(settings, "subscribers", "add", "--list", "nyhetsbrev", "anna@example.org").returncode == 0
     waiting = flygblad(settings, "schedule", "--run", "veckan")
     assert waiting.returncode == 0 and "waiting" in waiting.stdout and "draft approve" in waiting.stdout, waiting.stdout
-    assert not list(settings.outbox_dir.glob("nyhetsbrev.*.eml"))
+    assert "1 editors mailed the issue" in waiting.stdout
+
+    def to_editor() -> list[str]:
+        found = []
+        for path in settings.outbox_dir.glob("*.eml"):
+            message = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+            if message["To"].addresses[0].addr_spec == "red@produktionslyftet.example":
+                found.append(str(message["Subject"]))
+        return found
+
+    assert to_editor() == ["[Att godkänna: flygblad draft approve] Utmanande, lärorikt och inspirerande"]
+    assert flygblad(settings, "schedule", "--run", "veckan").returncode == 0
+    assert len(to_editor()) == 1, "told once about the same draft"
+    assert flygblad(settings, "draft", "subject", "Veckans brev").returncode == 0
+    again = flygblad(settings, "schedule", "--run", "veckan")
+    assert "1 editors mailed" in again.stdout and len(to_editor()) == 2, "a changed draft is news again"
+    assert not list(settings.outbox_dir.glob("nyhetsbrev.1.1.*.eml")), "nothing sent to subscribers before approval"
     assert flygblad(settings, "draft", "approve").returncode == 0
     fired = flygblad(settings, "schedule", "--run", "veckan")
     assert fired.returncode == 0 and "done" in fired.stdout, fired.stdout
-    assert len(list(settings.outbox_dir.glob("nyhetsbrev.1.*.eml"))) == 1
+    assert len(list(settings.outbox_dir.glob("nyhetsbrev.1.1.*.eml"))) == 1, "anna got the approved issue"
 
 
 def test_branding_a_list_logo_accent_and_footer(example_settings) -> None:

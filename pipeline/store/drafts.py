@@ -29,7 +29,15 @@ class DraftsMixin(StoreBase):
         if row is None:
             return DraftChoices(list_name, items=items)
         return DraftChoices(
-            list_name, row.note, row.subject, row.preheader, row.approved_at, row.approved_by, items=items
+            list_name,
+            row.note,
+            row.subject,
+            row.preheader,
+            row.approved_at,
+            row.approved_by,
+            items=items,
+            changed=row.changed,
+            notified_at=row.notified_at,
         )
 
     def _touch(self, connection: Connection, list_name: str, **values: Any) -> None:
@@ -75,6 +83,14 @@ class DraftsMixin(StoreBase):
             connection.execute(
                 update(drafts).where(drafts.c.list == list_name).values(approved_at=_now(), approved_by=by)
             )
+
+    def mark_notified(self, list_name: str) -> None:
+        """Record that the list's editors were told its draft waits for them (an edit makes it due again)."""
+        now = _now()
+        with self._write() as connection:
+            changed = connection.execute(update(drafts).where(drafts.c.list == list_name).values(notified_at=now))
+            if not changed.rowcount:
+                connection.execute(insert(drafts).values(list=list_name, changed=now, notified_at=now))
 
     def clear_draft(self, list_name: str, connection: Connection | None = None) -> None:
         """Forget the list's draft choices (its next issue was frozen with them)."""

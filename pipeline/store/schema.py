@@ -217,6 +217,7 @@ drafts = Table(
     Column("approved_at", UTCDateTime()),
     Column("approved_by", Text),
     Column("changed", UTCDateTime(), nullable=False),
+    Column("notified_at", UTCDateTime()),  # when the editors were told it waits (migration 0014)
 )
 draft_items = Table(
     "draft_items",
