@@ -96,6 +96,22 @@ URL_SCHEMES = {"http", "https", "mailto", "tel"}  # tel: as phones and mail clie
 _URL_ATTRIBUTES = (("a", "href"), ("img", "src"), ("q", "cite"), ("blockquote", "cite"))
 
 
+def html_fragment(html: str) -> Any:
+    """*html* parsed by lxml.html as the children of a ``<div>``; markup lxml.html cannot place becomes text.
+
+    lxml.html's fragment parser raises AssertionError ("too many bodies") for input such as
+    ``<HTML></div>``, which hostile feeds and pages can hold (tests/test_properties.py found it).
+    """
+    import html as html_module
+
+    import lxml.html
+
+    try:
+        return lxml.html.fragment_fromstring(html, create_parent="div")
+    except AssertionError:
+        return lxml.html.fragment_fromstring(html_module.escape(html), create_parent="div")
+
+
 def absolutize_tree(root: Any, base_url: str) -> None:
     """Make every link and image URL under the lxml element *root* absolute against *base_url* (a lazy image's
     ``data-src`` standing in for a missing or placeholder ``src``)."""
@@ -114,13 +130,12 @@ def absolutize_tree(root: Any, base_url: str) -> None:
 
 def absolutize(html: str, base_url: str) -> str:
     """Make every link and image URL in *html* absolute against *base_url* (see :func:`absolutize_tree`)."""
-    import lxml.html
     from lxml import etree
 
     if not html.strip():
         return html
     try:
-        root = lxml.html.fragment_fromstring(html, create_parent="div")
+        root = html_fragment(html)
     except (etree.ParserError, ValueError):
         return html  # nothing lxml can read as markup: nh3 still decides what of it may stay
     absolutize_tree(root, base_url)

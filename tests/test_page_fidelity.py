@@ -193,3 +193,20 @@ def test_a_date_written_with_a_space_before_its_offset_keeps_it(httpserver, writ
     )
     assert done.returncode == 0, done.stderr
     assert items["/a.html"]["published"] == "2015-07-10T15:53:00+02:00"  # 13:53 UTC, shown in the site's zone
+
+
+def test_markup_in_a_title_that_lxml_html_asserts_on_is_still_text() -> None:
+    """Found by tests/test_properties.py: "<TITLE><HTML>" inside a title made lxml.html's fragment parser
+    raise AssertionError out of the extractor."""
+    from pipeline.sources.extract import page_text
+
+    assert page_text("<HTML></div>") is None
+    assert page_text("Ett <b>fett</b> ord") == "Ett fett ord"
+
+
+def test_markup_lxml_html_cannot_place_is_text_in_feeds_and_content() -> None:
+    from pipeline.sources.feed import _plain
+    from pipeline.text import absolutize
+
+    assert _plain("<HTML></div>") == "<HTML></div>" or _plain("<HTML></div>") is None
+    assert "Traceback" not in (absolutize("<HTML></div><a href='/x'>x</a>", "https://sajten.example/") or "")

@@ -53,13 +53,13 @@ def _plain(value: str | None) -> str | None:
         return None
     if "<" not in value and "&" not in value:
         return clean_text(value)
-    import lxml.html
     from lxml import etree
 
     from pipeline.sources.extract import element_text
+    from pipeline.text import html_fragment
 
     try:
-        return clean_text(element_text(lxml.html.fragment_fromstring(_CONTROL.sub("", value), create_parent="div")))
+        return clean_text(element_text(html_fragment(_CONTROL.sub("", value))))
     except (etree.ParserError, ValueError):
         return clean_text(BeautifulSoup(value, "html.parser").get_text(" "))
 
