@@ -11,7 +11,7 @@ from email import policy
 from email.parser import BytesParser
 
 from pipeline.config import Settings
-from tests.test_jobs import add_news, flygblad
+from tests.test_jobs import add_news, flygblad, with_list_options
 
 
 def _sent(settings: Settings, number: int):
@@ -21,12 +21,7 @@ def _sent(settings: Settings, number: int):
 
 def test_a_week_at_the_desk_from_the_cli(example_settings) -> None:
     settings = example_settings
-    settings.path.write_text(
-        settings.path.read_text(encoding="utf-8").replace(
-            'subject = "{first_title}"', 'subject = "{first_title}"\napproval = "required"'
-        ),
-        encoding="utf-8",
-    )
+    with_list_options(settings, 'approval = "required"')
     assert flygblad(settings, "subscribers", "add", "--list", "nyhetsbrev", "anna@example.org").returncode == 0
     shown = json.loads(flygblad(settings, "draft", "show", "--json").stdout)
     titles = [i["title"] for i in shown["items"]]
@@ -82,13 +77,7 @@ def test_a_firing_waits_for_approval_then_sends_the_approved_issue(example_setti
     from tests.test_jobs import with_schedule
 
     settings = with_schedule(example_settings)
-    settings.path.write_text(
-        settings.path.read_text(encoding="utf-8").replace(
-            'subject = "{first_title}"',
-            'subject = "{first_title}"\napproval = "required"\neditors = ["Redaktören <red@produktionslyftet.example>"]',
-        ),
-        encoding="utf-8",
-    )
+    with_list_options(settings, 'approval = "required"', 'editors = ["Redaktören <red@produktionslyftet.example>"]')
     assert flygblad(settings, "subscribers", "add", "--list", "nyhetsbrev", "anna@example.org").returncode == 0
     waiting = flygblad(settings, "schedule", "--run", "veckan")
     assert waiting.returncode == 0 and "waiting" in waiting.stdout and "draft approve" in waiting.stdout, waiting.stdout
@@ -124,8 +113,12 @@ def test_branding_a_list_logo_accent_and_footer(example_settings) -> None:
     settings = example_settings
     Image.new("RGBA", (800, 200), (140, 20, 30, 255)).save(settings.base_dir / "logo.png")
     config = settings.path.read_text(encoding="utf-8")
-    branded = 'subject = "{first_title}"\nlogo = "logo.png"\naccent = "#8a1c1c"\nfooter = "Produktionslyftet drivs av Teknikföretagen och IF Metall."'
-    settings.path.write_text(config.replace('subject = "{first_title}"', branded), encoding="utf-8")
+    with_list_options(
+        settings,
+        'logo = "logo.png"',
+        'accent = "#8a1c1c"',
+        'footer = "Produktionslyftet drivs av Teknikföretagen och IF Metall."',
+    )
     assert flygblad(settings, "preview").returncode == 0
     html = (settings.base_dir / "preview" / "issue.html").read_text(encoding="utf-8")
     [logo] = [img for img in re.findall(r"<img\b[^>]*>", html) if 'alt="Produktionslyftet"' in img]
@@ -137,16 +130,13 @@ def test_branding_a_list_logo_accent_and_footer(example_settings) -> None:
     assert "Produktionslyftet drivs av Teknikföretagen och IF Metall." in text
 
     for accent, words in (("#ffcc00", "contrast of 1.51:1"), ("blue", "#rrggbb")):
-        settings.path.write_text(
-            config.replace('subject = "{first_title}"', f'subject = "{{first_title}}"\naccent = "{accent}"'),
-            encoding="utf-8",
-        )
+        settings.path.write_text(config, encoding="utf-8")
+        with_list_options(settings, f'accent = "{accent}"')
         refused = flygblad(settings, "preview")
         assert refused.returncode == 2 and "lists" in refused.stderr and "accent" in refused.stderr, refused.stderr
         assert words in refused.stderr, refused.stderr
-    settings.path.write_text(
-        config.replace('subject = "{first_title}"', 'subject = "{first_title}"\nlogo = "saknas.png"'), encoding="utf-8"
-    )
+    settings.path.write_text(config, encoding="utf-8")
+    with_list_options(settings, 'logo = "saknas.png"')
     missing = flygblad(settings, "preview")
     assert missing.returncode == 2 and "lists.logo: no such file" in missing.stderr, missing.stderr
 
@@ -158,34 +148,18 @@ def test_clicks_are_counted_per_link_never_per_person(example_settings, monkeypa
     import requests
 
     from tests.smtp_sink import free_port
-    from tests.test_web import SECRET, Server, _configure
+    from tests.test_web import SECRET, Server, _configure, _sent_issue
 
     monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
     port = free_port()
     settings = _configure(example_settings, f"http://127.0.0.1:{port}")
-    settings.path.write_text(
-        settings.path.read_text(encoding="utf-8").replace(
-            'subject = "{first_title}"', 'subject = "{first_title}"\ntrack_clicks = true'
-        ),
-        encoding="utf-8",
-    )
+    with_list_options(settings, "track_clicks = true")
     from pipeline.config import load_settings
-    from pipeline.delivery import sender_for
-    from pipeline.delivery.send import send_issue
-    from pipeline.jobs import freeze_next
-    from pipeline.store import Store
-    from pipeline.subscribers import ImportReport, candidate
 
     settings = load_settings(settings.path)
-    with Store.open(settings.storage_url) as store:
-        store.upsert_subscribers(
-            "nyhetsbrev", [candidate("a@example.org"), candidate("b@example.org")], report=ImportReport()
-        )
-        issue = freeze_next(settings, store, settings.lists[0]).issue
-        send_issue(settings, store, issue, sender_for(settings))
     bodies = [
-        BytesParser(policy=policy.default).parsebytes(p.read_bytes()).get_body(("html",)).get_content()
-        for p in sorted(settings.outbox_dir.glob("nyhetsbrev.1.*.eml"))
+        BytesParser(policy=policy.default).parsebytes(data).get_body(("html",)).get_content()
+        for data in _sent_issue(settings, ["a@example.org", "b@example.org"])
     ]
     tracked = [re.findall(r'href="(http://127\.0\.0\.1:\d+/c/[^"]+)"', body) for body in bodies]
     assert tracked[0] and tracked[0] == tracked[1], "the same links for everyone: nothing about the reader in them"

@@ -303,25 +303,33 @@ def test_a_firing_killed_mid_send_is_recorded_interrupted_and_the_next_resumes(e
         assert [i.status for i in store.issues("nyhetsbrev")] == ["sent"]
 
 
-def test_too_many_items_for_gmail_leave_some_out_instead_of_blocking_the_list(example_settings) -> None:
-    """80 new items would make an email Gmail clips: the issue takes what fits and says so."""
-    settings = example_settings
+def _news(settings: Settings, max_items: int, entries: str) -> None:
+    """*entries* new in the sample's news feed, which gives up to 100; the list takes up to *max_items*."""
     config = settings.path
     config.write_text(
         config.read_text(encoding="utf-8")
-        .replace("max_items = 20\n", "max_items = 80\n")
+        .replace("max_items = 20\n#", f"max_items = {max_items}\n#")
         .replace('category = "article"\n\n[organisation]', 'category = "article"\nmax_items = 100\n\n[organisation]'),
         encoding="utf-8",
     )
     feed = settings.base_dir / "examples" / "site" / "nyheter.xml"
-    entries = "".join(
-        f"<item><title>Nyhet nummer {n} om produktion och industri i Sverige</title>"
-        f"<link>https://www.produktionslyftet.example/nyheter/n{n}</link>"
-        f"<description>{'Företagen i programmet berättar om sitt arbete med ständiga förbättringar. ' * 4}"
-        f"</description></item>"
-        for n in range(80)
-    )
     feed.write_text(feed.read_text(encoding="utf-8").replace("<item>", entries + "<item>", 1), encoding="utf-8")
+
+
+def test_too_many_items_for_gmail_leave_some_out_instead_of_blocking_the_list(example_settings) -> None:
+    """80 new items would make an email Gmail clips: the issue takes what fits and says so."""
+    settings = example_settings
+    _news(
+        settings,
+        80,
+        "".join(
+            f"<item><title>Nyhet nummer {n} om produktion och industri i Sverige</title>"
+            f"<link>https://www.produktionslyftet.example/nyheter/n{n}</link>"
+            f"<description>{'Företagen i programmet berättar om sitt arbete med ständiga förbättringar. ' * 4}"
+            f"</description></item>"
+            for n in range(80)
+        ),
+    )
     assert flygblad(settings, "collect").returncode == 0
     built = flygblad(settings, "build")
     assert built.returncode == 0, built.stderr
@@ -337,22 +345,17 @@ def test_an_issue_gmail_would_clip_as_sent_is_trimmed_by_its_encoded_size(exampl
     must leave items out until the part *as sent* fits.
     """
     settings = example_settings
-    config = settings.path
-    config.write_text(
-        config.read_text(encoding="utf-8")
-        .replace("max_items = 20\n#", "max_items = 60\n#")
-        .replace('category = "article"\n\n[organisation]', 'category = "article"\nmax_items = 100\n\n[organisation]'),
-        encoding="utf-8",
+    _news(
+        settings,
+        60,
+        "".join(
+            f"<item><title>Växjö, Gävle och Örebro: företagens åtgärder nummer {n}</title>"
+            f"<link>https://www.produktionslyftet.example/nyheter/v{n}</link>"
+            f"<description>{'Företagen i Västra Götaland förbättrar sin ämnesövergripande återvinning. ' * 3}"
+            f"</description></item>"
+            for n in range(60)
+        ),
     )
-    feed = settings.base_dir / "examples" / "site" / "nyheter.xml"
-    entries = "".join(
-        f"<item><title>Växjö, Gävle och Örebro: företagens åtgärder nummer {n}</title>"
-        f"<link>https://www.produktionslyftet.example/nyheter/v{n}</link>"
-        f"<description>{'Företagen i Västra Götaland förbättrar sin ämnesövergripande återvinning. ' * 3}"
-        f"</description></item>"
-        for n in range(60)
-    )
-    feed.write_text(feed.read_text(encoding="utf-8").replace("<item>", entries + "<item>", 1), encoding="utf-8")
     assert flygblad(settings, "collect").returncode == 0
     assert flygblad(settings, "subscribers", "add", "--list", "nyhetsbrev", "anna@example.org").returncode == 0
     sent = flygblad(settings, "send", "--list", "nyhetsbrev")

@@ -128,6 +128,15 @@ def add_news(settings: Settings, slug: str = "extra") -> None:
     )
 
 
+def with_list_options(settings: Settings, *lines: str) -> None:
+    """Add these ``key = value`` lines to the bundled list's ``[[lists]]`` table."""
+    text = settings.path.read_text(encoding="utf-8")
+    settings.path.write_text(
+        text.replace('subject = "{first_title}"', "\n".join(['subject = "{first_title}"', *lines]), 1),
+        encoding="utf-8",
+    )
+
+
 def with_schedule(settings: Settings, cron: str = "30 7 * * 4") -> Settings:
     text = settings.path.read_text(encoding="utf-8")
     text += f'\n[[schedules]]\nname = "veckan"\nlist = "nyhetsbrev"\ncron = "{cron}"\nsend_deadline = "6h"\n'

@@ -12,7 +12,7 @@ from email.parser import BytesParser
 
 from pipeline.config import Settings
 from pipeline.store import Store
-from tests.test_jobs import flygblad
+from tests.test_jobs import flygblad, with_list_options
 
 
 def _messages(settings: Settings) -> dict[str, object]:
@@ -68,13 +68,7 @@ def test_each_subscriber_reads_the_issue_in_their_language(example_settings) -> 
 
 def test_an_english_lists_preview_greets_in_english(example_settings) -> None:
     settings = example_settings
-    config = settings.path
-    config.write_text(
-        config.read_text(encoding="utf-8").replace(
-            'subject = "{first_title}"', 'subject = "{first_title}"\nlanguage = "en"'
-        ),
-        encoding="utf-8",
-    )
+    with_list_options(settings, 'language = "en"')
     assert flygblad(settings, "preview").returncode == 0
     html = (settings.base_dir / "preview" / "issue.html").read_text(encoding="utf-8")
     assert "Hello Firstname Lastname," in html and "Förnamn" not in html

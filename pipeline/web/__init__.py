@@ -236,33 +236,21 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
         subscriber_id, list_name = found
         mailing_list = known_list(list_name)
         t = strings_for(mailing_list)
+
+        def said(key: str) -> Response:
+            """The page that answers the link: its title and one message, no button."""
+            text = t[key].format(list=mailing_list.title)
+            return page("web/action.html.j2", mailing_list, title=t[title], message=text, button=None)
+
         if subscriber_id == jobs.PREVIEW_SUBSCRIBER_ID:  # the link in a preview: a real link to no one
-            return page(
-                "web/action.html.j2",
-                mailing_list,
-                title=t[title],
-                message=t["preview_link"].format(list=mailing_list.title),
-                button=None,
-            )
+            return said("preview_link")
         if request.method == "POST":
             if not act(subscriber_id, list_name):
                 if kind != "unsubscribe":
                     abort(404)
                 # Removed from the list since the email was sent: the link is fine, the address is not on it.
-                return page(
-                    "web/action.html.j2",
-                    mailing_list,
-                    title=t[title],
-                    message=t["not_subscribed"].format(list=mailing_list.title),
-                    button=None,
-                )
-            return page(
-                "web/action.html.j2",
-                mailing_list,
-                title=t[title],
-                message=t[done].format(list=mailing_list.title),
-                button=None,
-            )
+                return said("not_subscribed")
+            return said(done)
         return page(
             "web/action.html.j2",
             mailing_list,
