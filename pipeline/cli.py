@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -693,13 +693,12 @@ def _print_import(report: ImportReport) -> None:
         err_console.print(f"flygblad: {line}", markup=False, soft_wrap=True)
 
 
-def _confirmations(ctx: Context, store: Store, list_name: str) -> None:
-    """Unconfirmed subscribers who never had a confirmation get one now (double opt-in lists)."""
-    queued, sent = jobs.confirm_new_subscribers(ctx.settings, store, ctx.settings.mailing_list(list_name))
-    if sent is not None:
-        click.echo(f"{queued} confirmations queued; {sent.summary()}")
-        if sent.paused:
-            err_console.print(f"flygblad: confirmations paused: {sent.paused}", markup=False, soft_wrap=True)
+def _print_confirmations(added: jobs.SubscribersAdded) -> None:
+    """The confirmations an add or import queued and sent (double opt-in lists)."""
+    if added.mail is not None:
+        click.echo(f"{added.confirmations} confirmations queued; {added.mail.summary()}")
+        if added.mail.paused:
+            err_console.print(f"flygblad: confirmations paused: {added.mail.paused}", markup=False, soft_wrap=True)
 
 
 @subscribers_group.command("add")
@@ -719,18 +718,19 @@ def subscribers_add(
     ctx: Context, list_name: str, name: str | None, language: str | None, status: str, email: str
 ) -> None:
     """Add one address to a list (or update its name)."""
-    from pipeline.subscribers import ImportReport, SubscriberError, candidate
+    from pipeline.subscribers import SubscriberError
 
-    report = ImportReport()
     with _errors():
-        ctx.settings.mailing_list(list_name)
-        try:
-            row = candidate(email, name, language, known=_known_language(ctx.settings))
-        except SubscriberError as err:
-            _fail(str(err), EXIT_FAILED)
+        mailing_list = ctx.settings.mailing_list(list_name)
         with ctx.store() as store:
-            store.upsert_subscribers(list_name, [row], status=status, report=report)
-            _confirmations(ctx, store, list_name)
+            try:
+                added = jobs.add_subscriber(
+                    ctx.settings, store, mailing_list, email, name=name, language=language, status=status
+                )
+            except SubscriberError as err:
+                _fail(str(err), EXIT_FAILED)
+        report = added.report
+        _print_confirmations(added)
     click.echo(f"subscribers add: {report.summary()}")
 
 
@@ -747,15 +747,12 @@ def subscribers_add(
 @click.pass_obj
 def subscribers_import(ctx: Context, list_name: str, status: str, file: Path) -> None:
     """Import a CSV file with the header email,name[,language]; bad rows are reported and skipped."""
-    from pipeline.subscribers import ImportReport, batches, read_csv
-
-    report = ImportReport()
     with _errors():
-        ctx.settings.mailing_list(list_name)
+        mailing_list = ctx.settings.mailing_list(list_name)
         with ctx.store() as store:
-            for batch in batches(read_csv(file, report.problems, known=_known_language(ctx.settings))):
-                store.upsert_subscribers(list_name, batch, status=status, report=report)
-            _confirmations(ctx, store, list_name)
+            added = jobs.import_subscribers(ctx.settings, store, mailing_list, file, status=status)
+        report = added.report
+        _print_confirmations(added)
     _print_import(report)
     click.echo(f"subscribers import: {report.summary()}")
     sys.exit(EXIT_FAILED if report.problems else EXIT_OK)
@@ -800,16 +797,10 @@ def subscribers_export(ctx: Context, list_name: str, status: str | None) -> None
 
     The file imports again as it is (`subscribers import`); suppressed addresses stay suppressed.
     """
-    from csv import writer
-
     with _errors():
-        ctx.settings.mailing_list(list_name)
-        tz = ctx.settings.site.tz
-        out = writer(sys.stdout, lineterminator="\n")
-        out.writerow(["email", "name", "language", "status", "created"])
+        mailing_list = ctx.settings.mailing_list(list_name)
         with ctx.store() as store:
-            for s in store.iter_subscribers(list_name, status=status):
-                out.writerow([s.email, s.name or "", s.language or "", s.status, s.created.astimezone(tz).isoformat()])
+            jobs.export_subscribers(ctx.settings, store, mailing_list, sys.stdout, status=status)
 
 
 @subscribers_group.command("remove")
@@ -856,13 +847,6 @@ def _progress_for(issue: Issue) -> tuple[Progress, SendProgress]:
         bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} msg/s")
 
     return bar, advance
-
-
-def _known_language(settings: Settings) -> Callable[[str], str]:
-    """Turns a subscriber's language tag into one the templates have, or raises ValueError naming those."""
-    from pipeline.render.templates import known_language
-
-    return lambda tag: known_language(settings.templates_dir, tag)
 
 
 def _send_list(
@@ -950,6 +934,20 @@ def _send_list(
     metavar="DATE",
     help="A new issue takes only what was published since DATE (site time), once; older new items are skipped.",
 )
+@click.option(
+    "--at",
+    "at",
+    type=click.DateTime(formats=["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"]),
+    metavar="'YYYY-MM-DD HH:MM'",
+    help="Send once at this time (site time) instead of now; `serve` sends it. `flygblad schedule` lists it.",
+)
+@click.option(
+    "--cancel-at",
+    "cancel_at",
+    type=click.DateTime(formats=["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"]),
+    metavar="'YYYY-MM-DD HH:MM'",
+    help="Cancel the one-off send at this time.",
+)
 @click.pass_obj
 def send_command(
     ctx: Context,
@@ -961,6 +959,8 @@ def send_command(
     wait: bool,
     workers: int,
     since: datetime | None,
+    at: datetime | None,
+    cancel_at: datetime | None,
 ) -> None:
     """Send the list: unfinished issues first (oldest first), then a new issue of what is new."""
     from pipeline.subscribers import SubscriberError, check_address
@@ -970,6 +970,20 @@ def send_command(
         mailing_list = _chosen_list(ctx, list_name)
         if since is not None:
             since = since.replace(tzinfo=settings.site.tz)
+        if at is not None or cancel_at is not None:
+            with ctx.store() as store:
+                if cancel_at is not None:
+                    jobs.cancel_send(store, mailing_list, cancel_at.replace(tzinfo=settings.site.tz))
+                    click.echo(f"send: the send of {mailing_list.name!r} at {cancel_at:%Y-%m-%d %H:%M} is cancelled")
+                    return
+                assert at is not None
+                when = jobs.schedule_send(store, mailing_list, at.replace(tzinfo=settings.site.tz))
+            local = when.astimezone(settings.site.tz)
+            click.echo(
+                f"send: the next issue of {mailing_list.name!r} goes out at {local:%Y-%m-%d %H:%M %Z} "
+                "(while `flygblad serve` runs; `flygblad schedule` lists it)"
+            )
+            return
         if dry_run:
             with ctx.store() as store:
                 found = jobs.dry_run(settings, store, mailing_list, since=since)
@@ -1026,11 +1040,10 @@ def serve_command(ctx: Context, host: str | None, port: int | None) -> None:
 
     with _errors():
         settings = ctx.settings
-        scheduler = None
-        if settings.schedules:
-            from pipeline.schedule import start_scheduler
+        from pipeline.schedule import start_scheduler
 
-            scheduler = start_scheduler(settings)
+        scheduler = start_scheduler(settings)  # the schedules, and one-off sends (send --at) whenever they are due
+        if settings.schedules:
             click.echo(f"serve: {len(settings.schedules)} schedules running (flygblad schedule shows when)")
         click.echo(
             f"serve: http://{host or settings.web.host}:{port or settings.web.port}/ "
@@ -1039,8 +1052,80 @@ def serve_command(ctx: Context, host: str | None, port: int | None) -> None:
         try:
             serve(settings, host, port)
         finally:
-            if scheduler is not None:
-                scheduler.shutdown(wait=False)
+            scheduler.shutdown(wait=False)
+
+
+# ---------------------------------------------------------------- admin accounts
+
+
+@cli.group("admin")
+def admin_group() -> None:
+    """Accounts of the admin web app (serve's /admin/)."""
+
+
+def _new_password(password_stdin: bool) -> str:
+    """A password from standard input (one line) or asked twice at the terminal, never echoed."""
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+_PASSWORD_STDIN = click.option(
+    "--password-stdin", is_flag=True, help="Read the password from standard input (one line) instead of asking."
+)
+
+
+@admin_group.command("add")
+@click.argument("email")
+@_PASSWORD_STDIN
+@click.pass_obj
+def admin_add(ctx: Context, email: str, password_stdin: bool) -> None:
+    """Make an account for EMAIL; it signs in at /admin/ with the password given here."""
+    from pipeline.accounts import add_admin
+
+    with _errors():
+        password = _new_password(password_stdin)
+        with ctx.store() as store:
+            address = add_admin(store, email, password)
+    click.echo(f"admin add: {address} can sign in at {ctx.settings.web_base_url}/admin/")
+
+
+@admin_group.command("password")
+@click.argument("email")
+@_PASSWORD_STDIN
+@click.pass_obj
+def admin_password(ctx: Context, email: str, password_stdin: bool) -> None:
+    """Give EMAIL's account a new password (its browsers are signed out)."""
+    from pipeline.accounts import set_password
+
+    with _errors():
+        password = _new_password(password_stdin)
+        with ctx.store() as store:
+            set_password(store, email, password)
+    click.echo(f"admin password: changed for {email}")
+
+
+@admin_group.command("remove")
+@click.argument("email")
+@click.pass_obj
+def admin_remove(ctx: Context, email: str) -> None:
+    """Delete EMAIL's account."""
+    from pipeline.accounts import remove_admin
+
+    with _errors():
+        with ctx.store() as store:
+            remove_admin(store, email)
+    click.echo(f"admin remove: {email} removed")
+
+
+@admin_group.command("list")
+@click.pass_obj
+def admin_list(ctx: Context) -> None:
+    """The accounts, one address a line."""
+    with _errors():
+        with ctx.store() as store:
+            for address in store.admin_emails():
+                click.echo(address)
 
 
 # ---------------------------------------------------------------- schedule
@@ -1063,6 +1148,14 @@ def schedule_command(ctx: Context, count: int, run_name: str | None) -> None:
             sys.exit(
                 EXIT_OK if fired.status in ("done", "no-news", "no-subscribers", "deferred", "waiting") else EXIT_FAILED
             )
+        with ctx.store() as store:
+            for one in jobs.scheduled_sends(store):
+                assert isinstance(one["due"], datetime)
+                moment = one["due"].astimezone(settings.site.tz).isoformat()
+                click.echo(
+                    f"send --at {moment} list {one['list']}: {one['status']}"
+                    + (f": {one['detail']}" if one["detail"] else "")
+                )
         if not settings.schedules:
             click.echo("schedule: no [[schedules]] configured")
             return

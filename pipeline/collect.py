@@ -98,7 +98,17 @@ def collect(
     report = CollectReport()
     with Fetcher(settings.http, settings.site.base_url) as fetcher:
         for source_settings in chosen:
-            report.sources.append(_collect_source(settings, source_settings, store, fetcher, progress))
+            done = _collect_source(settings, source_settings, store, fetcher, progress)
+            report.sources.append(done)
+            store.save_source_run(  # the admin's sources page shows each source's last collect
+                done.name,
+                new=done.new,
+                updated=done.updated,
+                unchanged=done.unchanged,
+                failed=done.failed,
+                error=done.error,
+                problems=done.failures + [f"skipped {line}" for line in done.skipped],
+            )
         images = fetch_images(settings, store, fetcher)
         report.images_kept, report.images_missing = images.kept, images.missing
         report.requests, report.not_modified = fetcher.requests, fetcher.not_modified

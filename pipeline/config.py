@@ -342,6 +342,9 @@ class WebSettings(_Table):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     subscribe_rate_limit: str = "10 per minute"
+    #: Sign-ins to /admin/ a client may try, and tries at one account from anywhere (flask-limiter syntax).
+    login_rate_limit: str = "5 per minute"
+    login_rate_limit_per_account: str = "20 per hour"
     secret_env: str = "FLYGBLAD_SECRET"
     secret_file: str | None = None
     previous_secret_env: str | None = None
@@ -380,7 +383,7 @@ class WebSettings(_Table):
                 ) from None
         return value
 
-    @field_validator("subscribe_rate_limit")
+    @field_validator("subscribe_rate_limit", "login_rate_limit", "login_rate_limit_per_account")
     @classmethod
     def _rate(cls, value: str) -> str:
         if not re.match(r"^\d+\s*(per|/)\s*(second|minute|hour|day)$", value.strip()):

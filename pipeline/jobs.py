@@ -28,6 +28,8 @@ import multiprocessing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
 
 from pipeline.collect import CollectReport, collect
 from pipeline.collect import Progress as CollectProgress
@@ -623,6 +625,82 @@ def subscribe(settings: Settings, store: Store, mailing_list: ListSettings, who:
     return Subscribed(subscriber.status, queued)
 
 
+def known_language(settings: Settings) -> Callable[[str], str]:
+    """Turns a subscriber's language tag into one the templates have, or raises ValueError naming those."""
+    from pipeline.render.templates import known_language as known
+
+    return lambda tag: known(settings.templates_dir, tag)
+
+
+@dataclass
+class SubscribersAdded:
+    """What adding or importing subscribers did, and the confirmations it queued (double opt-in lists)."""
+
+    report: ImportReport
+    confirmations: int = 0
+    mail: MailReport | None = None
+
+
+def add_subscriber(
+    settings: Settings,
+    store: Store,
+    mailing_list: ListSettings,
+    email: str,
+    *,
+    name: str | None = None,
+    language: str | None = None,
+    status: str = "active",
+) -> SubscribersAdded:
+    """The communicator adds one address (``active``: they vouch for its consent); SubscriberError if bad."""
+    from pipeline.subscribers import candidate
+
+    row = candidate(email, name, language, known=known_language(settings))
+    report = ImportReport()
+    store.upsert_subscribers(mailing_list.name, [row], status=status, report=report)
+    queued, mail = confirm_new_subscribers(settings, store, mailing_list)
+    return SubscribersAdded(report, queued, mail)
+
+
+def import_subscribers(
+    settings: Settings, store: Store, mailing_list: ListSettings, path: Path, *, status: str = "active"
+) -> SubscribersAdded:
+    """Import a CSV file; bad rows are reported by line in ``report.problems`` and skipped."""
+    from pipeline.subscribers import batches, read_csv
+
+    report = ImportReport()
+    for batch in batches(read_csv(path, report.problems, known=known_language(settings))):
+        store.upsert_subscribers(mailing_list.name, batch, status=status, report=report)
+    queued, mail = confirm_new_subscribers(settings, store, mailing_list)
+    return SubscribersAdded(report, queued, mail)
+
+
+EXPORT_HEADER = ("email", "name", "language", "status", "created")
+
+
+def export_subscribers(
+    settings: Settings, store: Store, mailing_list: ListSettings, out: TextIO, *, status: str | None = None
+) -> int:
+    """Write the list's subscribers to *out* as CSV that imports again as it is; returns how many."""
+    from csv import writer
+
+    tz = settings.site.tz
+    rows = writer(out, lineterminator="\n")
+    rows.writerow(EXPORT_HEADER)
+    count = 0
+    for s in store.iter_subscribers(mailing_list.name, status=status):
+        rows.writerow([s.email, s.name or "", s.language or "", s.status, s.created.astimezone(tz).isoformat()])
+        count += 1
+    return count
+
+
+def suppress_subscriber(store: Store, mailing_list: ListSettings, email: str) -> bool:
+    """Put an address on the list's suppression list (it left by other means: a phone call, a letter)."""
+    if store.subscriber(mailing_list.name, email.strip()) is None:
+        return False
+    store.suppress(email.strip(), "unsubscribed", list_name=mailing_list.name)
+    return True
+
+
 def confirm(store: Store, subscriber_id: int, list_name: str) -> bool:
     """Double opt-in: the signed link's POST makes the subscriber active; False when unknown or suppressed."""
     return store.confirm_subscriber(subscriber_id, list_name)
@@ -683,25 +761,101 @@ def fire_schedule(settings: Settings, name: str, *, due: datetime, now: datetime
             return FiringReport("taken")
         if not store.take_firing(name, due, now=now):
             return FiringReport("taken")
-        try:
-            published = collect_and_publish(settings, store)
-            if schedule.collect_only:
-                result = FiringReport("done", published.collected.summary())
-            else:
-                mailing_list = settings.mailing_list(schedule.list or "")
-                sent = send_list(settings, store, mailing_list, min_items=schedule.min_items)
-                result = _firing_result(sent)
-                if result.status == "waiting":
-                    told = notify_editors(settings, store, mailing_list)
-                    if told:
-                        result = FiringReport("waiting", f"{result.detail}; {told} editors mailed the issue")
-                if sent.sends:  # the issue just sent joins the static archive
-                    write_feeds_and_archive(settings, store)
-        except FlygbladError as err:
-            result = FiringReport("failed", str(err))
-            log.error("schedule %s: firing due %s failed: %s", name, due, err)
+        mailing_list = None if schedule.collect_only else settings.mailing_list(schedule.list or "")
+        result = _fire(settings, store, mailing_list, min_items=schedule.min_items, what=f"schedule {name}")
         store.finish_firing(name, due, result.status, result.detail, issue_number=result.issue_number)
         return result
+
+
+def _fire(
+    settings: Settings, store: Store, mailing_list: ListSettings | None, *, min_items: int = 1, what: str
+) -> FiringReport:
+    """What a firing does: collect and publish, then send the list as ``send`` would (or only collect)."""
+    try:
+        published = collect_and_publish(settings, store)
+        if mailing_list is None:
+            return FiringReport("done", published.collected.summary())
+        sent = send_list(settings, store, mailing_list, min_items=min_items)
+        result = _firing_result(sent)
+        if result.status == "waiting":
+            told = notify_editors(settings, store, mailing_list)
+            if told:
+                result = FiringReport("waiting", f"{result.detail}; {told} editors mailed the issue")
+        if sent.sends:  # the issue just sent joins the static archive
+            write_feeds_and_archive(settings, store)
+        return result
+    except FlygbladError as err:
+        log.error("%s failed: %s", what, err)
+        return FiringReport("failed", str(err))
+
+
+#: A one-off send (``send --at``) is recorded as a firing of the schedule ``send:LIST``; schedule names
+#: cannot hold a colon, so it is never a configured schedule's.
+SEND_AT_PREFIX = "send:"
+#: A one-off send later than this (flygblad was not running) is skipped, as a schedule's send_deadline would.
+SEND_AT_DEADLINE = timedelta(hours=6)
+
+
+def schedule_send(store: Store, mailing_list: ListSettings, at: datetime, *, now: datetime | None = None) -> datetime:
+    """Record a one-off send of the list at *at* (aware); ``serve`` fires it. FlygbladError if past or taken."""
+    now = now or datetime.now(UTC)
+    at = at.astimezone(UTC).replace(microsecond=0)
+    if at < now - timedelta(minutes=1):
+        raise FlygbladError(f"{at.isoformat()} is in the past: a send is scheduled for a later time")
+    if not store.take_firing(SEND_AT_PREFIX + mailing_list.name, at, status="scheduled", now=now):
+        raise FlygbladError(f"list {mailing_list.name!r} has a send at {at.isoformat()} already")
+    return at
+
+
+def cancel_send(store: Store, mailing_list: ListSettings, at: datetime) -> None:
+    """Cancel a one-off send that has not run; FlygbladError when there is none at that time."""
+    if not store.cancel_firing(SEND_AT_PREFIX + mailing_list.name, at.astimezone(UTC)):
+        raise FlygbladError(f"list {mailing_list.name!r} has no scheduled send at {at.isoformat()}")
+
+
+def scheduled_sends(store: Store, list_name: str | None = None) -> list[dict[str, object]]:
+    """One-off sends, newest first, each with its ``list``; those not yet run have status ``scheduled``."""
+    store.abandon_firings()
+    rows = store.firings_named(SEND_AT_PREFIX + (list_name or ""))
+    for row in rows:
+        row["list"] = str(row["schedule"]).removeprefix(SEND_AT_PREFIX)
+    return [r for r in rows if list_name is None or r["list"] == list_name]
+
+
+def fire_due_sends(settings: Settings, *, now: datetime | None = None) -> list[FiringReport]:
+    """Run each one-off send whose time has come (the scheduler calls this every minute).
+
+    One waiting for approval is tried again at each call until it is approved or
+    :data:`SEND_AT_DEADLINE` has passed; two schedulers never run the same one.
+    """
+    now = now or datetime.now(UTC)
+    reports = []
+    with Store.open(settings.storage_url) as store:
+        store.abandon_firings(now=now)
+        for row in store.firings_due(SEND_AT_PREFIX, ("scheduled", "waiting"), now):
+            schedule, due = str(row["schedule"]), row["due"]
+            assert isinstance(due, datetime)
+            list_name = schedule.removeprefix(SEND_AT_PREFIX)
+            known = next((m for m in settings.lists if m.name == list_name), None)
+            if (
+                row["status"] == "waiting"
+                and now - due <= SEND_AT_DEADLINE
+                and known is not None
+                and known.approval == "required"
+                and not store.draft_choices(list_name).approved
+            ):
+                continue  # still not approved: nothing to collect or send yet (the editors were told)
+            if not store.claim_firing(schedule, due, ("scheduled", "waiting"), now=now):
+                continue
+            if now - due > SEND_AT_DEADLINE:
+                result = FiringReport("skipped", f"{(now - due).total_seconds() / 3600:.1f} h late")
+            elif known is None:
+                result = FiringReport("failed", f"list {list_name!r} is no longer in the config")
+            else:
+                result = _fire(settings, store, known, what=f"send at {due.isoformat()}")
+            store.finish_firing(schedule, due, result.status, result.detail, issue_number=result.issue_number)
+            reports.append(result)
+    return reports
 
 
 def recent_firings(store: Store, name: str, count: int = 3) -> list[dict[str, object]]:
@@ -727,6 +881,17 @@ def _firing_result(sent: ListSendReport) -> FiringReport:
 
 __all__ = [
     "move_item",
+    "SEND_AT_PREFIX",
+    "cancel_send",
+    "fire_due_sends",
+    "schedule_send",
+    "scheduled_sends",
+    "SubscribersAdded",
+    "add_subscriber",
+    "export_subscribers",
+    "import_subscribers",
+    "known_language",
+    "suppress_subscriber",
     "notify_editors",
     "edit_draft",
     "draft_view",

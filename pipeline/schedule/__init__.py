@@ -52,6 +52,10 @@ def _crontab_day_of_week(field: str) -> str:
     return ",".join(parts)
 
 
+#: How often ``serve`` looks for one-off sends whose time has come.
+SEND_AT_POLL_SECONDS = 30
+
+
 def cron_trigger(expression: str, timezone: str | tzinfo) -> CronTrigger:
     """A five-field cron line (minute hour day month day-of-week) in *timezone*; ValueError saying what is wrong."""
     fields = expression.split()
@@ -118,6 +122,14 @@ def run_firing(config: str, name: str, due: datetime | None = None, now: datetim
     return fire_schedule(settings, name, due=due, now=now).status
 
 
+def run_due_sends(config: str) -> int:
+    """The scheduler's job for one-off sends (``send --at``): fire those whose time has come; returns how many."""
+    from pipeline.config import load_settings
+    from pipeline.jobs import fire_due_sends
+
+    return len(fire_due_sends(load_settings(config)))
+
+
 def _missed(event: Any, config: str) -> None:
     """APScheduler gave up on a firing (past its grace): record it as skipped."""
     from pipeline.config import load_settings
@@ -135,10 +147,11 @@ def _missed(event: Any, config: str) -> None:
 
 
 def start_scheduler(settings: Any) -> Any:
-    """A running background scheduler with one persistent job per ``[[schedules]]`` table."""
+    """A running background scheduler with one persistent job per ``[[schedules]]`` table, and one for one-off sends."""
     from apscheduler.events import EVENT_JOB_MISSED
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
 
     config = str(settings.path)
     scheduler = BackgroundScheduler(
@@ -157,9 +170,20 @@ def start_scheduler(settings: Any) -> Any:
             misfire_grace_time=int(schedule.deadline_seconds),
             max_instances=1,
         )
+    # One-off sends (send --at) are rows in the store that any process may add: looked for twice a minute.
+    scheduler.add_job(
+        "pipeline.schedule:run_due_sends",
+        trigger=IntervalTrigger(seconds=SEND_AT_POLL_SECONDS),
+        args=[config],
+        id="flygblad:send-at",
+        name="one-off sends",
+        replace_existing=True,
+        coalesce=True,
+        max_instances=1,
+    )
     scheduler.add_listener(lambda event: _missed(event, config), EVENT_JOB_MISSED)
     scheduler.start()
     return scheduler
 
 
-__all__ = ["cron_trigger", "latest_due", "next_runs", "run_firing", "start_scheduler"]
+__all__ = ["cron_trigger", "latest_due", "next_runs", "run_due_sends", "run_firing", "start_scheduler"]

@@ -17,6 +17,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from pipeline.errors import StoreError
 from pipeline.store.base import StoreBase, _sqlite_pragmas, worker_is_dead, worker_name
+from pipeline.store.desk import Admin, AdminSession, DeskMixin
 from pipeline.store.drafts import DraftsMixin
 from pipeline.store.fetch_state import FetchStateMixin
 from pipeline.store.firings import FiringsMixin
@@ -30,7 +31,7 @@ from pipeline.types import Issue, LedgerUpdate, OutboxRow, QueuedMail, StoredIte
 
 #: The newest migration (migrations/versions/). A store already there is opened without loading Alembic,
 #: which costs half a second of every command's start; tests/test_store.py keeps this equal to Alembic's head.
-HEAD_REVISION = "0014"
+HEAD_REVISION = "0015"
 
 
 class Store(
@@ -44,6 +45,7 @@ class Store(
     MediaMixin,
     DraftsMixin,
     ClicksMixin,
+    DeskMixin,
     StoreBase,
 ):
     """Everything flygblad keeps, one domain per module (lemon24/reader's storage mixins). A context manager."""
@@ -110,6 +112,8 @@ def _safe(url: str) -> str:
 
 
 __all__ = [
+    "Admin",
+    "AdminSession",
     "Issue",
     "LedgerUpdate",
     "ListTurn",

@@ -73,3 +73,42 @@ class FiringsMixin(StoreBase):
             query = query.where(firings.c.schedule == schedule)
         with self.engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
+
+    def claim_firing(
+        self, schedule: str, due: datetime, statuses: tuple[str, ...], now: datetime | None = None
+    ) -> bool:
+        """Take a recorded firing (a one-off send waiting for its time) to run it; False when another took it."""
+        with self._write() as connection:
+            taken = connection.execute(
+                update(firings)
+                .where(firings.c.schedule == schedule, firings.c.due == due, firings.c.status.in_(statuses))
+                .values(status="running", started=now or _now(), worker=worker_name())
+            ).rowcount
+        return bool(taken)
+
+    def firings_due(self, prefix: str, statuses: tuple[str, ...], now: datetime) -> list[dict[str, Any]]:
+        """Firings of schedules named *prefix*… in one of *statuses* whose time has come, oldest first."""
+        query = (
+            select(firings)
+            .where(firings.c.schedule.startswith(prefix), firings.c.status.in_(statuses), firings.c.due <= now)
+            .order_by(firings.c.due)
+        )
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
+
+    def firings_named(self, prefix: str) -> list[dict[str, Any]]:
+        """Firings of schedules named *prefix*…, newest first."""
+        query = select(firings).where(firings.c.schedule.startswith(prefix)).order_by(firings.c.due.desc())
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
+
+    def cancel_firing(self, schedule: str, due: datetime) -> bool:
+        """Cancel a firing that has not run yet."""
+        with self._write() as connection:
+            return bool(
+                connection.execute(
+                    update(firings)
+                    .where(firings.c.schedule == schedule, firings.c.due == due, firings.c.status == "scheduled")
+                    .values(status="cancelled", finished=_now())
+                ).rowcount
+            )

@@ -264,6 +264,41 @@ outbox = Table(
     Index("ix_outbox_issue_status", "issue_id", "status", "subscriber_id"),
 )
 
+#: The admin's accounts (migration 0015): an argon2id hash, never the password.
+admins = Table(
+    "admins",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", Text, nullable=False),  # lower case
+    Column("password_hash", Text, nullable=False),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("last_login", UTCDateTime()),
+    UniqueConstraint("email"),
+)
+#: Signed-in browsers, by the SHA-256 of their cookie, each with its CSRF token.
+admin_sessions = Table(
+    "admin_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("admin_id", Integer, ForeignKey("admins.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("seen", UTCDateTime(), nullable=False),
+)
+#: What the last collect of each source did (migration 0015).
+source_runs = Table(
+    "source_runs",
+    metadata,
+    Column("source", String(100), primary_key=True),
+    Column("finished", UTCDateTime(), nullable=False),
+    Column("new", Integer, nullable=False),
+    Column("updated", Integer, nullable=False),
+    Column("unchanged", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("error", Text),
+    Column("problems", Text),
+)
+
 #: One row per schedule firing, written before the firing acts: (schedule, due) is unique,
 #: so a second scheduler, or a restart, that reaches the same firing finds it taken.
 firings = Table(

@@ -131,6 +131,24 @@ class SubscribersMixin(StoreBase):
                 return
             last = rows[-1].id
 
+    def find_subscribers(
+        self, list_name: str, text: str = "", *, statuses: Sequence[str] = (), limit: int = 50, offset: int = 0
+    ) -> tuple[list[Subscriber], int]:
+        """A page of a list's subscribers whose address or name contains *text* (any case), and how many match."""
+        query = select(subscribers).where(subscribers.c.list == list_name)
+        if text:
+            pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            query = query.where(
+                subscribers.c.email_key.like(pattern, escape="\\")
+                | func.lower(subscribers.c.name).like(pattern, escape="\\")
+            )
+        if statuses:
+            query = query.where(subscribers.c.status.in_(list(statuses)))
+        with self.engine.connect() as connection:
+            total = int(connection.execute(select(func.count()).select_from(query.subquery())).scalar_one())
+            rows = connection.execute(query.order_by(subscribers.c.email_key).limit(limit).offset(offset)).all()
+        return [Subscriber(**{k: row._mapping[k] for k in _SUBSCRIBER_FIELDS}) for row in rows], total
+
     def subscriber(self, list_name: str, email: str) -> Subscriber | None:
         """One subscriber of a list by address (any case)."""
         with self.engine.connect() as connection:

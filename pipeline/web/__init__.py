@@ -110,7 +110,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
         response.headers.setdefault("Content-Security-Policy", CSP)  # the web version of an issue sets its own
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["X-Frame-Options"] = "DENY"
+        response.headers.setdefault("X-Frame-Options", "DENY")  # the desk's preview is framed by the desk
         if request.path.startswith(("/subscribe", "/confirm", "/unsubscribe")):
             response.headers["Cache-Control"] = "no-store"
         return response
@@ -365,6 +365,9 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
         response = send_file(path, mimetype=FEED_TYPES[suffix], etag=etag, conditional=True, max_age=300)
         return response
 
+    from pipeline.web import admin
+
+    admin.register(app, settings, store, tokens, limiter)
     return app
 
 
