@@ -545,6 +545,11 @@ class ScheduleSettings(_Table):
     min_items: int = Field(default=1, ge=1)
     send_deadline: str = "6h"
     collect_only: bool = False
+    #: The list's approval, for this schedule's firings (default: the list's own).
+    approval: Literal["auto", "required"] | None = None
+    #: A firing that waited for approval: sent at the next firing, or as soon as it is approved
+    #: (``serve`` looks twice a minute) while the waiting firing is within its send_deadline.
+    on_approval: Literal["next-firing", "at-once"] = "next-firing"
 
     @field_validator("name")
     @classmethod

@@ -136,6 +136,7 @@ def freeze_next(
     need_subscribers: bool = False,
     now: datetime | None = None,
     since: datetime | None = None,
+    approval: str | None = None,
 ) -> Frozen:
     """Freeze the list's next issue, or find the one that is still unfinished.
 
@@ -152,7 +153,7 @@ def freeze_next(
         if need_subscribers and not store.count_subscribers(name, "active"):
             return Frozen(None, reason=f"list {name!r} has no active subscribers", why="no-subscribers")
         choices = store.draft_choices(name)
-        if mailing_list.approval == "required" and not choices.approved:
+        if (approval or mailing_list.approval) == "required" and not choices.approved:
             return Frozen(
                 None,
                 reason=f"the next issue of {name!r} waits for approval (flygblad draft approve --list {name})",
@@ -349,11 +350,12 @@ def send_list(
     min_items: int = 1,
     progress: Callable[[Issue], SendProgress | None] | None = None,
     since: datetime | None = None,
+    approval: str | None = None,
 ) -> ListSendReport:
     """Send the list: its unfinished issues first (oldest first), then a new issue if there is news.
 
     *number* sends that issue only (``send --issue N``). *progress* is asked
-    for a progress callback per issue.
+    for a progress callback per issue. *approval* overrides the list's (a schedule's own).
     """
     if workers > 1 and store.engine.dialect.name != "postgresql":
         raise ConfigError(
@@ -405,7 +407,9 @@ def send_list(
         if latest is not None and latest.id not in tried and store.outbox_counts(latest.id).get("uncertain"):
             one(latest, True)
             return report
-    frozen = freeze_next(settings, store, mailing_list, min_items=min_items, need_subscribers=True, since=since)
+    frozen = freeze_next(
+        settings, store, mailing_list, min_items=min_items, need_subscribers=True, since=since, approval=approval
+    )
     if frozen.issue is None:
         if not report.sends:  # after a resumed issue, "nothing new" is the ordinary end
             report.note, report.idle = frozen.reason, frozen.why
@@ -762,20 +766,33 @@ def fire_schedule(settings: Settings, name: str, *, due: datetime, now: datetime
         if not store.take_firing(name, due, now=now):
             return FiringReport("taken")
         mailing_list = None if schedule.collect_only else settings.mailing_list(schedule.list or "")
-        result = _fire(settings, store, mailing_list, min_items=schedule.min_items, what=f"schedule {name}")
+        result = _fire(
+            settings,
+            store,
+            mailing_list,
+            min_items=schedule.min_items,
+            approval=schedule.approval,
+            what=f"schedule {name}",
+        )
         store.finish_firing(name, due, result.status, result.detail, issue_number=result.issue_number)
         return result
 
 
 def _fire(
-    settings: Settings, store: Store, mailing_list: ListSettings | None, *, min_items: int = 1, what: str
+    settings: Settings,
+    store: Store,
+    mailing_list: ListSettings | None,
+    *,
+    min_items: int = 1,
+    approval: str | None = None,
+    what: str,
 ) -> FiringReport:
     """What a firing does: collect and publish, then send the list as ``send`` would (or only collect)."""
     try:
         published = collect_and_publish(settings, store)
         if mailing_list is None:
             return FiringReport("done", published.collected.summary())
-        sent = send_list(settings, store, mailing_list, min_items=min_items)
+        sent = send_list(settings, store, mailing_list, min_items=min_items, approval=approval)
         result = _firing_result(sent)
         if result.status == "waiting":
             told = notify_editors(settings, store, mailing_list)
@@ -855,6 +872,41 @@ def fire_due_sends(settings: Settings, *, now: datetime | None = None) -> list[F
                 result = _fire(settings, store, known, what=f"send at {due.isoformat()}")
             store.finish_firing(schedule, due, result.status, result.detail, issue_number=result.issue_number)
             reports.append(result)
+        reports += _send_approved(settings, store, now)
+    return reports
+
+
+def _send_approved(settings: Settings, store: Store, now: datetime) -> list[FiringReport]:
+    """Firings that waited for approval, of schedules with ``on_approval = "at-once"``: sent once approved.
+
+    Only within the firing's ``send_deadline``; otherwise the approved issue waits for the next firing.
+    """
+    reports = []
+    for schedule in settings.schedules:
+        if schedule.on_approval != "at-once" or schedule.collect_only or not schedule.list:
+            continue
+        last = next(iter(store.firings(schedule.name)), None)
+        if last is None or last["status"] != "waiting":
+            continue
+        due = last["due"]
+        assert isinstance(due, datetime)
+        if (now - due).total_seconds() > schedule.deadline_seconds:
+            continue
+        if not store.draft_choices(schedule.list).approved:
+            continue
+        if not store.claim_firing(schedule.name, due, ("waiting",), now=now):
+            continue
+        mailing_list = settings.mailing_list(schedule.list)
+        result = _fire(
+            settings,
+            store,
+            mailing_list,
+            min_items=schedule.min_items,
+            approval=schedule.approval,
+            what=f"schedule {schedule.name} (approved)",
+        )
+        store.finish_firing(schedule.name, due, result.status, result.detail, issue_number=result.issue_number)
+        reports.append(result)
     return reports
 
 

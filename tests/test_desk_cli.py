@@ -41,6 +41,18 @@ def test_a_week_at_the_desk_from_the_cli(example_settings) -> None:
     robot = next(i["id"] for i in shown["items"] if i["title"].startswith("Robotlyftet"))
     assert flygblad(settings, "draft", "summary", robot, "Tolv företag har fått sin första robot.").returncode == 0
 
+    preview = flygblad(settings, "preview", "--out", "utkast")
+    assert preview.returncode == 0, preview.stderr
+    shown_html = (settings.base_dir / "utkast" / "issue.html").read_text(encoding="utf-8")
+    assert "<strong>Välkommen</strong>" in shown_html and "Reflektionsdagarna" not in shown_html
+    tested = flygblad(settings, "send", "--test", "redaktor@example.org")
+    assert tested.returncode == 0 and "to redaktor@example.org: sent" in tested.stdout, tested.stdout + tested.stderr
+    [test_mail] = settings.outbox_dir.glob("*.eml")
+    assert BytesParser(policy=policy.default).parsebytes(test_mail.read_bytes())["Subject"] == (
+        "[TEST] Veckans nyhetsbrev: smart industri"
+    )
+    test_mail.unlink()
+
     waiting = flygblad(settings, "send", "--list", "nyhetsbrev")
     assert waiting.returncode == 0 and "waits for approval" in waiting.stdout, waiting.stdout
     assert not list(settings.outbox_dir.glob("nyhetsbrev.*.eml")), "nothing sent before approval"
@@ -181,3 +193,79 @@ def test_clicks_are_counted_per_link_never_per_person(example_settings, monkeypa
     with Store.open(settings.storage_url) as store:
         shown = delivery_log(store, "nyhetsbrev", 1)
     assert shown.clicks == [(first.headers["Location"], 2)]
+
+
+def test_a_one_off_send_at_a_time_is_sent_by_serve(example_settings) -> None:
+    """``send --at``: recorded now, sent by a running ``serve`` when its minute comes; past or twice is refused."""
+    import subprocess
+    import sys
+    import time
+    from datetime import datetime, timedelta
+
+    from tests.smtp_sink import free_port
+    from tests.test_jobs import _env
+    from tests.test_web import _configure
+
+    port = free_port()
+    settings = _configure(example_settings, f"http://127.0.0.1:{port}")
+    assert flygblad(settings, "subscribers", "add", "--list", "nyhetsbrev", "anna@example.org").returncode == 0
+    tz = settings.site.tz
+    past = (datetime.now(tz) - timedelta(hours=2)).strftime("%Y-%m-%d %H:%M")
+    refused = flygblad(settings, "send", "--at", past)
+    assert refused.returncode == 1 and "is in the past" in refused.stderr, refused.stderr
+    later = (datetime.now(tz) + timedelta(days=1)).strftime("%Y-%m-%d %H:%M")
+    assert flygblad(settings, "send", "--at", later).returncode == 0
+    assert "already" in flygblad(settings, "send", "--at", later).stderr
+    cancelled = flygblad(settings, "send", "--cancel-at", later)
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+
+    now = datetime.now(tz).strftime("%Y-%m-%d %H:%M")
+    booked = flygblad(settings, "send", "--at", now)
+    assert booked.returncode == 0 and f"goes out at {now}" in booked.stdout, booked.stdout + booked.stderr
+    listed = flygblad(settings, "schedule")
+    assert "list nyhetsbrev: scheduled" in listed.stdout and "list nyhetsbrev: cancelled" in listed.stdout
+    assert not list(settings.outbox_dir.glob("nyhetsbrev.1.*.eml")), "nothing sent before serve runs it"
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "serve", "--port", str(port)],
+        cwd=settings.base_dir,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(settings.outbox_dir.glob("nyhetsbrev.1.*.eml")):
+            time.sleep(0.2)
+    finally:
+        serve.terminate()
+        _, errors = serve.communicate(timeout=30)
+    assert len(list(settings.outbox_dir.glob("nyhetsbrev.1.*.eml"))) == 1, errors
+    listed = flygblad(settings, "schedule")
+    assert "list nyhetsbrev: done" in listed.stdout, listed.stdout
+
+
+def test_a_schedule_can_require_approval_and_send_as_soon_as_it_is_given(example_settings) -> None:
+    """``[[schedules]] approval = "required"`` over an "auto" list; ``on_approval = "at-once"``: no wait for next week."""
+    from datetime import UTC, datetime
+
+    from pipeline.config import load_settings
+    from pipeline.jobs import fire_due_sends
+
+    text = example_settings.path.read_text(encoding="utf-8")
+    text += (
+        '\n[[schedules]]\nname = "veckan"\nlist = "nyhetsbrev"\ncron = "30 7 * * 4"\n'
+        'approval = "required"\non_approval = "at-once"\n'
+    )
+    example_settings.path.write_text(text, encoding="utf-8")
+    settings = load_settings(example_settings.path)
+    assert flygblad(settings, "subscribers", "add", "--list", "nyhetsbrev", "anna@example.org").returncode == 0
+    assert flygblad(settings, "schedule", "--run", "veckan").stdout.startswith("schedule: veckan fired: waiting")
+    assert fire_due_sends(settings) == [], "not approved: nothing to do"
+    assert not list(settings.outbox_dir.glob("nyhetsbrev.1.*.eml"))
+    assert flygblad(settings, "draft", "approve").returncode == 0
+    [sent] = fire_due_sends(settings, now=datetime.now(UTC))
+    assert sent.status == "done" and sent.issue_number == 1
+    assert len(list(settings.outbox_dir.glob("nyhetsbrev.1.*.eml"))) == 1
+    assert fire_due_sends(settings) == [], "sent once"
+    assert "done" in flygblad(settings, "schedule").stdout

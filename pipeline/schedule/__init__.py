@@ -177,6 +177,7 @@ def start_scheduler(settings: Any) -> Any:
         args=[config],
         id="flygblad:send-at",
         name="one-off sends",
+        next_run_time=datetime.now(UTC),  # at start too: a send that fell due while serve was down goes now
         replace_existing=True,
         coalesce=True,
         max_instances=1,
