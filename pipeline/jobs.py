@@ -33,7 +33,7 @@ from typing import TextIO
 
 from pipeline.collect import CollectReport, collect
 from pipeline.collect import Progress as CollectProgress
-from pipeline.config import ListSettings, Settings
+from pipeline.config import ListSettings, ScheduleSettings, Settings
 from pipeline.delivery import Message, SendResult
 from pipeline.delivery.send import Progress as SendProgress
 from pipeline.delivery.send import SenderBusy, SendReport
@@ -765,17 +765,17 @@ def fire_schedule(settings: Settings, name: str, *, due: datetime, now: datetime
             return FiringReport("taken")
         if not store.take_firing(name, due, now=now):
             return FiringReport("taken")
-        mailing_list = None if schedule.collect_only else settings.mailing_list(schedule.list or "")
-        result = _fire(
-            settings,
-            store,
-            mailing_list,
-            min_items=schedule.min_items,
-            approval=schedule.approval,
-            what=f"schedule {name}",
-        )
-        store.finish_firing(name, due, result.status, result.detail, issue_number=result.issue_number)
-        return result
+        return _run_firing(settings, store, schedule, due, what=f"schedule {name}")
+
+
+def _run_firing(
+    settings: Settings, store: Store, schedule: ScheduleSettings, due: datetime, *, what: str
+) -> FiringReport:
+    """A firing of *schedule* that this process has taken: do it, and record how it ended."""
+    mailing_list = None if schedule.collect_only else settings.mailing_list(schedule.list or "")
+    result = _fire(settings, store, mailing_list, min_items=schedule.min_items, approval=schedule.approval, what=what)
+    store.finish_firing(schedule.name, due, result.status, result.detail, issue_number=result.issue_number)
+    return result
 
 
 def _fire(
@@ -896,17 +896,7 @@ def _send_approved(settings: Settings, store: Store, now: datetime) -> list[Firi
             continue
         if not store.claim_firing(schedule.name, due, ("waiting",), now=now):
             continue
-        mailing_list = settings.mailing_list(schedule.list)
-        result = _fire(
-            settings,
-            store,
-            mailing_list,
-            min_items=schedule.min_items,
-            approval=schedule.approval,
-            what=f"schedule {schedule.name} (approved)",
-        )
-        store.finish_firing(schedule.name, due, result.status, result.detail, issue_number=result.issue_number)
-        reports.append(result)
+        reports.append(_run_firing(settings, store, schedule, due, what=f"schedule {schedule.name} (approved)"))
     return reports
 
 

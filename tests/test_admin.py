@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from pipeline.config import Settings
+from pipeline.config import Settings, load_settings
 from pipeline.store import Store
 from tests.smtp_sink import free_port
 from tests.test_jobs import SECRET, _env, flygblad
@@ -241,3 +241,83 @@ def test_collected_hostile_html_is_inert_in_the_desk(desk) -> None:
     assert "script" not in preview.headers["Content-Security-Policy"]
     sources = editor.get("/admin/sources")
     assert sources.status_code == 200 and "<script>" not in sources.text
+
+
+def test_subscribers_and_sources_at_the_desk(desk, tmp_path) -> None:
+    """Add, search, import with a report by line, export, suppress, remove; a dead source's last collect."""
+    settings, server = desk
+    editor = Desk(server.url)
+    editor.sign_in()
+    base = "/admin/lists/nyhetsbrev/subscribers"
+    added = editor.post(base + "/add", {"email": "Karin@Example.org", "name": "Karin Berg", "status": "active"})
+    assert added.status_code == 303 and "1+added" in added.headers["Location"]
+    bad = editor.post(base + "/add", {"email": "inte-en-adress", "status": "active"})
+    assert "problem=" in bad.headers["Location"]
+    csv_text = "E-post;Namn\nolle@example.org;Olle\nfel@@example;Fel\n\ufeff"
+    answer = requests.post(
+        server.url + base + "/import",
+        data={"csrf_token": editor.csrf, "status": "active"},
+        files={"file": ("lista.csv", csv_text.encode("utf-8"), "text/csv")},
+        headers=editor._cookie_header(),
+        allow_redirects=False,
+    )
+    assert answer.status_code == 200 and "Import of lista.csv" in answer.text
+    assert "line 3" in answer.text and "1 added" in answer.text, answer.text
+    found = editor.get(base + "?q=karin")
+    assert "karin@example.org" in found.text.lower() and "olle@example.org" not in found.text
+    export = editor.get("/admin/lists/nyhetsbrev/subscribers.csv")
+    assert (
+        export.headers["Content-Type"].startswith("text/csv") and "attachment" in export.headers["Content-Disposition"]
+    )
+    lines = export.text.splitlines()
+    assert lines[0] == "email,name,language,status,created" and any(
+        line.startswith("olle@example.org,Olle") for line in lines
+    )
+    assert editor.post(base + "/suppress", {"email": "olle@example.org"}).status_code == 303
+    suppressed = editor.get("/admin/lists/nyhetsbrev/suppressed")
+    assert "olle@example.org" in suppressed.text and "unsubscribed" in suppressed.text
+    assert editor.post(base + "/remove", {"email": "karin@example.org"}).status_code == 303
+    with Store.open(settings.storage_url) as store:
+        assert store.subscriber("nyhetsbrev", "karin@example.org") is None
+        assert store.subscriber("nyhetsbrev", "olle@example.org").status == "unsubscribed"
+
+    dead = free_port()  # nothing listens there
+    text = settings.path.read_text(encoding="utf-8")
+    text += f'\n[[sources]]\nname = "borta"\nkind = "feed"\nurl = "http://127.0.0.1:{dead}/feed.xml"\ncategory = "article"\n'
+    settings.path.write_text(text, encoding="utf-8")
+    assert flygblad(settings, "collect").returncode == 1
+    with Server(load_settings(settings.path), free_port()) as second:
+        other = Desk(second.url)
+        other.sign_in()
+        page = other.get("/admin/sources")
+    rows = re.findall(r"<tr>.*?</tr>", page.text, flags=re.S)
+    [gone] = [row for row in rows if "borta" in row]
+    assert "cannot connect (connection refused)" in gone, gone
+    [ledare] = [row for row in rows if ">ledare<" in row]
+    assert "not collected yet" not in ledare
+
+
+def test_send_now_from_the_desk_and_follow_its_progress(desk) -> None:
+    settings, server = desk
+    for address in ("a@example.org", "b@example.org", "c@example.org"):
+        assert flygblad(settings, "subscribers", "add", "--list", "nyhetsbrev", address).returncode == 0
+    editor = Desk(server.url)
+    editor.sign_in()
+    started = editor.post("/admin/lists/nyhetsbrev/send")
+    assert started.status_code == 303 and started.headers["Location"].startswith("/admin/lists/nyhetsbrev/issues")
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        page = editor.get("/admin/lists/nyhetsbrev/issues")
+        if ">sent<" in page.text.replace("<td>sent</td>", ">sent<"):
+            break
+        time.sleep(0.2)
+    assert "3 of 3" in page.text and '<progress max="3" value="3"' in page.text, page.text
+    assert 'http-equiv="refresh"' not in page.text, "a finished send stops refreshing"
+    log = editor.get("/admin/lists/nyhetsbrev/issues/1")
+    assert '<th scope="row">sent</th><td>3</td>' in log.text
+    assert len(list(settings.outbox_dir.glob("nyhetsbrev.1.*.eml"))) == 3
+    again = editor.post("/admin/lists/nyhetsbrev/send")
+    assert again.status_code == 303
+    assert len(list(settings.outbox_dir.glob("nyhetsbrev.1.*.eml"))) == 3, "sent once"

@@ -24,11 +24,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline.config import ListSettings, Settings
-from pipeline.errors import TooBig
+from pipeline.errors import RenderError, TooBig
 from pipeline.render import Rendered, item_problem, order_items, render_issue
 from pipeline.render.checks import GMAIL_CLIP_BYTES
 from pipeline.store import Store
-from pipeline.types import DraftChoices, DraftItem, Issue, StoredItem
+from pipeline.types import DraftChoices, DraftItem, Issue, Media, StoredItem
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,7 @@ def draft(
     date = now or datetime.now(UTC)
     items = list(items)
     images = store.media_for(s.item.image for s in items if s.item.image)  # as kept at collect time
+    logo = list_logo(settings, store, mailing_list)
     trimmed = 0
     while True:
         try:
@@ -217,6 +218,7 @@ def draft(
                 preheader=choices.preheader if choices else None,
                 keep_order=choices is not None,  # new_items put them in the issue's (and the editor's) order
                 link_wrapper=click_links(settings, mailing_list, number),
+                logo=logo,
             )
             break
         except TooBig as too_big:
@@ -240,6 +242,29 @@ def draft(
     return Draft(mailing_list, number, items, len(left_out), cutoff, rendered)
 
 
+def list_logo(settings: Settings, store: Store, mailing_list: ListSettings) -> Media | None:
+    """The list's logo kept in the media folder (once per version of the file), or None without one.
+
+    Kept here, where an issue is drafted, rather than in the renderer, which only formats what it is given.
+    """
+    if not mailing_list.logo:
+        return None
+    from pipeline.images import NotAnImage, keep_file
+
+    path = settings.resolve(mailing_list.logo)
+    try:
+        stat = path.stat()
+        key = f"{path.resolve().as_uri()}#{stat.st_size}-{stat.st_mtime_ns}"  # a new file is kept again
+        found = store.media_for([key]).get(key)
+        if found is not None:
+            return found
+        kept = keep_file(path, settings.media_dir)
+    except (NotAnImage, OSError) as err:
+        raise RenderError(f"list {mailing_list.name!r}: the logo {path}: {err}") from err
+    store.save_media(key, digest=kept.digest, ext=kept.ext, width=kept.width, height=kept.height)
+    return replace(kept, url=key)
+
+
 def versions_for(
     settings: Settings,
     store: Store,
@@ -251,6 +276,7 @@ def versions_for(
 ) -> dict[str, dict[str, str]]:
     """The draft rendered in each of *languages* other than its own: the same items, number and placeholders."""
     images = store.media_for(s.item.image for s in draft.items if s.item.image)
+    logo = list_logo(settings, store, draft.list)
     out = {}
     for language in sorted(languages - {draft.rendered.language}):
         rendered = render_issue(
@@ -267,6 +293,7 @@ def versions_for(
             preheader=choices.preheader if choices else None,
             keep_order=True,
             link_wrapper=click_links(settings, draft.list, draft.number),
+            logo=logo,
         )
         out[language] = {
             "subject": rendered.subject,

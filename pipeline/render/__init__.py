@@ -211,19 +211,12 @@ def track_links(html: str, text: str, wrap: Callable[[str], str], *, own: str) -
 LOGO_WIDTH = 200
 
 
-def _logo(settings: Settings, mailing_list: ListSettings) -> dict[str, object] | None:
-    """The list's logo as the header shows it (kept and served like a lead image), or None."""
-    if not mailing_list.logo:
+def _logo(settings: Settings, logo: Media | None) -> dict[str, object] | None:
+    """The list's logo as the header shows it (kept at draft time like a lead image), or None."""
+    if logo is None:
         return None
-    from pipeline.images import NotAnImage, keep_file
-
-    path = settings.resolve(mailing_list.logo)
-    try:
-        kept = keep_file(path, settings.media_dir)
-    except (NotAnImage, OSError) as err:
-        raise RenderError(f"list {mailing_list.name!r}: the logo {path}: {err}") from err
-    width, height = kept.size_at(LOGO_WIDTH)
-    return {"src": f"{settings.media_url}/{kept.file_for(MEDIA_WIDTHS[0])}", "width": width, "height": height}
+    width, height = logo.size_at(LOGO_WIDTH)
+    return {"src": f"{settings.media_url}/{logo.file_for(MEDIA_WIDTHS[0])}", "width": width, "height": height}
 
 
 def note_html(markdown: str) -> Markup:
@@ -272,8 +265,11 @@ def render_issue(
     preheader: str | None = None,
     keep_order: bool = False,
     link_wrapper: Callable[[str], str] | None = None,
+    logo: Media | None = None,
 ) -> Rendered:
     """Render one issue of *mailing_list* from *items*: once, for every recipient.
+
+    Nothing here fetches or writes a file: images (*images*, the list's *logo*) come kept already.
 
     Raises RenderError naming the template file and line for a template or
     MJML error, or listing the content rules the result breaks.
@@ -307,7 +303,7 @@ def render_issue(
         "preheader_padding": PREHEADER_PADDING,
         "accent": mailing_list.accent,
         "footer_text": mailing_list.footer,
-        "logo": _logo(settings, mailing_list),
+        "logo": _logo(settings, logo),
         "note_html": note_html(note) if note and note.strip() else None,
         "note_text": note.strip() if note and note.strip() else None,
         "list_title": mailing_list.title,

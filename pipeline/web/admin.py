@@ -388,32 +388,38 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
 
     # ------------------------------------------------------------ subscribers
 
-    @admin.get("/lists/<list_name>/subscribers")
-    def subscribers(list_name: str) -> Response:
-        mailing_list = known_list(list_name)
-        text = request.args.get("q", "")[:254].strip()
-        status = request.args.get("status", "")
-        page_number = max(
-            1, min(10**6, int(request.args.get("page", "1")) if request.args.get("page", "1").isdigit() else 1)
-        )
+    def subscribers_page(
+        mailing_list: ListSettings, text: str = "", status: str = "", page_number: int = 1, **report: Any
+    ) -> Response:
+        """The subscribers page: a page of those matching *text* and *status*, and an import's report if any."""
         chosen = (status,) if status in STATUSES else ()
         rows, total = store.find_subscribers(
-            list_name, text, statuses=chosen, limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE
+            mailing_list.name, text, statuses=chosen, limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE
         )
-        counts = {s: store.count_subscribers(list_name, s) for s in STATUSES}
         return show(
             "subscribers.html.j2",
             f"Subscribers of {mailing_list.title}",
             mailing_list=mailing_list,
             rows=rows,
             total=total,
-            counts=counts,
+            counts={s: store.count_subscribers(mailing_list.name, s) for s in STATUSES},
             q=text,
             status=status if chosen else "",
             statuses=STATUSES,
             page=page_number,
             pages=max(1, -(-total // PAGE_SIZE)),
-            report=None,
+            report=report.get("report"),
+            filename=report.get("filename", ""),
+        )
+
+    @admin.get("/lists/<list_name>/subscribers")
+    def subscribers(list_name: str) -> Response:
+        page = request.args.get("page", "1")
+        return subscribers_page(
+            known_list(list_name),
+            request.args.get("q", "")[:254].strip(),
+            request.args.get("status", ""),
+            max(1, min(10**6, int(page))) if page.isdigit() else 1,
         )
 
     @admin.get("/lists/<list_name>/suppressed")
@@ -462,22 +468,7 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
             if path.stat().st_size > MAX_UPLOAD:
                 return back("admin.subscribers", problem="The file is over 1 MB.", list_name=list_name)
             added = jobs.import_subscribers(settings, store, mailing_list, path, status=status)
-        rows, total = store.find_subscribers(list_name, limit=PAGE_SIZE)
-        return show(
-            "subscribers.html.j2",
-            f"Subscribers of {mailing_list.title}",
-            mailing_list=mailing_list,
-            rows=rows,
-            total=total,
-            counts={s: store.count_subscribers(list_name, s) for s in STATUSES},
-            q="",
-            status="",
-            statuses=STATUSES,
-            page=1,
-            pages=max(1, -(-total // PAGE_SIZE)),
-            report=added.report,
-            filename=(upload.filename or "")[:200],
-        )
+        return subscribers_page(mailing_list, report=added.report, filename=(upload.filename or "")[:200])
 
     @admin.get("/lists/<list_name>/subscribers.csv")
     def subscriber_export(list_name: str) -> Response:
