@@ -299,6 +299,10 @@ def test_subscribers_and_sources_at_the_desk(desk, tmp_path) -> None:
 
 def test_send_now_from_the_desk_and_follow_its_progress(desk) -> None:
     settings, server = desk
+    editor = Desk(server.url)
+    editor.sign_in()
+    nobody = editor.post("/admin/lists/nyhetsbrev/send")
+    assert nobody.status_code == 303 and "has+no+active+subscribers" in nobody.headers["Location"], nobody.headers
     for address in ("a@example.org", "b@example.org", "c@example.org"):
         assert flygblad(settings, "subscribers", "add", "--list", "nyhetsbrev", address).returncode == 0
     editor = Desk(server.url)

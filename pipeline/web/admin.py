@@ -316,9 +316,12 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
         if running is not None and running.is_alive():
             return back("admin.issues", problem="This list is being sent already.", list_name=list_name)
 
+        outcome: list[jobs.ListSendReport] = []
+
         def run() -> None:
             try:
                 report = jobs.send_list(settings, store, mailing_list)
+                outcome.append(report)
                 if report.sends:
                     jobs.write_feeds_and_archive(settings, store)
             except Exception:  # noqa: BLE001 - the ledger keeps what was sent; the next send resumes
@@ -330,6 +333,10 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
         sending[list_name] = thread
         thread.start()
         thread.join(timeout=2)  # a small list is done by the time the page shows
+        if outcome and not outcome[0].sends:  # nothing was sent, and the reason is known: say it
+            return back("admin.draft", problem=f"Nothing sent: {outcome[0].note}", list_name=list_name)
+        if outcome:
+            return back("admin.issues", "; ".join(s.summary() for s in outcome[0].sends), list_name=list_name)
         return back("admin.issues", "Sending started.", list_name=list_name)
 
     @admin.post("/lists/<list_name>/send-at")
