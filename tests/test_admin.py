@@ -261,7 +261,7 @@ def test_subscribers_and_sources_at_the_desk(desk, tmp_path) -> None:
         headers=editor._cookie_header(),
         allow_redirects=False,
     )
-    assert answer.status_code == 200 and "Import of lista.csv" in answer.text
+    assert answer.status_code == 200 and "Import av lista.csv" in answer.text
     assert "line 3" in answer.text and "1 added" in answer.text, answer.text
     found = editor.get(base + "?q=karin")
     assert "karin@example.org" in found.text.lower() and "olle@example.org" not in found.text
@@ -275,7 +275,7 @@ def test_subscribers_and_sources_at_the_desk(desk, tmp_path) -> None:
     )
     assert editor.post(base + "/suppress", {"email": "olle@example.org"}).status_code == 303
     suppressed = editor.get("/admin/lists/nyhetsbrev/suppressed")
-    assert "olle@example.org" in suppressed.text and "unsubscribed" in suppressed.text
+    assert "olle@example.org" in suppressed.text and "avregistrerad" in suppressed.text
     assert editor.post(base + "/remove", {"email": "karin@example.org"}).status_code == 303
     with Store.open(settings.storage_url) as store:
         assert store.subscriber("nyhetsbrev", "karin@example.org") is None
@@ -314,14 +314,34 @@ def test_send_now_from_the_desk_and_follow_its_progress(desk) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         page = editor.get("/admin/lists/nyhetsbrev/issues")
-        if ">sent<" in page.text.replace("<td>sent</td>", ">sent<"):
+        if "<td>skickat</td>" in page.text:
             break
         time.sleep(0.2)
-    assert "3 of 3" in page.text and '<progress max="3" value="3"' in page.text, page.text
+    assert "3 av 3" in page.text and '<progress max="3" value="3"' in page.text, page.text
     assert 'http-equiv="refresh"' not in page.text, "a finished send stops refreshing"
     log = editor.get("/admin/lists/nyhetsbrev/issues/1")
-    assert '<th scope="row">sent</th><td>3</td>' in log.text
+    assert '<th scope="row">skickat</th><td>3</td>' in log.text
     assert len(list(settings.outbox_dir.glob("nyhetsbrev.1.*.eml"))) == 3
     again = editor.post("/admin/lists/nyhetsbrev/send")
     assert again.status_code == 303
     assert len(list(settings.outbox_dir.glob("nyhetsbrev.1.*.eml"))) == 3, "sent once"
+
+
+def test_the_desk_speaks_the_sites_language(example_settings, monkeypatch) -> None:
+    """Swedish for a Swedish site (the sample), English for an English one, and a project may reword it."""
+    monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
+    port = free_port()
+    settings = _configure(example_settings, f"http://127.0.0.1:{port}")
+    with Server(settings, port) as server:
+        swedish = requests.get(server.url + "/admin/login")
+    assert '<html lang="sv">' in swedish.text and ">Logga in</button>" in swedish.text
+    text = settings.path.read_text(encoding="utf-8").replace('language = "sv"', 'language = "en"', 1)
+    settings.path.write_text(text, encoding="utf-8")
+    own = settings.templates_dir / "admin" / "strings.toml"
+    own.parent.mkdir(parents=True, exist_ok=True)
+    own.write_text('[en]\n"Sign in" = "Log in to the newsroom"\n', encoding="utf-8")
+    port = free_port()
+    with Server(load_settings(settings.path), port) as server:
+        english = requests.get(server.url + "/admin/login")
+    assert '<html lang="en">' in english.text and ">Log in to the newsroom</button>" in english.text
+    assert "Email address" in english.text

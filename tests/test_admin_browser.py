@@ -61,9 +61,9 @@ def test_a_communicators_week_in_the_browser(week, browser) -> None:
     page.goto(f"{server.url}/admin/lists/nyhetsbrev/draft")
     assert "/admin/login" in page.url, "no session: sent to sign in"
     _checked(page, "login", failures)
-    page.get_by_label("Email address").fill(EMAIL)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label("E-postadress").fill(EMAIL)
+    page.get_by_label("Lösenord").fill(PASSWORD)
+    page.get_by_role("button", name="Logga in").click()
     page.wait_for_url("**/admin/lists/nyhetsbrev/draft")
     [cookie] = [c for c in context.cookies() if c["name"] == "flygblad_admin"]
     assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
@@ -71,26 +71,28 @@ def test_a_communicators_week_in_the_browser(week, browser) -> None:
     items = page.locator("ol.items > li .item-title a")
     titles = items.all_inner_texts()
     assert "Nytt: mandag" in titles and len(titles) == 9, titles
-    assert page.get_by_text("Not approved").is_visible()
+    assert page.get_by_text("Inte godkänt").is_visible()
     _checked(page, "draft", failures)
 
     # Write a note and change the subject.
-    page.get_by_label("Subject", exact=True).fill("Veckans nyhetsbrev: smart industri")
-    page.get_by_label("Editor's note").fill("**Välkommen** till veckans nummer! [Anmäl dig](https://example.org/anmal)")
-    page.get_by_role("button", name="Save", exact=True).click()
-    assert page.get_by_role("status").inner_text() == "Draft saved."
+    page.get_by_label("Ämne", exact=True).fill("Veckans nyhetsbrev: smart industri")
+    page.get_by_label("Redaktörens inledning").fill(
+        "**Välkommen** till veckans nummer! [Anmäl dig](https://example.org/anmal)"
+    )
+    page.get_by_role("button", name="Spara", exact=True).click()
+    assert page.get_by_role("status").inner_text() == "Utkastet är sparat."
     # Drop one item; move a leader up to the top.
-    page.get_by_role("button", name="Leave out: Reflektionsdagarna 2018: hållbarhet i fokus").click()
-    assert "Left out: Reflektionsdagarna" in page.get_by_role("status").inner_text()
+    page.get_by_role("button", name="Ta bort: Reflektionsdagarna 2018: hållbarhet i fokus").click()
+    assert "Borttagen: Reflektionsdagarna" in page.get_by_role("status").inner_text()
     for _ in range(2):
-        page.get_by_role("button", name="Move up: Ett år med Smart industri").click()
+        page.get_by_role("button", name="Flytta upp: Ett år med Smart industri").click()
     titles = items.all_inner_texts()
     assert titles[0] == "Ett år med Smart industri" and "Reflektionsdagarna 2018: hållbarhet i fokus" not in titles
-    assert page.get_by_role("button", name="Put back: Reflektionsdagarna 2018: hållbarhet i fokus").is_visible()
+    assert page.get_by_role("button", name="Ta tillbaka: Reflektionsdagarna 2018: hållbarhet i fokus").is_visible()
     (DOCS / "desk-draft.png").write_bytes(screenshot(page, "desk-draft"))
 
     # The preview at phone width: the note is there, and nothing is wider than the phone.
-    page.get_by_role("link", name="Phone (375 px)").click()
+    page.get_by_role("link", name="Mobil (375 px)").click()
     frame_element = page.locator("iframe")
     assert frame_element.get_attribute("width") == "375"
     frame = frame_element.content_frame
@@ -103,14 +105,14 @@ def test_a_communicators_week_in_the_browser(week, browser) -> None:
     (DOCS / "desk-phone-preview.png").write_bytes(shot)
 
     # A test to herself, then approve.
-    page.get_by_label("Send a test to").fill("redaktor@example.org")
-    page.get_by_role("button", name="Send test").click()
-    assert "sent to redaktor@example.org" in page.get_by_role("status").inner_text()
+    page.get_by_label("Skicka ett test till").fill("redaktor@example.org")
+    page.get_by_role("button", name="Skicka test").click()
+    assert "skickat till redaktor@example.org" in page.get_by_role("status").inner_text()
     [test] = [p for p in settings.outbox_dir.glob("*.eml") if "redaktor" in _message(p)["To"]]
     assert _message(test)["Subject"] == "[TEST] Veckans nyhetsbrev: smart industri"
     test.unlink()
-    page.get_by_role("button", name="Approve this issue").click()
-    assert f"Approved by {EMAIL}" in page.locator(".state").inner_text()
+    page.get_by_role("button", name="Godkänn numret").click()
+    assert f"Godkänt av {EMAIL}" in page.locator(".state").inner_text()
     _checked(page, "draft approved", failures)
 
     # Thursday 07:30: the schedule fires and sends the approved issue.
@@ -133,9 +135,9 @@ def test_a_communicators_week_in_the_browser(week, browser) -> None:
     _checked(page, "issues", failures)
     page.get_by_role("link", name="1", exact=True).click()
     page.wait_for_url("**/issues/1")
-    counts = page.get_by_role("table", name="Recipients by status")
-    assert counts.get_by_role("row", name="sent 2").count() == 1
-    clicks = page.get_by_role("table", name="Clicks per link (never per person)")
+    counts = page.get_by_role("table", name="Mottagare per status")
+    assert counts.get_by_role("row", name="skickat 2").count() == 1
+    clicks = page.get_by_role("table", name="Klick per länk (aldrig per person)")
     assert clicks.get_by_role("cell", name=followed.headers["Location"]).count() == 1
     assert clicks.locator("td").nth(1).inner_text() == "1"
     _checked(page, "issue", failures)
@@ -153,8 +155,8 @@ def test_a_communicators_week_in_the_browser(week, browser) -> None:
         assert page.locator("h1").count() == 1, name
         _checked(page, name, failures)
     page.goto(f"{server.url}/admin/schedules")
-    assert "done" in page.get_by_role("table", name="Last firings of veckan").inner_text()
-    page.get_by_role("button", name="Sign out").click()
+    assert "klar" in page.get_by_role("table", name="Senaste körningar av veckan").inner_text()
+    page.get_by_role("button", name="Logga ut").click()
     page.wait_for_url("**/admin/login")
     context.close()
     assert not failures, "\n".join(failures)
@@ -170,9 +172,9 @@ def test_hostile_html_is_inert_in_the_desk_in_a_browser(week, browser) -> None:
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.goto(f"{server.url}/admin/login")
-    page.get_by_label("Email address").fill(EMAIL)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label("E-postadress").fill(EMAIL)
+    page.get_by_label("Lösenord").fill(PASSWORD)
+    page.get_by_role("button", name="Logga in").click()
     page.goto(f"{server.url}/admin/lists/nyhetsbrev/draft")
     assert page.get_by_role("link", name=re.compile("Farlig")).count() == 1
     assert page.locator("ol.items img").count() == 0, "the title's <img> is text"

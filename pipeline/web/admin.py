@@ -21,6 +21,7 @@ Safety, by design:
 
 from __future__ import annotations
 
+import functools
 import secrets
 import tempfile
 import threading
@@ -53,12 +54,41 @@ PAGE_SIZE = 50
 MAX_UPLOAD = 1024 * 1024
 
 
+def desk_strings(templates_dir: Path, language: str) -> dict[str, str]:
+    """The desk's translations into *language*: the built-in ``admin/strings.toml``, then the project's."""
+    from pipeline.render.templates import BUILTIN_TEMPLATES
+
+    merged: dict[str, str] = {}
+    for path in (BUILTIN_TEMPLATES / "admin" / "strings.toml", templates_dir / "admin" / "strings.toml"):
+        merged.update(_catalogue(path, path.stat().st_mtime_ns if path.is_file() else 0).get(language, {}))
+    return merged
+
+
+@functools.lru_cache(maxsize=16)
+def _catalogue(path: Path, _mtime: int) -> dict[str, dict[str, str]]:
+    """A strings file, parsed once per version (the mtime is part of the key)."""
+    import tomllib
+
+    if not _mtime:
+        return {}
+    with path.open("rb") as handle:
+        return {lang: {str(k): str(v) for k, v in table.items()} for lang, table in tomllib.load(handle).items()}
+
+
 def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limiter: Limiter) -> None:
     """Add the desk's routes to *app*."""
     from pipeline.web import archive_csp
 
     admin = Blueprint("admin", __name__, url_prefix="/admin")
     tz = settings.site.tz
+    language = settings.site.language.split("-")[0].lower()
+
+    def _(text: str) -> str:
+        """The desk's text in the site's language (English where a translation is missing)."""
+        if "desk_strings" not in g:  # read once per request
+            g.desk_strings = desk_strings(settings.templates_dir, language)
+        return str(g.desk_strings.get(text, text))
+
     sending: dict[str, threading.Thread] = {}
 
     def known_list(name: str) -> ListSettings:
@@ -74,6 +104,8 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
         context.setdefault("refresh", False)
         html = render_template(
             f"admin/{template}",
+            _=_,
+            lang=language if (_("Sign in") != "Sign in" or language == "en") else "en",
             title=title,
             organisation=settings.organisation.name if settings.organisation else settings.site.title,
             me=g.get("admin_email"),
@@ -101,7 +133,7 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
         if found is None:
             if request.method == "GET":
                 return redirect(url_for("admin.login", next=request.full_path.rstrip("?")), 303)  # type: ignore[return-value]
-            return make_response("Sign in first.\n", 401, {"Content-Type": "text/plain; charset=utf-8"})
+            return make_response(_("Sign in first.") + "\n", 401, {"Content-Type": "text/plain; charset=utf-8"})
         if request.method == "POST" and not secrets.compare_digest(
             request.form.get("csrf_token", "").encode(), found.csrf.encode()
         ):
@@ -121,7 +153,7 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
         nonce = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(16)
         response = show(
             "login.html.j2",
-            "Sign in",
+            _("Sign in"),
             status,
             login_token=tokens.csrf(nonce),
             next=safe_next(request.values.get("next", "")),
@@ -165,7 +197,7 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
         email = request.form.get("email", "")[:254]
         signed = accounts.sign_in(store, email, request.form.get("password", ""))
         if signed is None:
-            return login_form("That address and password do not match an account.", 401, email=email)
+            return login_form(_("That address and password do not match an account."), 401, email=email)
         response = make_response(redirect(safe_next(request.form.get("next", "")), 303))
         response.set_cookie(
             COOKIE,
@@ -204,7 +236,7 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
                     "sends": [s for s in jobs.scheduled_sends(store, mailing_list.name) if s["status"] == "scheduled"],
                 }
             )
-        return show("home.html.j2", "Lists", rows=rows)
+        return show("home.html.j2", _("Lists"), rows=rows)
 
     # ------------------------------------------------------------ the draft
 
@@ -217,7 +249,7 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
             width = "desktop"
         return show(
             "draft.html.j2",
-            f"Next issue of {mailing_list.title}",
+            _("Next issue of {list}").format(list=mailing_list.title),
             mailing_list=mailing_list,
             view=view,
             summaries={k: v.summary for k, v in view.choices.items.items() if v.summary},
@@ -248,7 +280,7 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
         form = request.form
         values = {k: form.get(k, "")[:20000] for k in ("note", "subject", "preheader") if k in form}
         jobs.edit_draft(store, mailing_list, **values)
-        return back("admin.draft", "Draft saved.", list_name=list_name)
+        return back("admin.draft", _("Draft saved."), list_name=list_name)
 
     @admin.post("/lists/<list_name>/draft/items")
     def draft_item(list_name: str) -> Response:
@@ -258,23 +290,23 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
         try:
             if action == "exclude":
                 stored = jobs.choose_item(settings, store, mailing_list, ref, excluded=True)
-                done = f"Left out: {stored.item.title}"
+                done = _("Left out: {title}").format(title=stored.item.title)
             elif action == "include":
                 stored = jobs.choose_item(settings, store, mailing_list, ref, included=True)
-                done = f"Put back: {stored.item.title}"
+                done = _("Put back: {title}").format(title=stored.item.title)
             elif action in ("up", "down", "move"):
                 view = jobs.draft_view(settings, store, mailing_list)
                 ids = [s.item.id for s in view.items]
                 current = ids.index(ref) + 1 if ref in ids else 0
                 if not current:
-                    raise FlygbladError("that item is not in the draft any more")
+                    raise FlygbladError(_("that item is not in the draft any more"))
                 to = {"up": current - 1, "down": current + 1}.get(action) or int(form.get("to", "0") or 0)
                 stored = jobs.move_item(settings, store, mailing_list, ref, max(1, to))
-                done = f"Moved: {stored.item.title}"
+                done = _("Moved: {title}").format(title=stored.item.title)
             elif action == "summary":
                 text = form.get("summary", "")[:5000].strip()
                 stored = jobs.choose_item(settings, store, mailing_list, ref, summary=text or None)
-                done = f"Summary saved: {stored.item.title}"
+                done = _("Summary saved: {title}").format(title=stored.item.title)
             else:
                 abort(400)
         except (FlygbladError, ValueError) as err:
@@ -288,7 +320,7 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
             jobs.approve_draft(settings, store, mailing_list, by=g.admin_email)
         except FlygbladError as err:
             return back("admin.draft", problem=str(err), list_name=list_name)
-        return back("admin.draft", "Approved: the next firing sends this issue.", list_name=list_name)
+        return back("admin.draft", _("Approved: the next firing sends this issue."), list_name=list_name)
 
     @admin.post("/lists/<list_name>/test")
     def test_send(list_name: str) -> Response:
@@ -299,22 +331,30 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
             address = check_address(request.form.get("address", ""))
             tried = jobs.send_test(settings, store, mailing_list, address)
         except (SubscriberError, FlygbladError) as err:
-            return back("admin.draft", problem=f"Test not sent: {err}", list_name=list_name)
+            return back("admin.draft", problem=_("Test not sent: {why}").format(why=err), list_name=list_name)
         if tried is None:
-            return back("admin.draft", problem="Nothing new: there is no issue to test.", list_name=list_name)
+            return back("admin.draft", problem=_("Nothing new: there is no issue to test."), list_name=list_name)
         issue, result = tried
         if result.status != "sent":
             return back(
-                "admin.draft", problem=f"Test to {address}: {result.status} {result.reply}", list_name=list_name
+                "admin.draft",
+                problem=_("Test to {address}: {status} {reply}").format(
+                    address=address, status=result.status, reply=result.reply
+                ),
+                list_name=list_name,
             )
-        return back("admin.draft", f"Test of issue {issue.number} sent to {address}.", list_name=list_name)
+        return back(
+            "admin.draft",
+            _("Test of issue {number} sent to {address}.").format(number=issue.number, address=address),
+            list_name=list_name,
+        )
 
     @admin.post("/lists/<list_name>/send")
     def send_now(list_name: str) -> Response:
         mailing_list = known_list(list_name)
         running = sending.get(list_name)
         if running is not None and running.is_alive():
-            return back("admin.issues", problem="This list is being sent already.", list_name=list_name)
+            return back("admin.issues", problem=_("This list is being sent already."), list_name=list_name)
 
         outcome: list[jobs.ListSendReport] = []
 
@@ -334,10 +374,12 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
         thread.start()
         thread.join(timeout=2)  # a small list is done by the time the page shows
         if outcome and not outcome[0].sends:  # nothing was sent, and the reason is known: say it
-            return back("admin.draft", problem=f"Nothing sent: {outcome[0].note}", list_name=list_name)
+            return back(
+                "admin.draft", problem=_("Nothing sent: {why}").format(why=outcome[0].note), list_name=list_name
+            )
         if outcome:
             return back("admin.issues", "; ".join(s.summary() for s in outcome[0].sends), list_name=list_name)
-        return back("admin.issues", "Sending started.", list_name=list_name)
+        return back("admin.issues", _("Sending started."), list_name=list_name)
 
     @admin.post("/lists/<list_name>/send-at")
     def send_at(list_name: str) -> Response:
@@ -347,10 +389,14 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
             when = datetime.fromisoformat(raw.replace(" ", "T")).replace(tzinfo=tz)
             at = jobs.schedule_send(store, mailing_list, when)
         except ValueError:
-            return back("admin.draft", problem=f"Not a date and time: {raw!r} (YYYY-MM-DD HH:MM)", list_name=list_name)
+            return back(
+                "admin.draft",
+                problem=_("Not a date and time: {value} (YYYY-MM-DD HH:MM)").format(value=repr(raw)),
+                list_name=list_name,
+            )
         except FlygbladError as err:
             return back("admin.draft", problem=str(err), list_name=list_name)
-        return back("admin.draft", f"The issue goes out at {local(at)}.", list_name=list_name)
+        return back("admin.draft", _("The issue goes out at {at}.").format(at=local(at)), list_name=list_name)
 
     @admin.post("/lists/<list_name>/send-at/cancel")
     def send_at_cancel(list_name: str) -> Response:
@@ -359,7 +405,7 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
             jobs.cancel_send(store, mailing_list, datetime.fromisoformat(request.form.get("due", "")))
         except (ValueError, FlygbladError) as err:
             return back("admin.draft", problem=str(err), list_name=list_name)
-        return back("admin.draft", "The scheduled send is cancelled.", list_name=list_name)
+        return back("admin.draft", _("The scheduled send is cancelled."), list_name=list_name)
 
     # ------------------------------------------------------------ issues
 
@@ -371,7 +417,11 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
             sending.get(list_name) is not None and sending[list_name].is_alive()
         )
         return show(
-            "issues.html.j2", f"Issues of {mailing_list.title}", mailing_list=mailing_list, rows=rows, refresh=refresh
+            "issues.html.j2",
+            _("Issues of {list}").format(list=mailing_list.title),
+            mailing_list=mailing_list,
+            rows=rows,
+            refresh=refresh,
         )
 
     @admin.get("/lists/<list_name>/issues/<int:number>")
@@ -385,7 +435,7 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
         done = sum(n for status, n in found.counts.items() if status not in ("pending", "sending", "deferred"))
         return show(
             "issue.html.j2",
-            f"Issue {number} of {mailing_list.title}",
+            _("Issue {number} of {list}").format(number=number, list=mailing_list.title),
             mailing_list=mailing_list,
             log=found,
             total=total,
@@ -405,7 +455,7 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
         )
         return show(
             "subscribers.html.j2",
-            f"Subscribers of {mailing_list.title}",
+            _("Subscribers of {list}").format(list=mailing_list.title),
             mailing_list=mailing_list,
             rows=rows,
             total=total,
@@ -435,7 +485,7 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
         rows, total = store.find_subscribers(list_name, statuses=tuple(sorted(SUPPRESSED)), limit=1000)
         return show(
             "suppressed.html.j2",
-            f"Suppression list of {mailing_list.title}",
+            _("Suppression list of {list}").format(list=mailing_list.title),
             mailing_list=mailing_list,
             rows=rows,
             total=total,
@@ -459,8 +509,10 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
                 status=status,
             )
         except SubscriberError as err:
-            return back("admin.subscribers", problem=f"Not added: {err}", list_name=list_name)
-        return back("admin.subscribers", f"Added: {added.report.summary()}", list_name=list_name)
+            return back("admin.subscribers", problem=_("Not added: {why}").format(why=err), list_name=list_name)
+        return back(
+            "admin.subscribers", _("Added: {summary}").format(summary=added.report.summary()), list_name=list_name
+        )
 
     @admin.post("/lists/<list_name>/subscribers/import")
     def subscriber_import(list_name: str) -> Response:
@@ -468,12 +520,12 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
         upload = request.files.get("file")
         status = request.form.get("status", "active")
         if upload is None or status not in ("active", "unconfirmed"):
-            return back("admin.subscribers", problem="Choose a CSV file to import.", list_name=list_name)
+            return back("admin.subscribers", problem=_("Choose a CSV file to import."), list_name=list_name)
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "import.csv"
             upload.save(path)
             if path.stat().st_size > MAX_UPLOAD:
-                return back("admin.subscribers", problem="The file is over 1 MB.", list_name=list_name)
+                return back("admin.subscribers", problem=_("The file is over 1 MB."), list_name=list_name)
             added = jobs.import_subscribers(settings, store, mailing_list, path, status=status)
         return subscribers_page(mailing_list, report=added.report, filename=(upload.filename or "")[:200])
 
@@ -499,16 +551,22 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
         known_list(list_name)
         email = request.form.get("email", "")[:320]
         if not store.remove_subscriber(list_name, email.strip()):
-            return back("admin.subscribers", problem=f"{email} is not on the list.", list_name=list_name)
-        return back("admin.subscribers", f"Removed: {email}", list_name=list_name)
+            return back(
+                "admin.subscribers", problem=_("{email} is not on the list.").format(email=email), list_name=list_name
+            )
+        return back("admin.subscribers", _("Removed: {email}").format(email=email), list_name=list_name)
 
     @admin.post("/lists/<list_name>/subscribers/suppress")
     def subscriber_suppress(list_name: str) -> Response:
         mailing_list = known_list(list_name)
         email = request.form.get("email", "")[:320]
         if not jobs.suppress_subscriber(store, mailing_list, email):
-            return back("admin.subscribers", problem=f"{email} is not on the list.", list_name=list_name)
-        return back("admin.subscribers", f"Suppressed: {email} gets no more issues.", list_name=list_name)
+            return back(
+                "admin.subscribers", problem=_("{email} is not on the list.").format(email=email), list_name=list_name
+            )
+        return back(
+            "admin.subscribers", _("Suppressed: {email} gets no more issues.").format(email=email), list_name=list_name
+        )
 
     # ------------------------------------------------------------ schedules and sources
 
@@ -524,13 +582,13 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
             }
             for schedule in settings.schedules
         ]
-        return show("schedules.html.j2", "Schedules", rows=rows, sends=jobs.scheduled_sends(store)[:50])
+        return show("schedules.html.j2", _("Schedules"), rows=rows, sends=jobs.scheduled_sends(store)[:50])
 
     @admin.get("/sources")
     def sources() -> Response:
         runs = store.source_runs()
         rows = [(source, runs.get(source.name)) for source in settings.sources]
-        return show("sources.html.j2", "Sources", rows=rows)
+        return show("sources.html.j2", _("Sources"), rows=rows)
 
     app.register_blueprint(admin)
 
