@@ -378,7 +378,7 @@ SUFFIXES = st.text(alphabet=string.ascii_letters + string.digits + "-._~%/?=&#+!
 def public_site(tmp_path_factory: pytest.TempPathFactory):
     import shutil
 
-    from pipeline.web import make_server
+    from pipeline.web import close_server, make_server
     from tests.conftest import EXAMPLE_SITE, ROOT
     from tests.smtp_sink import free_port
 
@@ -391,10 +391,11 @@ def public_site(tmp_path_factory: pytest.TempPathFactory):
     )
     (folder / "config.toml").write_text(text, encoding="utf-8")
     server = make_server(load_settings(folder / "config.toml"), host="127.0.0.1", port=port)
-    threading.Thread(target=server.run, daemon=True).start()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
     session = requests.Session()
     yield f"http://127.0.0.1:{port}", session
-    server.close()
+    close_server(server, thread)
 
 
 @SLOW_INPUT

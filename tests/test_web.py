@@ -22,7 +22,7 @@ from pipeline.jobs import freeze_next
 from pipeline.store import Store
 from pipeline.subscribers import ImportReport, candidate
 from pipeline.tokens import Tokens
-from pipeline.web import make_server
+from pipeline.web import close_server, make_server
 from tests.smtp_sink import free_port
 
 SECRET = "web-secret-0123456789abcdef-0123456789"
@@ -49,7 +49,7 @@ class Server:
         raise RuntimeError("the server did not start")
 
     def __exit__(self, *exc: object) -> None:
-        self.server.close()
+        close_server(self.server, self.thread)
 
 
 def _configure(settings: Settings, base: str, extra: str = "") -> Settings:
@@ -387,3 +387,29 @@ def test_an_old_unsubscribe_link_after_removal_says_the_address_is_not_subscribe
     answer = requests.post(url)
     assert answer.status_code == 200 and "Adressen prenumererar inte på Produktionslyftets nyhetsbrev" in answer.text
     assert "Länken fungerar inte" not in answer.text
+
+
+def test_a_stopped_server_never_writes_into_a_file_that_reuses_its_descriptors(site, tmp_path) -> None:
+    """waitress wakes its loop by writing b"x" to a pipe; a request thread that finished after the server was
+    closed wrote that "x" into whatever file had reused the pipe's descriptor (a config being copied: "not valid
+    TOML at line 1, column 2"; a subprocess's output: a stray "x" before its JSON)."""
+    import os
+
+    _settings, server = site
+    requests.get(server.url + "/archive/")
+    trigger = server.server.trigger
+    close_server(server.server, server.thread)
+    opened = []
+    try:
+        while True:  # the lowest free descriptors first: take them until the trigger's is reused
+            path = tmp_path / f"file-{len(opened)}"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT)
+            opened.append((fd, path))
+            if fd == trigger.trigger or len(opened) > 50:
+                break
+        trigger.pull_trigger()  # what a late request thread does when its response is ready
+        for fd, path in opened:
+            assert path.read_bytes() == b"", f"{path.name} (descriptor {fd}) got a stray byte"
+    finally:
+        for fd, _path in opened:
+            os.close(fd)

@@ -527,6 +527,23 @@ def make_server(settings: Settings, host: str | None = None, port: int | None = 
     )
 
 
+def close_server(server: Any, thread: threading.Thread | None = None, timeout: float = 10) -> None:
+    """Stop a server from :func:`make_server` that runs in *thread*: requests finish, then the loop ends.
+
+    waitress's own ``close()`` closes its wake-up pipe while request threads may still be
+    answering; one that finishes later writes ``b"x"`` into that descriptor number, by then
+    another file's. So: the request threads end first, the wake-up is disarmed, and only then
+    is anything closed.
+    """
+    from waitress import wasyncore
+
+    server.task_dispatcher.shutdown(timeout=timeout)
+    server.trigger._physical_pull = lambda: None  # noqa: SLF001 - a straggler's wake-up goes nowhere
+    wasyncore.close_all(server._map)  # noqa: SLF001 - every channel, the listener and the pipe
+    if thread is not None:
+        thread.join(timeout)
+
+
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Run the web app under waitress until interrupted."""
     _enough_descriptors(MAX_CONNECTIONS + 100)
@@ -544,4 +561,4 @@ def _enough_descriptors(wanted: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-__all__ = ["archive_html", "create_app", "make_server", "serve", "write_archive"]
+__all__ = ["archive_html", "close_server", "create_app", "make_server", "serve", "write_archive"]
