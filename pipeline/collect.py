@@ -9,13 +9,14 @@ says, per source, how many items were new, updated, unchanged and failed.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pipeline.config import Settings, SourceSettings
 from pipeline.errors import SourceError
-from pipeline.sources import Failed, Found, Skipped, Unchanged, open_source
-from pipeline.sources.http import Fetcher
+from pipeline.sources import Collected, Failed, Found, Skipped, Source, Unchanged, Validators, open_source
+from pipeline.sources.http import Fetcher, fetch_by_host, in_parallel
 from pipeline.sources.images import fetch_images
 from pipeline.store import Store
 
@@ -93,71 +94,114 @@ def collect(
     only: Sequence[str] | None = None,
     progress: Progress | None = None,
 ) -> CollectReport:
-    """Collect every configured source (or those named in *only*) into *store*."""
+    """Collect every configured source (or those named in *only*) into *store*.
+
+    Hosts are fetched in parallel (``[http] concurrency`` at once), each host one request at a
+    time and ``delay_seconds`` apart (:class:`Fetcher`'s host turns). The store is written here,
+    in this thread, source by source in the config's order as each is fetched: the same
+    writes in the same order as a sequential collect, whatever the network does.
+    """
     chosen: list[SourceSettings] = [settings.source(name) for name in only] if only else list(settings.sources)
     report = CollectReport()
     with Fetcher(settings.http, settings.site.base_url) as fetcher:
-        for source_settings in chosen:
-            done = _collect_source(settings, source_settings, store, fetcher, progress)
-            report.sources.append(done)
-            store.save_source_run(  # the admin's sources page shows each source's last collect
-                done.name,
-                new=done.new,
-                updated=done.updated,
-                unchanged=done.unchanged,
-                failed=done.failed,
-                error=done.error,
-                problems=done.failures + [f"skipped {line}" for line in done.skipped],
+        with in_parallel(settings.http.concurrency) as pool:
+            fetched = fetch_by_host(
+                pool,
+                [(settings.source_location(s), s) for s in chosen],
+                lambda source_settings: _fetch_source(settings, source_settings, fetcher, _Known(store)),
             )
-        images = fetch_images(settings, store, fetcher)
+            for source_settings, future in zip(chosen, fetched, strict=True):
+                done = _store_source(source_settings, future.result(), store, progress)
+                report.sources.append(done)
+                store.save_source_run(  # the admin's sources page shows each source's last collect
+                    done.name,
+                    new=done.new,
+                    updated=done.updated,
+                    unchanged=done.unchanged,
+                    failed=done.failed,
+                    error=done.error,
+                    problems=done.failures + [f"skipped {line}" for line in done.skipped],
+                )
+            images = fetch_images(settings, store, fetcher, pool=pool)
         report.images_kept, report.images_missing = images.kept, images.missing
         report.requests, report.not_modified = fetcher.requests, fetcher.not_modified
     return report
 
 
-def _collect_source(
-    settings: Settings,
-    source_settings: SourceSettings,
-    store: Store,
-    fetcher: Fetcher,
-    progress: Progress | None,
-) -> SourceReport:
-    result = SourceReport(source_settings.name)
+class _Known:
+    """The store's fetch state for the fetching threads, read one at a time (a connection each, not a pool's worth)."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def validators(self, url: str) -> Validators | None:
+        with self._lock:
+            return self.store.validators(url)
+
+    def links(self, url: str) -> list[str] | None:
+        with self._lock:
+            return self.store.links(url)
+
+
+@dataclass
+class _Fetched:
+    """What fetching one source gave, before anything is stored."""
+
+    source: Source
+    results: list[Collected]
+    error: str | None = None
+
+
+def _fetch_source(settings: Settings, source_settings: SourceSettings, fetcher: Fetcher, known: _Known) -> _Fetched:
+    """Run one source to its end (in a fetching thread): its results, or why it failed as a whole."""
     source = open_source(settings, source_settings)
+    fetched = _Fetched(source, [])
     try:
-        for collected in source.collect(fetcher, store):
-            outcome: str
-            if isinstance(collected, Found):
-                outcome = store.save_item(
-                    collected.item, fetched_url=collected.fetched_url, validators=collected.validators
-                )
-                setattr(result, outcome, getattr(result, outcome) + 1)
-                url = collected.item.url
-            elif isinstance(collected, Unchanged):
-                result.unchanged += 1
-                outcome, url = "unchanged", collected.url
-            elif isinstance(collected, Skipped):
-                result.skipped.append(f"{collected.url}: {collected.reason}")
-                outcome, url = "skipped", collected.url
-            else:
-                assert isinstance(collected, Failed)
-                result.failures.append(
-                    f"{collected.reason}"
-                    if collected.url in collected.reason
-                    else f"{collected.url}: {collected.reason}"
-                )
-                outcome, url = "failed", collected.url
-            if progress:
-                progress(source_settings.name, url, outcome, source.expected)
-        if source.listing is not None:
-            store.save_listing(source.listing.url, source.listing.validators, source.listing.links)
+        for collected in source.collect(fetcher, known):
+            fetched.results.append(collected)
     except SourceError as err:
-        result.error = str(err)
+        fetched.error = str(err)
     except Exception as err:  # noqa: BLE001 - a broken source must not stop the others
         log.debug("source %s crashed", source_settings.name, exc_info=True)
-        result.error = f"{type(err).__name__}: {err}"
+        fetched.error = f"{type(err).__name__}: {err}"
+    return fetched
+
+
+def _store_source(
+    source_settings: SourceSettings, fetched: _Fetched, store: Store, progress: Progress | None
+) -> SourceReport:
+    """Write one fetched source to the store, in the order it was found, and say what it gave."""
+    result = SourceReport(source_settings.name)
+    source = fetched.source
+    for collected in fetched.results:
+        outcome: str
+        if isinstance(collected, Found):
+            outcome = store.save_item(
+                collected.item, fetched_url=collected.fetched_url, validators=collected.validators
+            )
+            setattr(result, outcome, getattr(result, outcome) + 1)
+            url = collected.item.url
+        elif isinstance(collected, Unchanged):
+            result.unchanged += 1
+            outcome, url = "unchanged", collected.url
+        elif isinstance(collected, Skipped):
+            result.skipped.append(f"{collected.url}: {collected.reason}")
+            outcome, url = "skipped", collected.url
+        else:
+            assert isinstance(collected, Failed)
+            result.failures.append(
+                f"{collected.reason}" if collected.url in collected.reason else f"{collected.url}: {collected.reason}"
+            )
+            outcome, url = "failed", collected.url
+        if progress:
+            progress(source_settings.name, url, outcome, source.expected)
+    result.error = fetched.error
     if result.error:
         log.info("source %r failed: %s", source_settings.name, result.error)
         if progress:
             progress(source_settings.name, source.url, "failed", source.expected)
+    elif source.listing is not None:
+        store.save_listing(source.listing.url, source.listing.validators, source.listing.links)
     return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import secrets
 from pathlib import Path
 
 from pipeline.types import MEDIA_WIDTHS, Media
@@ -68,7 +69,7 @@ def keep_image(data: bytes, folder: Path) -> tuple[str, str, int, int]:
             if shown == width
             else image.resize((shown, max(1, round(height * shown / width))), Image.Resampling.LANCZOS)
         )
-        temp = path.with_name(f".{path.name}.tmp")
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")  # two threads may keep one picture
         if alpha:
             copy.save(temp, format="PNG", optimize=True)
         else:

@@ -16,16 +16,21 @@ What every fetch does, so that sources need not care:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import urllib.robotparser
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 import requests
+from requests import Response
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -35,6 +40,8 @@ from pipeline.errors import SourceError
 from pipeline.types import Validators
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 ROBOTS_AGENT = "flygblad"
 
@@ -77,7 +84,11 @@ class Fetcher:
     def __init__(self, settings: HttpSettings, site_url: str | None = None) -> None:
         self.settings = settings
         self.user_agent = user_agent(settings, site_url)
-        self._started = 0.0  # when the current request began (its total_timeout)
+        # Shared by the collect's worker threads: what is per request lives in a thread-local, what is
+        # per host (robots.txt, the last request, the turn) is touched only while holding that host's turn.
+        self._local = threading.local()  # .started: when this thread's current request began (total_timeout)
+        self._lock = threading.Lock()
+        self._host_turns: dict[str, threading.RLock] = {}
         self.session = requests.Session()
         self.session.headers["User-Agent"] = self.user_agent
         # requests reads the proxy variables, CA bundle and ~/.netrc from the environment
@@ -96,13 +107,43 @@ class Fetcher:
             respect_retry_after_header=True,
             raise_on_status=False,
         )
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=4)
+        # One kept-alive connection per host is all a host ever gets (one request at a time), and the pools
+        # of as many hosts as the workers can be busy with stay open between their requests.
+        adapter = HTTPAdapter(
+            max_retries=retry, pool_connections=max(16, 4 * settings.concurrency), pool_maxsize=2, pool_block=False
+        )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self._robots: dict[str, urllib.robotparser.RobotFileParser | None] = {}
         self._last_request: dict[str, float] = {}
-        self.requests = 0
-        self.not_modified = 0
+        self._requests = 0
+        self._not_modified = 0
+
+    @property
+    def requests(self) -> int:
+        """Requests made (robots.txt included)."""
+        return self._requests
+
+    @property
+    def not_modified(self) -> int:
+        """Pages that had not changed (304, or a file with the same stamp)."""
+        return self._not_modified
+
+    def _count(self, not_modified: bool = False) -> None:
+        with self._lock:
+            if not_modified:
+                self._not_modified += 1
+            else:
+                self._requests += 1
+
+    def host_turn(self, url: str) -> threading.RLock:
+        """The lock one host's requests take turns on: never two requests at once to a host."""
+        host = urlsplit(url).netloc.lower()
+        with self._lock:
+            turn = self._host_turns.get(host)
+            if turn is None:
+                turn = self._host_turns[host] = threading.RLock()
+        return turn
 
     def __enter__(self) -> Fetcher:
         return self
@@ -127,7 +168,8 @@ class Fetcher:
             return self._get_file(url, validators)
         if scheme not in ("http", "https"):
             raise SourceError(f"cannot fetch {scheme or 'a relative'} URL", url=url)
-        return self._get_http(url, validators)
+        with self.host_turn(url):  # robots.txt, the polite delay, the request and its body: one host at a time
+            return self._get_http(url, validators)
 
     # ------------------------------------------------------------ disk
 
@@ -139,7 +181,7 @@ class Fetcher:
                 raise SourceError("not a regular file (a device or a pipe is never a page)", url=url)
             current = Validators(etag=f'"file-{stat.st_mtime_ns}-{stat.st_size}"')
             if validators and validators.etag == current.etag:
-                self.not_modified += 1
+                self._count(not_modified=True)
                 return NotModified(url)
             with path.open("rb") as handle:
                 content = handle.read(self.settings.max_bytes + 1)
@@ -168,7 +210,7 @@ class Fetcher:
         response = self._request(url, headers)
         if response.status_code == 304:
             response.close()
-            self.not_modified += 1
+            self._count(not_modified=True)
             return NotModified(url)
         if response.status_code >= 400:
             response.close()
@@ -180,9 +222,9 @@ class Fetcher:
         got = Validators(response.headers.get("ETag"), response.headers.get("Last-Modified"))
         return Page(url, response.url, self._body(url, response), mime, charset, got)
 
-    def _body(self, url: str, response: requests.Response) -> bytes:
+    def _body(self, url: str, response: Response) -> bytes:
         """The body, read streamed: at most ``max_bytes`` after decompression, within ``total_timeout``."""
-        limit, deadline = self.settings.max_bytes, self._started + self.settings.total_timeout
+        limit, deadline = self.settings.max_bytes, self._local.started + self.settings.total_timeout
         parts: list[bytes] = []
         size = 0
         try:
@@ -201,12 +243,12 @@ class Fetcher:
             response.close()
         return b"".join(parts)
 
-    def _request(self, url: str, headers: dict[str, str]) -> requests.Response:
+    def _request(self, url: str, headers: dict[str, str]) -> Response:
         self._wait_for_host(url)
         timeout = (self.settings.connect_timeout, self.settings.read_timeout)
-        self._started = time.monotonic()
+        self._local.started = time.monotonic()
         try:
-            self.requests += 1
+            self._count()
             return self.session.get(url, headers=headers, timeout=timeout, stream=True, **self._environment_for(url))
         except requests.exceptions.RetryError as err:
             raise SourceError(f"server kept failing after {self.settings.retries} retries ({err})", url=url) from err
@@ -217,7 +259,7 @@ class Fetcher:
         except requests.exceptions.RequestException as err:
             raise SourceError(f"request failed ({_root_cause(err)})", url=url) from err
         finally:
-            self._last_request[urlsplit(url).netloc] = time.monotonic()
+            self._last_request[urlsplit(url).netloc.lower()] = time.monotonic()
 
     def _environment_for(self, url: str) -> dict[str, Any]:
         """Proxies (honouring NO_PROXY), CA bundle and .netrc login for *url*'s origin, as requests finds them."""
@@ -237,7 +279,7 @@ class Fetcher:
         return found
 
     def _wait_for_host(self, url: str) -> None:
-        host = urlsplit(url).netloc
+        host = urlsplit(url).netloc.lower()
         delay = self.settings.delay_seconds
         robots = self._robots.get(host)
         if robots is not None:
@@ -252,7 +294,7 @@ class Fetcher:
 
     def _allowed(self, url: str) -> bool:
         parts = urlsplit(url)
-        host = parts.netloc
+        host = parts.netloc.lower()
         if host not in self._robots:
             self._robots[host] = self._load_robots(f"{parts.scheme}://{host}/robots.txt")
         robots = self._robots[host]
@@ -285,6 +327,43 @@ class Fetcher:
             return None
         parser.parse(body.decode(response.encoding or "utf-8", "replace").splitlines())
         return parser
+
+
+@contextmanager
+def in_parallel(workers: int) -> Iterator[ThreadPoolExecutor]:
+    """A pool of *workers* threads; on the way out (Ctrl-C too) what has not started is dropped."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flygblad-fetch")
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def fetch_by_host(pool: ThreadPoolExecutor, work: Sequence[tuple[str, T]], fetch: Callable[[T], R]) -> list[Future[R]]:
+    """``fetch(x)`` for each (url, x) of *work*, one task per host doing that host's share in order.
+
+    Returns a future per entry of *work*, in its order. A host's entries run one after another
+    (politeness is per host), different hosts in parallel; an exception becomes its future's.
+    """
+    by_host: dict[str, list[int]] = {}
+    for index, (url, _x) in enumerate(work):
+        parts = urlsplit(url)
+        host = parts.netloc.lower() if parts.scheme in ("http", "https") else f"{index}:{url}"  # files: each alone
+        by_host.setdefault(host, []).append(index)
+    futures: list[Future[R]] = [Future() for _ in work]
+
+    def run(indexes: list[int]) -> None:
+        for index in indexes:
+            if not futures[index].set_running_or_notify_cancel():
+                continue
+            try:
+                futures[index].set_result(fetch(work[index][1]))
+            except BaseException as err:  # noqa: BLE001 - handed to whoever waits for it
+                futures[index].set_exception(err)
+
+    for indexes in by_host.values():
+        pool.submit(run, indexes)
+    return futures
 
 
 def _root_cause(err: BaseException) -> str:

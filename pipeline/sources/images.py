@@ -15,13 +15,14 @@ once, and a file never changes: it can be cached for a year.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from pipeline.config import Settings
 from pipeline.errors import SourceError
 from pipeline.images import NotAnImage, keep_image
-from pipeline.sources.http import Fetcher, NotModified
+from pipeline.sources.http import Fetcher, NotModified, fetch_by_host
 from pipeline.store import Store
 from pipeline.store.media import MAX_ATTEMPTS
 from pipeline.types import MEDIA_WIDTHS
@@ -41,32 +42,51 @@ class ImageReport:
     missing: list[str] = field(default_factory=list)
 
 
-def fetch_images(settings: Settings, store: Store, fetcher: Fetcher, *, limit: int = 200) -> ImageReport:
-    """Fetch and keep every image the items name that is not kept yet (at most *limit* per collect)."""
+def fetch_images(
+    settings: Settings, store: Store, fetcher: Fetcher, *, limit: int = 200, pool: ThreadPoolExecutor | None = None
+) -> ImageReport:
+    """Fetch and keep every image the items name that is not kept yet (at most *limit* per collect).
+
+    With *pool*, hosts are fetched in parallel (each one request at a time); the store is written here.
+    """
     report = ImageReport()
+    wanted: list[str] = []
     for url in store.images_to_fetch(limit):
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
         if parts.scheme not in ("http", "https"):
             store.save_media(url, reason="not an http(s) URL")
             report.missing.append(f"image {url}: not an http(s) URL")
-            continue
-        if host.endswith(RESERVED):
+        elif host.endswith(RESERVED):
             for _ in range(MAX_ATTEMPTS):  # by rule, never tried again
                 store.save_media(url, reason="a reserved example domain (RFC 2606): no image lives there")
             log.info("image %s not fetched: a reserved example domain", url)
-            continue
+        else:
+            wanted.append(url)
+
+    def fetch_one(url: str) -> tuple[str, str, int, int] | str | None:
+        """The kept image's (digest, format, width, height), why it could not be kept, or None."""
         try:
             page = fetcher.get(url)
             if isinstance(page, NotModified):  # no validators were sent: cannot happen, but never a crash
-                continue
-            digest, ext, width, height = keep_image(page.content, settings.media_dir)
+                return None
+            return keep_image(page.content, settings.media_dir)
         except (SourceError, NotAnImage, OSError) as err:
-            reason = str(err)
-            store.save_media(url, reason=reason)
-            report.missing.append(f"image {reason}" if reason.startswith(url) else f"image {url}: {reason}")
-            log.info("image %s not kept: %s", url, reason)
+            return str(err)
+
+    if pool is None:
+        outcomes = [fetch_one(url) for url in wanted]
+    else:
+        outcomes = [future.result() for future in fetch_by_host(pool, [(url, url) for url in wanted], fetch_one)]
+    for url, outcome in zip(wanted, outcomes, strict=True):
+        if outcome is None:
             continue
+        if isinstance(outcome, str):
+            store.save_media(url, reason=outcome)
+            report.missing.append(f"image {outcome}" if outcome.startswith(url) else f"image {url}: {outcome}")
+            log.info("image %s not kept: %s", url, outcome)
+            continue
+        digest, ext, width, height = outcome
         store.save_media(url, digest=digest, ext=ext, width=width, height=height)
         report.kept += 1
     return report
