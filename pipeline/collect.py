@@ -104,7 +104,7 @@ def collect(
     chosen: list[SourceSettings] = [settings.source(name) for name in only] if only else list(settings.sources)
     report = CollectReport()
     with Fetcher(settings.http, settings.site.base_url) as fetcher:
-        with in_parallel(settings.http.concurrency) as pool:
+        with in_parallel(len(chosen)) as pool:
             fetched = fetch_by_host(
                 pool,
                 [(settings.source_location(s), s) for s in chosen],

@@ -199,8 +199,9 @@ class HttpSettings(_Table):
     retries: int = Field(default=2, ge=0, le=10)
     backoff_seconds: float = Field(default=0.5, ge=0, le=3600)
     delay_seconds: float = Field(default=0.5, ge=0, le=3600)
-    #: Hosts fetched at once by a collect (each host still one request at a time, delay_seconds apart).
-    concurrency: int = Field(default=8, ge=1, le=64)
+    #: Requests a collect has in flight at once, to different hosts (each host still gets one request at a
+    #: time, delay_seconds apart; the waits do not take a slot).
+    concurrency: int = Field(default=16, ge=1, le=256)
     respect_robots: bool = True
     # Scraped pages are untrusted: a gzip bomb or a server dripping one byte at a time must not hang
     # or exhaust a collect.

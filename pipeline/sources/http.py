@@ -89,6 +89,7 @@ class Fetcher:
         self._local = threading.local()  # .started: when this thread's current request began (total_timeout)
         self._lock = threading.Lock()
         self._host_turns: dict[str, threading.RLock] = {}
+        self._slots = threading.BoundedSemaphore(settings.concurrency)  # requests in flight at once
         self.session = requests.Session()
         self.session.headers["User-Agent"] = self.user_agent
         # requests reads the proxy variables, CA bundle and ~/.netrc from the environment
@@ -207,20 +208,18 @@ class Fetcher:
             headers["If-None-Match"] = validators.etag
         if validators and validators.last_modified:
             headers["If-Modified-Since"] = validators.last_modified
-        response = self._request(url, headers)
-        if response.status_code == 304:
-            response.close()
-            self._count(not_modified=True)
-            return NotModified(url)
-        if response.status_code >= 400:
-            response.close()
-            reason = response.reason or ""
-            raise SourceError(f"HTTP {response.status_code} {reason}".rstrip(), url=url)
-        content_type = response.headers.get("Content-Type", "")
-        mime = content_type.split(";")[0].strip().lower()
-        charset = requests.utils.get_encoding_from_headers(response.headers) if "charset" in content_type else None
-        got = Validators(response.headers.get("ETag"), response.headers.get("Last-Modified"))
-        return Page(url, response.url, self._body(url, response), mime, charset, got)
+        with self._exchange(url, headers) as response:
+            if response.status_code == 304:
+                self._count(not_modified=True)
+                return NotModified(url)
+            if response.status_code >= 400:
+                reason = response.reason or ""
+                raise SourceError(f"HTTP {response.status_code} {reason}".rstrip(), url=url)
+            content_type = response.headers.get("Content-Type", "")
+            mime = content_type.split(";")[0].strip().lower()
+            charset = requests.utils.get_encoding_from_headers(response.headers) if "charset" in content_type else None
+            got = Validators(response.headers.get("ETag"), response.headers.get("Last-Modified"))
+            return Page(url, response.url, self._body(url, response), mime, charset, got)
 
     def _body(self, url: str, response: Response) -> bytes:
         """The body, read streamed: at most ``max_bytes`` after decompression, within ``total_timeout``."""
@@ -243,8 +242,21 @@ class Fetcher:
             response.close()
         return b"".join(parts)
 
-    def _request(self, url: str, headers: dict[str, str]) -> Response:
+    @contextmanager
+    def _exchange(self, url: str, headers: dict[str, str]) -> Iterator[Response]:
+        """One request and its answer, read inside: after the host's delay, holding one of the ``concurrency`` slots.
+
+        The polite wait is spent outside the slots, so hosts that must wait do not keep others waiting.
+        """
         self._wait_for_host(url)
+        with self._slots:
+            response = self._request(url, headers)
+            try:
+                yield response
+            finally:
+                response.close()
+
+    def _request(self, url: str, headers: dict[str, str]) -> Response:
         timeout = (self.settings.connect_timeout, self.settings.read_timeout)
         self._local.started = time.monotonic()
         try:
@@ -307,32 +319,33 @@ class Fetcher:
         disallow". An unreachable host gets no rules here: the page fetch that
         follows fails with its own, clearer, error.
         """
-        try:
-            response = self._request(robots_url, {})
-        except SourceError as err:
-            log.debug("robots.txt unreachable: %s", err)
-            return None
         parser = urllib.robotparser.RobotFileParser(robots_url)
-        if 400 <= response.status_code < 500:
-            response.close()
-            return None
-        if response.status_code >= 500:
-            response.close()
-            parser.parse(["User-agent: *", "Disallow: /"])
-            return parser
         try:
-            body = self._body(robots_url, response)
+            with self._exchange(robots_url, {}) as response:
+                if 400 <= response.status_code < 500:
+                    return None
+                if response.status_code >= 500:
+                    parser.parse(["User-agent: *", "Disallow: /"])
+                    return parser
+                body = self._body(robots_url, response)
+                encoding = response.encoding or "utf-8"
         except SourceError as err:
-            log.debug("robots.txt unreadable: %s", err)
+            log.debug("robots.txt unreachable or unreadable: %s", err)
             return None
-        parser.parse(body.decode(response.encoding or "utf-8", "replace").splitlines())
+        parser.parse(body.decode(encoding, "replace").splitlines())
         return parser
 
 
+#: Hosts worked on at once. Each host's thread mostly waits (its delay, its answers); the requests in flight
+#: are bounded by ``[http] concurrency``, not by this.
+MAX_HOST_THREADS = 128
+
+
 @contextmanager
-def in_parallel(workers: int) -> Iterator[ThreadPoolExecutor]:
-    """A pool of *workers* threads; on the way out (Ctrl-C too) what has not started is dropped."""
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flygblad-fetch")
+def in_parallel(hosts: int) -> Iterator[ThreadPoolExecutor]:
+    """Threads for up to *hosts* hosts (at most :data:`MAX_HOST_THREADS`); on the way out (Ctrl-C too) what has
+    not started is dropped."""
+    pool = ThreadPoolExecutor(max_workers=max(1, min(hosts, MAX_HOST_THREADS)), thread_name_prefix="flygblad-fetch")
     try:
         yield pool
     finally:
