@@ -111,6 +111,16 @@ def _feeds(r: Result) -> str:
     )
 
 
+def _hosts(r: Result) -> str:
+    return (
+        f"first {r['flygblad_first_s']} s ({r['first_over_sequential']} of one request at a time, "
+        f"{r['sequential_s']} s), second {r['flygblad_second_s']} s ({r['second_over_first']}); "
+        f"{r['feeds_per_s']['flygblad']} vs reader's {r['feeds_per_s']['reader']} feeds/s; "
+        f"default delay {r['polite_s']} s vs {r['per_host_minimum_s']} s; per host at once: {r['peak_per_host']} "
+        f"(reader {r['reader_peak_per_host']})"
+    )
+
+
 ROWS = [
     Row(
         "article text of 130 real pages",
@@ -169,6 +179,23 @@ ROWS = [
         _scale,
         "<= 120 s; <= 200 MB and <= 1.2 x",
         lambda r: r["large"]["outbox_and_messages_s"] <= 120 and _peak(r["large"]) <= 200 and r["rss_growth"] <= 1.2,
+    ),
+    Row(
+        "collect 400 feeds on 100 slow hosts",
+        "hosts",
+        (),
+        ("--hosts", "20"),
+        None,
+        _hosts,
+        "first <= 0.15 x sequential and >= reader's feeds/s; default delay <= 1.2 x per-host minimum; "
+        "second <= 0.5 x first; 1 request per host at once",
+        lambda r: (
+            r["first_over_sequential"] <= 0.15
+            and r["feeds_per_s"]["flygblad"] >= r["feeds_per_s"]["reader"]
+            and r["polite_s"] <= 1.2 * r["per_host_minimum_s"]
+            and r["second_over_first"] <= 0.5
+            and r["peak_per_host"] == 1
+        ),
     ),
     Row("render an issue of 20 items", "render", (), (), None, _render, "<= 20 ms", lambda r: r["median_ms"] <= 20),
     Row(

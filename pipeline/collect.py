@@ -104,24 +104,30 @@ def collect(
     chosen: list[SourceSettings] = [settings.source(name) for name in only] if only else list(settings.sources)
     report = CollectReport()
     with Fetcher(settings.http, settings.site.base_url) as fetcher:
+        locations = [(settings.source_location(s), s) for s in chosen]
+        known = _Known(store, [url for url, _s in locations])
         with in_parallel(len(chosen)) as pool:
             fetched = fetch_by_host(
-                pool,
-                [(settings.source_location(s), s) for s in chosen],
-                lambda source_settings: _fetch_source(settings, source_settings, fetcher, _Known(store)),
+                pool, locations, lambda source_settings: _fetch_source(settings, source_settings, fetcher, known)
             )
             for source_settings, future in zip(chosen, fetched, strict=True):
-                done = _store_source(source_settings, future.result(), store, progress)
-                report.sources.append(done)
-                store.save_source_run(  # the admin's sources page shows each source's last collect
-                    done.name,
-                    new=done.new,
-                    updated=done.updated,
-                    unchanged=done.unchanged,
-                    failed=done.failed,
-                    error=done.error,
-                    problems=done.failures + [f"skipped {line}" for line in done.skipped],
-                )
+                report.sources.append(_store_source(source_settings, future.result(), store, progress))
+            store.save_source_runs(  # the admin's sources page shows each source's last collect
+                [
+                    (
+                        done.name,
+                        {
+                            "new": done.new,
+                            "updated": done.updated,
+                            "unchanged": done.unchanged,
+                            "failed": done.failed,
+                            "error": done.error,
+                            "problems": done.failures + [f"skipped {line}" for line in done.skipped],
+                        },
+                    )
+                    for done in report.sources
+                ]
+            )
             images = fetch_images(settings, store, fetcher, pool=pool)
         report.images_kept, report.images_missing = images.kept, images.missing
         report.requests, report.not_modified = fetcher.requests, fetcher.not_modified
@@ -129,19 +135,24 @@ def collect(
 
 
 class _Known:
-    """The store's fetch state for the fetching threads, read one at a time (a connection each, not a pool's worth)."""
+    """The store's fetch state for the fetching threads: the sources' own URLs read in one query beforehand,
+    any other (an article page) one at a time (a connection, not a pool's worth, however many threads)."""
 
-    _lock = threading.Lock()
-
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, urls: Sequence[str]) -> None:
         self.store = store
+        self.lock = threading.Lock()
+        self.known = store.fetch_states(urls)
 
     def validators(self, url: str) -> Validators | None:
-        with self._lock:
+        if url in self.known:
+            return self.known[url][0]
+        with self.lock:
             return self.store.validators(url)
 
     def links(self, url: str) -> list[str] | None:
-        with self._lock:
+        if url in self.known:
+            return self.known[url][1]
+        with self.lock:
             return self.store.links(url)
 
 
@@ -175,12 +186,20 @@ def _store_source(
     """Write one fetched source to the store, in the order it was found, and say what it gave."""
     result = SourceReport(source_settings.name)
     source = fetched.source
+    found = [(c.item, c.fetched_url, c.validators) for c in fetched.results if isinstance(c, Found)]
+    listing = source.listing if not fetched.error else None
+    # One transaction for the source: its items, their pages' validators, and its listing.
+    saved = iter(
+        store.save_items(found, listing=(listing.url, listing.validators, listing.links) if listing else None)
+        if found
+        else []
+    )
+    if listing is not None and not found:
+        store.save_listing(listing.url, listing.validators, listing.links)
     for collected in fetched.results:
         outcome: str
         if isinstance(collected, Found):
-            outcome = store.save_item(
-                collected.item, fetched_url=collected.fetched_url, validators=collected.validators
-            )
+            outcome = next(saved)
             setattr(result, outcome, getattr(result, outcome) + 1)
             url = collected.item.url
         elif isinstance(collected, Unchanged):
@@ -202,6 +221,4 @@ def _store_source(
         log.info("source %r failed: %s", source_settings.name, result.error)
         if progress:
             progress(source_settings.name, source.url, "failed", source.expected)
-    elif source.listing is not None:
-        store.save_listing(source.listing.url, source.listing.validators, source.listing.links)
     return result

@@ -128,11 +128,17 @@ def absolutize_tree(root: Any, base_url: str) -> None:
             element.set(attribute, _CONTROL.sub("", urljoin(base_url, _CONTROL.sub("", value).strip())))
 
 
+#: A link or image attribute whose value may not be an absolute http(s) URL, or a lazy image: only then does
+#: absolutizing need a parse. feedparser has resolved most feed content already; a parse per entry was the
+#: largest cost of a first collect of many feeds (bench.hosts, py-spy).
+_MAY_BE_RELATIVE = re.compile(r"""\b(?:href|src|cite)\s*=\s*(?!["']?https?://)|data-src""", re.IGNORECASE)
+
+
 def absolutize(html: str, base_url: str) -> str:
     """Make every link and image URL in *html* absolute against *base_url* (see :func:`absolutize_tree`)."""
     from lxml import etree
 
-    if not html.strip():
+    if not html.strip() or not _MAY_BE_RELATIVE.search(html):
         return html
     try:
         root = html_fragment(html)

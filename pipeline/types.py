@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Literal
 
@@ -74,7 +74,7 @@ class Item:
 
     def content_hash(self) -> str:
         """A digest of everything a reader sees: a change in any field changes it."""
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}  # every field is a plain value: no deep copy
         if not data["note"]:
             del data["note"]  # so an item collected before notes existed keeps its digest (no false "updated")
         for key in ("published", "modified"):

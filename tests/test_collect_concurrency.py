@@ -50,6 +50,10 @@ class Host:
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 began = time.monotonic()
                 time.sleep(host.pause)
+                # The answer is recorded as ended before it is written: the client can only send its next
+                # request after reading it, so a next request never seems to overlap this one.
+                with host.lock:
+                    host.visits.append((self.path, began, time.monotonic()))
                 if self.path == "/robots.txt":
                     self.send_response(404)
                     self.end_headers()
@@ -60,8 +64,6 @@ class Host:
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
-                with host.lock:
-                    host.visits.append((self.path, began, time.monotonic()))
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -30,6 +30,37 @@ def _item(n: int, **changes: object) -> Item:
     return replace(item, **changes)
 
 
+def test_a_batch_of_items_says_what_saving_them_one_by_one_would(store_url: str) -> None:
+    """save_items (one transaction, executemany) gives each item the outcome save_item would, in order:
+    repeats within the batch, changes, an item another source collected first, a category changed."""
+    from pipeline.types import Validators
+
+    with Store.open(store_url) as store:
+        assert store.save_item(_item(1), now=T0) == "new"
+        batch = [
+            (_item(1), None, None),  # known, the same
+            (_item(2), "https://site.example/a/2", Validators('"v2"', None)),  # new, with its page's validators
+            (_item(2, title="Rubrik 2, rättad"), None, None),  # the same id again, changed: updated
+            (_item(3), None, None),
+            (_item(1, source="artiklar", category="article"), None, None),  # another source lists 1: new to it
+            (_item(1, title="Artiklars rubrik", source="artiklar", category="article"), None, None),  # not its
+        ]
+        outcomes = store.save_items(
+            batch, now=T0 + timedelta(hours=1), listing=("https://site.example/", Validators('"l"', None), ["a", "b"])
+        )
+        assert outcomes == ["unchanged", "new", "updated", "new", "new", "unchanged"]
+        stored = {s.item.id: s for s in store.items()}
+        assert stored["https://site.example/a/2"].item.title == "Rubrik 2, rättad"
+        assert stored["https://site.example/a/1"].item.title == "Rubrik 1", "the first source's content stays"
+        assert [s.item.id for s in store.items(source="artiklar")] == ["https://site.example/a/1"]
+        assert store.validators("https://site.example/a/2") == Validators('"v2"', None)
+        assert store.links("https://site.example/") == ["a", "b"]
+        again = store.save_items([(_item(1, category="article"), None, None)], now=T0 + timedelta(hours=2))
+        assert again == ["updated"]  # the source's category changed in the config: the item and its listing
+        [ledare] = [s for s in store.items(source="ledare") if s.item.id == "https://site.example/a/1"]
+        assert ledare.item.category == "article"
+
+
 def test_insert_update_unchanged(store_url: str) -> None:
     with Store.open(store_url) as store:
         assert store.save_item(_item(1), now=T0) == "new"

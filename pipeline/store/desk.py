@@ -108,33 +108,24 @@ class DeskMixin(StoreBase):
         with self._write() as connection:
             connection.execute(delete(admin_sessions).where(admin_sessions.c.token_hash == _digest(token)))
 
-    def save_source_run(
-        self,
-        source: str,
-        *,
-        new: int,
-        updated: int,
-        unchanged: int,
-        failed: int,
-        error: str | None,
-        problems: list[str],
-        now: datetime | None = None,
-    ) -> None:
-        """Record what one source's collect did (replacing the one before)."""
-        values: dict[str, Any] = {
-            "finished": now or _now(),
-            "new": new,
-            "updated": updated,
-            "unchanged": unchanged,
-            "failed": failed,
-            "error": (error or None) and error[:2000],
-            "problems": "\n".join(problems[:20])[:8000] or None,
-        }
+    def save_source_runs(self, runs: list[tuple[str, dict[str, Any]]], now: datetime | None = None) -> None:
+        """Record what each source's collect did (name, and its new, updated, unchanged, failed, error and
+        problems), replacing the ones before, in one transaction."""
+        finished = now or _now()
         with self._write() as connection:
-            if not connection.execute(
-                update(source_runs).where(source_runs.c.source == source).values(**values)
-            ).rowcount:
-                connection.execute(insert(source_runs).values(source=source, **values))
+            for source, run in runs:
+                values: dict[str, Any] = {
+                    "finished": finished,
+                    "new": run["new"],
+                    "updated": run["updated"],
+                    "unchanged": run["unchanged"],
+                    "failed": run["failed"],
+                    "error": (run["error"] or None) and run["error"][:2000],
+                    "problems": "\n".join(run["problems"][:20])[:8000] or None,
+                }
+                changed = connection.execute(update(source_runs).where(source_runs.c.source == source).values(**values))
+                if not changed.rowcount:
+                    connection.execute(insert(source_runs).values(source=source, **values))
 
     def source_runs(self) -> dict[str, dict[str, Any]]:
         """The last collect of each source that had one, by source name."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import (
@@ -36,6 +37,22 @@ class FetchStateMixin(StoreBase):
         if row is None or not (row.etag or row.last_modified):
             return None
         return Validators(row.etag, row.last_modified)
+
+    def fetch_states(self, urls: Sequence[str]) -> dict[str, tuple[Validators | None, list[str] | None]]:
+        """(validators, links) of each of *urls* that has a stored state, in one query per 500 URLs."""
+        found: dict[str, tuple[Validators | None, list[str] | None]] = {}
+        wanted = list(dict.fromkeys(urls))
+        with self.engine.connect() as connection:
+            for start in range(0, len(wanted), 500):
+                rows = connection.execute(
+                    select(
+                        fetch_state.c.url, fetch_state.c.etag, fetch_state.c.last_modified, fetch_state.c.links
+                    ).where(fetch_state.c.url.in_(wanted[start : start + 500]))
+                )
+                for row in rows:
+                    validators = Validators(row.etag, row.last_modified) if (row.etag or row.last_modified) else None
+                    found[row.url] = (validators, json.loads(row.links) if row.links else None)
+        return found
 
     def links(self, url: str) -> list[str] | None:
         """The item links (or entry ids) stored for an index page or feed."""
