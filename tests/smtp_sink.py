@@ -45,6 +45,7 @@ class SinkHandler:
     rcpt_reply: str | None = None
     data_reply: str | None = None
     drop_after_data: bool = False
+    data_delay: float = 0.0  # seconds before DATA is answered: a relay some way off, or a slow one
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -95,6 +96,8 @@ class SinkHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         if self.data_reply:
             return self.data_reply
         with self.lock:

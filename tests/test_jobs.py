@@ -87,6 +87,21 @@ def storage(request):
         yield url
 
 
+def test_many_connections_to_a_slow_relay_never_run_out_of_database_connections(example_settings, storage) -> None:
+    """``connections = 50`` (the config allows 64) to a relay that answers DATA after 50 ms: every sending
+    connection holds a database connection while it works. Before, 20 of them exhausted SQLAlchemy's pool
+    (5 + 10 overflow): "QueuePool limit of size 5 overflow 10 reached", the send failed, rows were left."""
+    with Sink() as sink:
+        sink.handler.data_delay = 0.05
+        settings = project(example_settings, port=sink.port, storage=storage, connections=50)
+        emails = subscribe(settings, 600)
+        sent = flygblad(settings, "send", "--list", "nyhetsbrev")
+        counts = sink.handler.count()
+    assert sent.returncode == 0, sent.stderr
+    assert "600 sent" in sent.stdout, sent.stdout
+    assert counts == Counter({e: 1 for e in emails})
+
+
 def test_three_sends_at_once_make_one_issue_and_mail_everyone_once(example_settings, storage, tmp_path) -> None:
     with Sink() as sink:
         settings = project(example_settings, port=sink.port, storage=storage)

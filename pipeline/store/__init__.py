@@ -34,6 +34,12 @@ from pipeline.types import Issue, LedgerUpdate, OutboxRow, QueuedMail, StoredIte
 HEAD_REVISION = "0015"
 
 
+#: Connections opened beyond the 5 kept: each sending connection ([sender] connections, up to 64) holds one
+#: while it works and may take a second for a moment, and a collect's or the web side's threads take
+#: turns on theirs. SQLAlchemy's default (10) ran out at connections = 20 and failed the send.
+MAX_OVERFLOW = 2 * 64 + 16
+
+
 class Store(
     ItemsMixin,
     IssuesMixin,
@@ -59,7 +65,8 @@ class Store(
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             # A server (PostgreSQL) may have dropped a pooled connection; a SQLite file cannot,
             # and its ping would cost a query on every check-out.
-            engine = create_engine(url, future=True, pool_pre_ping=parsed.get_backend_name() != "sqlite")
+            pool = {} if parsed.database in (None, "", ":memory:") else {"pool_size": 5, "max_overflow": MAX_OVERFLOW}
+            engine = create_engine(url, future=True, pool_pre_ping=parsed.get_backend_name() != "sqlite", **pool)
         except (SQLAlchemyError, ImportError, ValueError, OSError) as err:
             raise StoreError(f"cannot use storage url {_safe(url)}: {err}") from err
         if engine.dialect.name == "sqlite":
