@@ -103,7 +103,7 @@ def collect(
     """
     chosen: list[SourceSettings] = [settings.source(name) for name in only] if only else list(settings.sources)
     report = CollectReport()
-    with Fetcher(settings.http, settings.site.base_url) as fetcher:
+    with Fetcher(settings.http, settings.site.base_url, robots_cache=store) as fetcher:
         locations = [(settings.source_location(s), s) for s in chosen]
         known = _Known(store, [url for url, _s in locations])
         with in_parallel(len(chosen)) as pool:

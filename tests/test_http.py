@@ -70,6 +70,30 @@ def test_robots_txt_is_respected(site_server, write_config) -> None:
     assert "/ledare/hallbarhet-ar-en-konkurrensfordel.html" not in [h.path for h in site.hits]
 
 
+def test_robots_txt_is_asked_for_once_a_day(site_server, write_config) -> None:
+    """A collect that ran within the day uses the robots.txt it kept (RFC 9309 2.4: at most 24 hours);
+    its rules still hold, and after a day it is asked for again."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from pipeline.store.schema import robots
+
+    site = site_server(EXAMPLE_SITE)
+    site.overrides["/robots.txt"] = (200, "User-agent: *\nDisallow: /ledare/hallbarhet\n")
+    settings = load_settings(write_config(source_toml("ledare", site.url("/ledare/index.html"))))
+    with Store.open(settings.storage_url) as store:
+        for _run in range(2):
+            report = collect(settings, store)
+            assert len(report.problems()) == 1 and "robots.txt does not allow" in report.problems()[0]
+        assert [h.path for h in site.hits].count("/robots.txt") == 1, "the second run used the kept copy"
+        with store.engine.begin() as connection:  # a day later
+            connection.execute(update(robots).values(fetched=datetime.now(UTC) - timedelta(hours=25)))
+        collect(settings, store)
+    assert [h.path for h in site.hits].count("/robots.txt") == 2
+    assert "/ledare/hallbarhet-ar-en-konkurrensfordel.html" not in [h.path for h in site.hits]
+
+
 def test_retries_with_backoff_on_503(site_server) -> None:
     site = site_server(EXAMPLE_SITE)
     site.fail_first["/nyheter.xml"] = 2

@@ -23,9 +23,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -78,11 +79,26 @@ def user_agent(settings: HttpSettings, site_url: str | None = None) -> str:
     return f"flygblad/{__version__} (newsletter and feed syndication{contact})"
 
 
+#: How long a fetched robots.txt is used before it is asked for again (RFC 9309 2.4: at most 24 hours).
+ROBOTS_MAX_AGE = timedelta(hours=24)
+
+
+class RobotsCache(Protocol):
+    """Where robots.txt answers are kept between collects (the store)."""
+
+    def robots(self, origin: str, max_age: timedelta) -> tuple[str, str | None] | None: ...
+
+    def save_robots(self, origin: str, kind: str, body: str | None) -> None: ...
+
+
 class Fetcher:
     """Fetches pages for the sources. Use as a context manager: it closes its session."""
 
-    def __init__(self, settings: HttpSettings, site_url: str | None = None) -> None:
+    def __init__(
+        self, settings: HttpSettings, site_url: str | None = None, robots_cache: RobotsCache | None = None
+    ) -> None:
         self.settings = settings
+        self.robots_cache = robots_cache
         self.user_agent = user_agent(settings, site_url)
         # Shared by the collect's worker threads: what is per request lives in a thread-local, what is
         # per host (robots.txt, the last request, the turn) is touched only while holding that host's turn.
@@ -308,32 +324,48 @@ class Fetcher:
         parts = urlsplit(url)
         host = parts.netloc.lower()
         if host not in self._robots:
-            self._robots[host] = self._load_robots(f"{parts.scheme}://{host}/robots.txt")
+            self._robots[host] = self._robots_for(f"{parts.scheme}://{host}")
         robots = self._robots[host]
         return robots is None or robots.can_fetch(ROBOTS_AGENT, url)
 
-    def _load_robots(self, robots_url: str) -> urllib.robotparser.RobotFileParser | None:
-        """Parse robots.txt; ``None`` means no rules (missing file or unreachable host).
+    def _robots_for(self, origin: str) -> urllib.robotparser.RobotFileParser | None:
+        """The origin's robots.txt rules: the cached copy while it is under a day old (RFC 9309 2.4), else fetched."""
+        cached = self.robots_cache.robots(origin, ROBOTS_MAX_AGE) if self.robots_cache is not None else None
+        if cached is not None:
+            kind, body = cached
+        else:
+            kind, body = self._fetch_robots(f"{origin}/robots.txt")
+            if kind != "unreachable" and self.robots_cache is not None:
+                self.robots_cache.save_robots(origin, kind, body)
+        if kind == "rules":
+            parser = urllib.robotparser.RobotFileParser(f"{origin}/robots.txt")
+            parser.parse((body or "").splitlines())
+            return parser
+        if kind == "disallow":
+            parser = urllib.robotparser.RobotFileParser(f"{origin}/robots.txt")
+            parser.parse(["User-agent: *", "Disallow: /"])
+            return parser
+        return None
+
+    def _fetch_robots(self, robots_url: str) -> tuple[str, str | None]:
+        """What robots.txt says: ("rules", its text), ("none", None), ("disallow", None) or ("unreachable", None).
 
         RFC 9309 2.3.1: a 4xx means no rules; a 5xx means "assume complete
         disallow". An unreachable host gets no rules here: the page fetch that
         follows fails with its own, clearer, error.
         """
-        parser = urllib.robotparser.RobotFileParser(robots_url)
         try:
             with self._exchange(robots_url, {}) as response:
                 if 400 <= response.status_code < 500:
-                    return None
+                    return "none", None
                 if response.status_code >= 500:
-                    parser.parse(["User-agent: *", "Disallow: /"])
-                    return parser
+                    return "disallow", None
                 body = self._body(robots_url, response)
                 encoding = response.encoding or "utf-8"
         except SourceError as err:
             log.debug("robots.txt unreachable or unreadable: %s", err)
-            return None
-        parser.parse(body.decode(encoding, "replace").splitlines())
-        return parser
+            return "unreachable", None
+        return "rules", body.decode(encoding, "replace")
 
 
 #: Hosts worked on at once. Each host's thread mostly waits (its delay, its answers); the requests in flight

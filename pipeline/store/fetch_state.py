@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import (
     Connection,
@@ -17,6 +17,7 @@ from sqlalchemy import (
 from pipeline.store.base import StoreBase, _now
 from pipeline.store.schema import (
     fetch_state,
+    robots,
 )
 from pipeline.types import (
     Validators,
@@ -53,6 +54,21 @@ class FetchStateMixin(StoreBase):
                     validators = Validators(row.etag, row.last_modified) if (row.etag or row.last_modified) else None
                     found[row.url] = (validators, json.loads(row.links) if row.links else None)
         return found
+
+    def robots(self, origin: str, max_age: timedelta) -> tuple[str, str | None] | None:
+        """The robots.txt answer kept for *origin* (kind and text) if it is younger than *max_age*."""
+        with self.engine.connect() as connection:
+            row = connection.execute(select(robots).where(robots.c.origin == origin)).first()
+        if row is None or _now() - row.fetched > max_age:
+            return None
+        return row.kind, row.body
+
+    def save_robots(self, origin: str, kind: str, body: str | None) -> None:
+        """Keep what *origin*'s robots.txt said (``rules`` with its text, ``none`` or ``disallow``)."""
+        values = {"kind": kind, "body": body, "fetched": _now()}
+        with self._write() as connection:
+            if not connection.execute(update(robots).where(robots.c.origin == origin).values(**values)).rowcount:
+                connection.execute(insert(robots).values(origin=origin, **values))
 
     def links(self, url: str) -> list[str] | None:
         """The item links (or entry ids) stored for an index page or feed."""

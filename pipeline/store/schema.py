@@ -125,6 +125,17 @@ fetch_state = Table(
     Column("checked", UTCDateTime(), nullable=False),
 )
 
+#: What each origin's robots.txt said, kept a day (migration 0016): rules (with the text), none (4xx) or
+#: disallow (5xx). An unreachable one is not kept: it is asked again.
+robots = Table(
+    "robots",
+    metadata,
+    Column("origin", Text, primary_key=True),
+    Column("kind", String(10), nullable=False),
+    Column("body", Text),
+    Column("fetched", UTCDateTime(), nullable=False),
+)
+
 #: The statuses of an issue that is frozen but not yet sent to everyone (at most one per list).
 OPEN_STATUSES = ("frozen", "sending")
 OPEN_CONDITION = "status IN ('frozen', 'sending')"
