@@ -22,17 +22,21 @@ peak RSS <= 200 MB and no more than 1.2 x the 100,000 run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from bench.common import ROOT, SECRET, sample_project, subscribers_csv, write_result
+
+DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def _run(command: Sequence[str], cwd: Path) -> tuple[float, float, str]:
@@ -51,11 +55,32 @@ def _run(command: Sequence[str], cwd: Path) -> tuple[float, float, str]:
         return elapsed, usage.ru_maxrss / 1024, out.read().decode()
 
 
-def one_size(count: int) -> dict[str, float]:
+@contextlib.contextmanager
+def _storage(database: str | None) -> Iterator[dict[str, str]]:
+    """The config edit for the store: the project's SQLite file, or a scratch schema on *database* (dropped after)."""
+    if database is None:
+        yield {}
+        return
+    from sqlalchemy import create_engine, text
+
+    schema = f"bench_scale_{secrets.token_hex(4)}"
+    admin = create_engine(database)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = f"{database}{'&' if '?' in database else '?'}options=-csearch_path%3D{schema}"
+    try:
+        yield {'url = "sqlite:///var/flygblad.db"': f'url = "{url}"'}
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def one_size(count: int, database: str | None = None) -> dict[str, float]:
     """Import *count* subscribers into a fresh project, then outbox + messages; times and peak RSS."""
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, _storage(database) as replace:
         work = Path(folder)
-        config = sample_project(work)
+        config = sample_project(work, replace=replace)
         csv_path = work / "subscribers.csv"
         subscribers_csv(csv_path, count)
         flygblad = str(Path(sys.executable).with_name("flygblad"))
@@ -115,6 +140,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs=2, default=[100_000, 1_000_000], metavar=("SMALL", "LARGE"))
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--database", metavar="URL", help="PostgreSQL to run on (a scratch schema), e.g. " + DEFAULT_DATABASE
+    )
     parser.add_argument("--phase-send", nargs=2, metavar=("CONFIG", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase_send:
@@ -124,7 +152,7 @@ def main() -> None:
     runs: dict[int, list[dict[str, float]]] = {small: [], large: []}
     for _ in range(args.repeats):
         for size in (small, large):
-            runs[size].append(one_size(size))
+            runs[size].append(one_size(size, args.database))
             print(f"{size}: {json.dumps({k: round(v, 2) for k, v in runs[size][-1].items()})}", flush=True)
 
     def median(size: int, key: str) -> float:
@@ -132,7 +160,10 @@ def main() -> None:
 
     keys = runs[small][0].keys()
     result = {
-        "what": f"{large} subscribers: import, outbox, every message to a null sender (SQLite, batches of 500)",
+        "what": (
+            f"{large} subscribers: import, outbox, every message to a null sender "
+            f"({'PostgreSQL' if args.database else 'SQLite'}, batches of 500)"
+        ),
         "repeats": args.repeats,
         "small": {"subscribers": small, **{k: round(median(small, k), 2) for k in keys}},
         "large": {"subscribers": large, **{k: round(median(large, k), 2) for k in keys}},
@@ -145,7 +176,7 @@ def main() -> None:
         "goal": "outbox + messages <= 120 s; peak RSS <= 200 MB and <= 1.2 x the small run",
         "runs": {str(size): [{k: round(v, 2) for k, v in r.items()} for r in rs] for size, rs in runs.items()},
     }
-    write_result("scale", result)
+    write_result("scale_postgresql" if args.database else "scale", result)
     big = result["large"]
     print(
         f"{large} subscribers: import {big['import_s']} s, outbox {big['outbox_s']} s, messages {big['messages_s']} s "

@@ -96,8 +96,8 @@ def collect(
 ) -> CollectReport:
     """Collect every configured source (or those named in *only*) into *store*.
 
-    Hosts are fetched in parallel (``[http] concurrency`` at once), each host one request at a
-    time and ``delay_seconds`` apart (:class:`Fetcher`'s host turns). The store is written here,
+    Hosts are fetched in parallel (up to ``[http] concurrency`` requests in flight), each host one
+    request at a time and ``delay_seconds`` apart (:class:`Fetcher`'s host turns). The store is written here,
     in this thread, source by source in the config's order as each is fetched: the same
     writes in the same order as a sequential collect, whatever the network does.
     """
