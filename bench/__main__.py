@@ -210,6 +210,16 @@ ROWS = [
         ">= 0.9 of the ideal and >= the bare pool",
         lambda r: r["of_ideal"] >= 0.9 and r["over_bare"] >= 1.0,
     ),
+    Row(
+        "1,000,000 subscribers on PostgreSQL",
+        "scale_postgresql",
+        ("--repeats", "1"),
+        ("--sizes", "10000", "50000", "--repeats", "1"),
+        "postgresql",
+        _scale,
+        "outbox + messages <= 150 s; <= 200 MB",
+        lambda r: r["large"]["outbox_and_messages_s"] <= 150 and _peak(r["large"]) <= 200,
+    ),
     Row("render an issue of 20 items", "render", (), (), None, _render, "<= 20 ms", lambda r: r["median_ms"] <= 20),
     Row(
         "feeds for 1,000 items",

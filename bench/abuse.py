@@ -36,7 +36,15 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from bench.common import SECRET, free_port, sample_project, start_serve, subscribers_with_links, write_result
+from bench.common import (
+    SECRET,
+    free_port,
+    sample_project,
+    start_serve,
+    subscribers_with_links,
+    timed_threads,
+    write_result,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RSS_BOUND_MB = 100
@@ -137,12 +145,7 @@ def phase(base: str, pid: int, seconds: float, clients: int, idle: int, unsubscr
             time.sleep(0.25)
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)] + [threading.Thread(target=prober)]
-    began = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - began
+    elapsed = timed_threads(threads)
     still_open = 0
     for connection in held:
         connection.setblocking(False)

@@ -112,6 +112,16 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     return path
 
 
+def timed_threads(threads: list[Any]) -> float:
+    """Start *threads*, wait for them all; the seconds it took."""
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - began
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as s:

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import free_port, subscribers_csv, write_result
+from bench.common import free_port, subscribers_csv, timed_threads, write_result
 from bench.send import ROOT, flygblad_send, make_project
 
 
@@ -61,13 +61,7 @@ def _bare_pool(port: int, data: bytes, recipients: list[str], connections: int) 
             sent[n] += 1
         smtp.quit()
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(connections)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
+    elapsed = timed_threads([threading.Thread(target=run, args=(n,)) for n in range(connections)])
     if sum(sent) != len(recipients):
         raise SystemExit(f"the bare pool sent {sum(sent)} of {len(recipients)}")
     return len(recipients) / elapsed

@@ -251,3 +251,31 @@ def test_a_drafts_choices_are_kept_approved_withdrawn_and_cleared(store_url: str
         store.clear_draft("brev")
         cleared = store.draft_choices("brev")
         assert cleared.items == {} and cleared.note is None and store.draft_choices("annat").items == {}
+
+
+def test_postgresql_plans_each_lookup_for_its_own_addresses() -> None:
+    """An import's lookup of 1,000 addresses a batch must use the list's index however large the list grew
+    since the statement was prepared: PostgreSQL kept a small table's sequential-scan plan (bench.scale)."""
+    from sqlalchemy import text
+
+    from pipeline.subscribers import ImportReport, candidate
+    from tests.conftest import postgres_schema
+
+    with postgres_schema() as store_url, Store.open(store_url) as store:
+        report = ImportReport()
+        for start in range(0, 8000, 1000):  # more batches than psycopg's prepare threshold (5)
+            store.upsert_subscribers(
+                "nyhetsbrev", [candidate(f"p{n}@example.org") for n in range(start, start + 1000)], report=report
+            )
+        assert report.added == 8000
+        with store.engine.connect() as connection:
+            assert connection.execute(text("SHOW plan_cache_mode")).scalar() == "force_custom_plan"
+            connection.execute(text("ANALYZE subscribers"))
+            plan = "\n".join(
+                row[0]
+                for row in connection.execute(
+                    text("EXPLAIN SELECT id FROM subscribers WHERE list = 'nyhetsbrev' AND email_key = ANY(:k)"),
+                    {"k": [f"p{n}@example.org" for n in range(10)]},
+                )
+            )
+        assert "uq_subscribers_list_email_key" in plan, plan
