@@ -16,7 +16,7 @@ number): Postfix's ``smtp-sink`` and ``smtp-source`` and the load generator
 ``wrk`` (``apt-get install postfix wrk``, as root), mailmerge (``pip install
 mailmerge``, the ``bench`` extra), node's ``mjml`` (``npm ci`` in
 ``bench/node``, when node is there).
-The workers row uses the PostgreSQL database in ``FLYGBLAD_TEST_DATABASE_URL``
+The workers and PostgreSQL scale rows use the PostgreSQL database in ``FLYGBLAD_TEST_DATABASE_URL``
 or, without it, ``postgres@127.0.0.1:5432/test``.
 """
 
