@@ -332,14 +332,15 @@ def test_the_desk_speaks_the_sites_language(example_settings, monkeypatch) -> No
     monkeypatch.setenv("FLYGBLAD_SECRET", SECRET)
     port = free_port()
     settings = _configure(example_settings, f"http://127.0.0.1:{port}")
+    # The project's rewording, there from the start (strings files are looked at once a second).
+    own = settings.templates_dir / "admin" / "strings.toml"
+    own.parent.mkdir(parents=True, exist_ok=True)
+    own.write_text('[en]\n"Sign in" = "Log in to the newsroom"\n', encoding="utf-8")
     with Server(settings, port) as server:
         swedish = requests.get(server.url + "/admin/login")
     assert '<html lang="sv">' in swedish.text and ">Logga in</button>" in swedish.text
     text = settings.path.read_text(encoding="utf-8").replace('language = "sv"', 'language = "en"', 1)
     settings.path.write_text(text, encoding="utf-8")
-    own = settings.templates_dir / "admin" / "strings.toml"
-    own.parent.mkdir(parents=True, exist_ok=True)
-    own.write_text('[en]\n"Sign in" = "Log in to the newsroom"\n', encoding="utf-8")
     port = free_port()
     with Server(load_settings(settings.path), port) as server:
         english = requests.get(server.url + "/admin/login")

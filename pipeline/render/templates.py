@@ -110,30 +110,20 @@ def environment(templates_dir: Path) -> Environment:
     return env
 
 
-#: templates folder -> (when it was looked at, the strings file, its mtime)
-_SEEN: dict[Path, tuple[float, Path, int]] = {}
+#: (templates folder, strings file) -> (when it was looked at, the project's file, its mtime)
+_SEEN: dict[tuple[Path, str], tuple[float, Path, int]] = {}
+#: The desk's texts (/admin/): the English phrase is the key, each language's table translates it.
+DESK_STRINGS = "admin/strings.toml"
 
 
-def strings(templates_dir: Path, language: str) -> dict[str, str]:
+def strings(templates_dir: Path, language: str, file: str = STRINGS) -> dict[str, str]:
     """The UI strings for *language* (``sv``, ``en``, ``en-GB`` → ``en``), English filling gaps.
 
-    The project's ``strings.toml`` (in its templates folder) overrides the
-    built-in one key by key, language by language. The file is looked at again
-    at most once a second (every web page and message asks), and parsed again
-    only when it changed.
+    The project's *file* (``strings.toml``, or :data:`DESK_STRINGS` for the desk, in its templates
+    folder) overrides the built-in one key by key, language by language. The file is looked at again
+    at most once a second (every web page and message asks), and parsed again only when it changed.
     """
-    now = time.monotonic()
-    seen = _SEEN.get(templates_dir)
-    if seen is None or now - seen[0] > 1.0:
-        path = templates_dir / STRINGS
-        try:
-            changed = path.stat().st_mtime_ns if path.is_file() else 0
-        except OSError as err:
-            raise RenderError(f"{path}: cannot read the newsletter strings: {err}") from err
-        seen = _SEEN[templates_dir] = (now, path, changed)
-    catalogues = [_catalogue(BUILTIN_TEMPLATES / STRINGS, 0)]
-    if seen[2] and seen[1].resolve() != BUILTIN_TEMPLATES / STRINGS:
-        catalogues.append(_catalogue(seen[1], seen[2]))
+    catalogues = _catalogues(templates_dir, file)
     merged: dict[str, str] = {}
     for level in dict.fromkeys((FALLBACK_LANGUAGE, language.split("-")[0].lower(), language)):
         for catalogue in catalogues:  # built-in, then the project's, at each level
@@ -141,14 +131,26 @@ def strings(templates_dir: Path, language: str) -> dict[str, str]:
     return merged
 
 
+def _catalogues(templates_dir: Path, file: str) -> list[dict[str, dict[str, str]]]:
+    """The built-in strings *file*, then the project's when it has one."""
+    now = time.monotonic()
+    seen = _SEEN.get((templates_dir, file))
+    if seen is None or now - seen[0] > 1.0:
+        path = templates_dir / file
+        try:
+            changed = path.stat().st_mtime_ns if path.is_file() else 0
+        except OSError as err:
+            raise RenderError(f"{path}: cannot read the strings: {err}") from err
+        seen = _SEEN[(templates_dir, file)] = (now, path, changed)
+    catalogues = [_catalogue(BUILTIN_TEMPLATES / file, 0)]
+    if seen[2] and seen[1].resolve() != BUILTIN_TEMPLATES / file:
+        catalogues.append(_catalogue(seen[1], seen[2]))
+    return catalogues
+
+
 def languages(templates_dir: Path) -> list[str]:
     """The languages the templates have texts for (the tables of the built-in and the project's strings.toml)."""
-    strings(templates_dir, FALLBACK_LANGUAGE)  # looks at the project's file
-    seen = _SEEN[templates_dir]
-    found = set(_catalogue(BUILTIN_TEMPLATES / STRINGS, 0))
-    if seen[2] and seen[1].resolve() != BUILTIN_TEMPLATES / STRINGS:
-        found |= set(_catalogue(seen[1], seen[2]))
-    return sorted(found)
+    return sorted({language for catalogue in _catalogues(templates_dir, STRINGS) for language in catalogue})
 
 
 def known_language(templates_dir: Path, tag: str) -> str:
@@ -167,7 +169,7 @@ def _catalogue(path: Path, changed: int) -> dict[str, dict[str, str]]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as err:
-        raise RenderError(f"{path}: cannot read the newsletter strings: {err}") from err
+        raise RenderError(f"{path}: cannot read the strings: {err}") from err
     return {k: {n: str(v) for n, v in table.items()} for k, table in data.items() if isinstance(table, dict)}
 
 

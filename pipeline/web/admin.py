@@ -21,7 +21,6 @@ Safety, by design:
 
 from __future__ import annotations
 
-import functools
 import secrets
 import tempfile
 import threading
@@ -54,29 +53,9 @@ PAGE_SIZE = 50
 MAX_UPLOAD = 1024 * 1024
 
 
-def desk_strings(templates_dir: Path, language: str) -> dict[str, str]:
-    """The desk's translations into *language*: the built-in ``admin/strings.toml``, then the project's."""
-    from pipeline.render.templates import BUILTIN_TEMPLATES
-
-    merged: dict[str, str] = {}
-    for path in (BUILTIN_TEMPLATES / "admin" / "strings.toml", templates_dir / "admin" / "strings.toml"):
-        merged.update(_catalogue(path, path.stat().st_mtime_ns if path.is_file() else 0).get(language, {}))
-    return merged
-
-
-@functools.lru_cache(maxsize=16)
-def _catalogue(path: Path, _mtime: int) -> dict[str, dict[str, str]]:
-    """A strings file, parsed once per version (the mtime is part of the key)."""
-    import tomllib
-
-    if not _mtime:
-        return {}
-    with path.open("rb") as handle:
-        return {lang: {str(k): str(v) for k, v in table.items()} for lang, table in tomllib.load(handle).items()}
-
-
 def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limiter: Limiter) -> None:
     """Add the desk's routes to *app*."""
+    from pipeline.render.templates import DESK_STRINGS, strings
     from pipeline.web import archive_csp
 
     admin = Blueprint("admin", __name__, url_prefix="/admin")
@@ -86,7 +65,7 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
     def _(text: str) -> str:
         """The desk's text in the site's language (English where a translation is missing)."""
         if "desk_strings" not in g:  # read once per request
-            g.desk_strings = desk_strings(settings.templates_dir, language)
+            g.desk_strings = strings(settings.templates_dir, language, DESK_STRINGS)
         return str(g.desk_strings.get(text, text))
 
     sending: dict[str, threading.Thread] = {}
