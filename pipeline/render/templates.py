@@ -110,6 +110,12 @@ def environment(templates_dir: Path) -> Environment:
     return env
 
 
+def template_file(templates_dir: Path, name: str) -> Path:
+    """A file of the templates (a stylesheet): the project's own when it has one, else flygblad's."""
+    own = templates_dir / name
+    return own if own.is_file() else BUILTIN_TEMPLATES / name
+
+
 #: (templates folder, strings file) -> (when it was looked at, the project's file, its mtime)
 _SEEN: dict[tuple[Path, str], tuple[float, Path, int]] = {}
 #: The desk's texts (/admin/): the English phrase is the key, each language's table translates it.

@@ -38,7 +38,7 @@ from pipeline import jobs
 from pipeline.config import ListSettings, Settings
 from pipeline.issues import rendered_of
 from pipeline.render import RecipientValues
-from pipeline.render.templates import BUILTIN_TEMPLATES, environment, known_language, strings
+from pipeline.render.templates import environment, known_language, strings, template_file
 from pipeline.store import Store
 from pipeline.subscribers import SubscriberError, candidate
 from pipeline.tokens import tokens_for
@@ -62,7 +62,7 @@ MAX_CONNECTIONS = 1000
 #: allowed by its hash, CSP Level 3 'unsafe-hashes'), images from anywhere over https, still no script.
 ARCHIVE_CSP = (
     "default-src 'none'; style-src 'self' 'unsafe-hashes' {hashes}; img-src 'self' https: data:; "
-    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    "form-action 'self'; base-uri 'none'; frame-ancestors {frame_ancestors}"
 )
 #: A kept image's file name (pipeline.sources.images): content hash, width, format.
 MEDIA_NAME = re.compile(r"[0-9a-f]{32}-[0-9]{1,5}\.(?:jpg|png)")
@@ -137,10 +137,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Flask:
 
     @app.get("/static/site.css")
     def static_css() -> Response:
-        css = settings.templates_dir / "web" / "site.css"
-        return send_file(
-            css if css.is_file() else BUILTIN_TEMPLATES / "web" / "site.css", mimetype="text/css", max_age=3600
-        )
+        return send_file(template_file(templates_dir, "web/site.css"), mimetype="text/css", max_age=3600)
 
     # ------------------------------------------------------------ subscribe
 
@@ -471,8 +468,11 @@ def archive_html(settings: Settings, issue: Any) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def archive_csp(html: str) -> str:
-    """The web version's CSP: each of the page's own styles allowed by its SHA-256, and nothing else inline."""
+def archive_csp(html: str, frame_ancestors: str = "'none'") -> str:
+    """The web version's CSP: each of the page's own styles allowed by its SHA-256, and nothing else inline.
+
+    *frame_ancestors* is who may frame the page: no one, or the desk itself for its preview (``'self'``).
+    """
     import lxml.html
 
     document = lxml.html.document_fromstring(html)
@@ -482,7 +482,7 @@ def archive_csp(html: str) -> str:
         "'sha256-" + base64.b64encode(hashlib.sha256(style.encode("utf-8")).digest()).decode("ascii") + "'"
         for style in styles
     )
-    return ARCHIVE_CSP.format(hashes=" ".join(hashes))
+    return ARCHIVE_CSP.format(hashes=" ".join(hashes), frame_ancestors=frame_ancestors)
 
 
 def write_archive(settings: Settings, store: Store) -> list[Path]:

@@ -55,7 +55,7 @@ MAX_UPLOAD = 1024 * 1024
 
 def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limiter: Limiter) -> None:
     """Add the desk's routes to *app*."""
-    from pipeline.render.templates import DESK_STRINGS, strings
+    from pipeline.render.templates import DESK_STRINGS, strings, template_file
     from pipeline.web import archive_csp
 
     admin = Blueprint("admin", __name__, url_prefix="/admin")
@@ -153,12 +153,7 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
     def css() -> Response:
         from flask import send_file
 
-        from pipeline.render.templates import BUILTIN_TEMPLATES
-
-        own = settings.templates_dir / "admin" / "admin.css"
-        return send_file(
-            own if own.is_file() else BUILTIN_TEMPLATES / "admin" / "admin.css", mimetype="text/css", max_age=3600
-        )
+        return send_file(template_file(settings.templates_dir, "admin/admin.css"), mimetype="text/css", max_age=3600)
 
     @admin.get("/login")
     def login() -> Response:
@@ -247,9 +242,7 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
             html = jobs.preview(settings, made).html
         response = make_response(html, 200, {"Content-Type": "text/html; charset=utf-8"})
         # Framed by the draft page only: the email's own styles, no script, nothing else inline.
-        response.headers["Content-Security-Policy"] = archive_csp(html).replace(
-            "frame-ancestors 'none'", "frame-ancestors 'self'"
-        )
+        response.headers["Content-Security-Policy"] = archive_csp(html, frame_ancestors="'self'")
         response.headers["X-Frame-Options"] = "SAMEORIGIN"
         return response
 
