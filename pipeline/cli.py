@@ -496,9 +496,8 @@ def issues_show(ctx: Context, number: int, list_name: str | None, as_json: bool)
         return
     click.echo(f"issue {issue.number} of {issue.list!r}: {issue.subject}")
     click.echo(f"  {issue.status}, frozen {issue.created.astimezone(tz):%Y-%m-%d %H:%M}, {len(issue.item_ids)} items")
-    total = sum(log.counts.values())
     counts = ", ".join(f"{n} {status}" for status, n in sorted(log.counts.items(), key=lambda kv: -kv[1]))
-    click.echo(f"  {total} recipients" + (f": {counts}" if counts else ""))
+    click.echo(f"  {log.total} recipients" + (f": {counts}" if counts else ""))
     if log.left:
         click.echo("  since: " + ", ".join(f"{n} {status}" for status, n in sorted(log.left.items())))
     for email, status, reason in log.problems:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from pipeline.collect import CollectReport, collect
 from pipeline.collect import Progress as CollectProgress
@@ -243,10 +243,18 @@ def choose_item(settings: Settings, store: Store, mailing_list: ListSettings, re
     return stored
 
 
-def move_item(settings: Settings, store: Store, mailing_list: ListSettings, ref: str, to: int) -> StoredItem:
-    """Place an item at position *to* (1 = first) among the draft's items; the others keep their order."""
+def move_item(
+    settings: Settings, store: Store, mailing_list: ListSettings, ref: str, to: int | None = None, *, by: int = 0
+) -> StoredItem:
+    """Place an item at position *to* (1 = first) among the draft's items, or *by* places from where it is
+    (-1: one up); the others keep their order."""
     view = draft_view(settings, store, mailing_list)
     stored = _item_ref(view, ref)
+    if to is None:
+        ids = [s.item.id for s in view.items]
+        if stored.item.id not in ids:
+            raise FlygbladError(f"{stored.item.title!r} is not among the draft's items (put it back first)")
+        to = max(1, ids.index(stored.item.id) + 1 + by)
     order = [s.item.id for s in view.items if s.item.id != stored.item.id]
     order.insert(max(0, min(to - 1, len(order))), stored.item.id)
     store.place_draft_items(mailing_list.name, order)
@@ -420,6 +428,14 @@ def send_list(
     return report
 
 
+def send_and_publish(settings: Settings, store: Store, mailing_list: ListSettings, **options: Any) -> ListSendReport:
+    """Send the list (:func:`send_list`, with its *options*); an issue that went out joins the static archive."""
+    sent = send_list(settings, store, mailing_list, **options)
+    if sent.sends:
+        write_feeds_and_archive(settings, store)
+    return sent
+
+
 def _issue_to_try(
     settings: Settings, store: Store, mailing_list: ListSettings, since: datetime | None = None
 ) -> Issue | None:
@@ -574,6 +590,18 @@ class DeliveryLog:
     left: dict[str, int] = field(default_factory=dict)
     #: (URL, clicks) for a list with track_clicks: counted per link, never per person.
     clicks: builtins.list[tuple[str, int]] = field(default_factory=builtins.list)
+
+    @property
+    def total(self) -> int:
+        """Recipients in the issue's outbox."""
+        return sum(self.counts.values())
+
+    @property
+    def done(self) -> int:
+        """Recipients whose outcome is final (sent, bounced, failed, uncertain): what is left is still to go."""
+        from pipeline.delivery.send import FINAL
+
+        return sum(n for status, n in self.counts.items() if status in FINAL)
 
 
 #: The outcomes a communicator needs to see one by one (sent ones are only counted).
@@ -792,14 +820,12 @@ def _fire(
         published = collect_and_publish(settings, store)
         if mailing_list is None:
             return FiringReport("done", published.collected.summary())
-        sent = send_list(settings, store, mailing_list, min_items=min_items, approval=approval)
+        sent = send_and_publish(settings, store, mailing_list, min_items=min_items, approval=approval)
         result = _firing_result(sent)
         if result.status == "waiting":
             told = notify_editors(settings, store, mailing_list)
             if told:
                 result = FiringReport("waiting", f"{result.detail}; {told} editors mailed the issue")
-        if sent.sends:  # the issue just sent joins the static archive
-            write_feeds_and_archive(settings, store)
         return result
     except FlygbladError as err:
         log.error("%s failed: %s", what, err)
@@ -959,6 +985,7 @@ __all__ = [
     "fire_schedule",
     "freeze_next",
     "next_draft",
+    "send_and_publish",
     "send_list",
     "send_test",
     "write_feeds_and_archive",

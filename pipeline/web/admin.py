@@ -266,14 +266,8 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
             elif action == "include":
                 stored = jobs.choose_item(settings, store, mailing_list, ref, included=True)
                 done = _("Put back: {title}").format(title=stored.item.title)
-            elif action in ("up", "down", "move"):
-                view = jobs.draft_view(settings, store, mailing_list)
-                ids = [s.item.id for s in view.items]
-                current = ids.index(ref) + 1 if ref in ids else 0
-                if not current:
-                    raise FlygbladError(_("that item is not in the draft any more"))
-                to = {"up": current - 1, "down": current + 1}.get(action) or int(form.get("to", "0") or 0)
-                stored = jobs.move_item(settings, store, mailing_list, ref, max(1, to))
+            elif action in ("up", "down"):
+                stored = jobs.move_item(settings, store, mailing_list, ref, by=-1 if action == "up" else 1)
                 done = _("Moved: {title}").format(title=stored.item.title)
             elif action == "summary":
                 text = form.get("summary", "")[:5000].strip()
@@ -332,10 +326,7 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
 
         def run() -> None:
             try:
-                report = jobs.send_list(settings, store, mailing_list)
-                outcome.append(report)
-                if report.sends:
-                    jobs.write_feeds_and_archive(settings, store)
+                outcome.append(jobs.send_and_publish(settings, store, mailing_list))
             except Exception:  # noqa: BLE001 - the ledger keeps what was sent; the next send resumes
                 import logging
 
@@ -403,15 +394,11 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
             found = jobs.delivery_log(store, list_name, number)
         except FlygbladError:
             abort(404)
-        total = sum(found.counts.values())
-        done = sum(n for status, n in found.counts.items() if status not in ("pending", "sending", "deferred"))
         return show(
             "issue.html.j2",
             _("Issue {number} of {list}").format(number=number, list=mailing_list.title),
             mailing_list=mailing_list,
             log=found,
-            total=total,
-            done=done,
             refresh=found.issue.status == "sending",
         )
 
