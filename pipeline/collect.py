@@ -106,7 +106,7 @@ def collect(
     with Fetcher(settings.http, settings.site.base_url, robots_cache=store) as fetcher:
         locations = [(settings.source_location(s), s) for s in chosen]
         known = _Known(store, [url for url, _s in locations])
-        with in_parallel(len(chosen)) as pool:
+        with in_parallel() as pool:
             fetched = fetch_by_host(
                 pool, locations, lambda source_settings: _fetch_source(settings, source_settings, fetcher, known)
             )

@@ -245,16 +245,10 @@ def test_a_schedule_can_require_approval_and_send_as_soon_as_it_is_given(example
     """``[[schedules]] approval = "required"`` over an "auto" list; ``on_approval = "at-once"``: no wait for next week."""
     from datetime import UTC, datetime
 
-    from pipeline.config import load_settings
     from pipeline.jobs import fire_due_sends
+    from tests.test_jobs import with_schedule
 
-    text = example_settings.path.read_text(encoding="utf-8")
-    text += (
-        '\n[[schedules]]\nname = "veckan"\nlist = "nyhetsbrev"\ncron = "30 7 * * 4"\n'
-        'approval = "required"\non_approval = "at-once"\n'
-    )
-    example_settings.path.write_text(text, encoding="utf-8")
-    settings = load_settings(example_settings.path)
+    settings = with_schedule(example_settings, "30 7 * * 4", 'approval = "required"', 'on_approval = "at-once"')
     assert flygblad(settings, "subscribers", "add", "--list", "nyhetsbrev", "anna@example.org").returncode == 0
     assert flygblad(settings, "schedule", "--run", "veckan").stdout.startswith("schedule: veckan fired: waiting")
     assert fire_due_sends(settings) == [], "not approved: nothing to do"

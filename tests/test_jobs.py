@@ -152,9 +152,11 @@ def with_list_options(settings: Settings, *lines: str) -> None:
     )
 
 
-def with_schedule(settings: Settings, cron: str = "30 7 * * 4") -> Settings:
+def with_schedule(settings: Settings, cron: str = "30 7 * * 4", *lines: str) -> Settings:
+    """The bundled list's schedule "veckan", with these extra ``key = value`` lines."""
     text = settings.path.read_text(encoding="utf-8")
     text += f'\n[[schedules]]\nname = "veckan"\nlist = "nyhetsbrev"\ncron = "{cron}"\nsend_deadline = "6h"\n'
+    text += "".join(f"{line}\n" for line in lines)
     settings.path.write_text(text, encoding="utf-8")
     return load_settings(settings.path)
 

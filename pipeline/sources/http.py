@@ -374,10 +374,10 @@ MAX_HOST_THREADS = 128
 
 
 @contextmanager
-def in_parallel(hosts: int) -> Iterator[ThreadPoolExecutor]:
-    """Threads for up to *hosts* hosts (at most :data:`MAX_HOST_THREADS`); on the way out (Ctrl-C too) what has
-    not started is dropped."""
-    pool = ThreadPoolExecutor(max_workers=max(1, min(hosts, MAX_HOST_THREADS)), thread_name_prefix="flygblad-fetch")
+def in_parallel() -> Iterator[ThreadPoolExecutor]:
+    """Threads for up to :data:`MAX_HOST_THREADS` hosts, made as work arrives; on the way out (Ctrl-C too) what
+    has not started is dropped."""
+    pool = ThreadPoolExecutor(max_workers=MAX_HOST_THREADS, thread_name_prefix="flygblad-fetch")
     try:
         yield pool
     finally:

@@ -62,11 +62,16 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
     tz = settings.site.tz
     language = settings.site.language.split("-")[0].lower()
 
+    def translations() -> dict[str, str]:
+        """The desk's texts in the site's language, read once per request (empty: English throughout)."""
+        if "desk_strings" not in g:
+            g.desk_strings = strings(settings.templates_dir, language, DESK_STRINGS)
+        found: dict[str, str] = g.desk_strings
+        return found
+
     def _(text: str) -> str:
         """The desk's text in the site's language (English where a translation is missing)."""
-        if "desk_strings" not in g:  # read once per request
-            g.desk_strings = strings(settings.templates_dir, language, DESK_STRINGS)
-        return str(g.desk_strings.get(text, text))
+        return translations().get(text, text)
 
     sending: dict[str, threading.Thread] = {}
 
@@ -84,7 +89,7 @@ def register(app: Flask, settings: Settings, store: Store, tokens: Tokens, limit
         html = render_template(
             f"admin/{template}",
             _=_,
-            lang=language if (_("Sign in") != "Sign in" or language == "en") else "en",
+            lang=language if translations() else "en",  # a language the desk has no texts for is shown in English
             title=title,
             organisation=settings.organisation.name if settings.organisation else settings.site.title,
             me=g.get("admin_email"),
