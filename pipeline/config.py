@@ -408,9 +408,9 @@ SENDER_KEYS = {
     "file": {"dir"},
     "memory": set(),
     "smtp": {"host", "port", "security", "username", "password_env", "timeout", "connections"},
-    "postmark": {"api_key_env", "base_url", "timeout", "message_stream"},
-    "sendgrid": {"api_key_env", "base_url", "timeout"},
-    "mailgun": {"api_key_env", "base_url", "timeout", "domain"},
+    "postmark": {"api_key_env", "base_url", "timeout", "message_stream", "connections"},
+    "sendgrid": {"api_key_env", "base_url", "timeout", "connections"},
+    "mailgun": {"api_key_env", "base_url", "timeout", "domain", "connections"},
 }
 SHARED_SENDER_KEYS = {
     "kind",
@@ -446,7 +446,8 @@ class SenderSettings(_Table):
     username: str | None = None
     password_env: str | None = None
     timeout: float = Field(default=30.0, gt=0, le=3600)
-    connections: int = Field(default=2, ge=1, le=64)
+    #: SMTP: parallel sessions (default 2); an HTTP API: requests in flight at once (default 1).
+    connections: int | None = Field(default=None, ge=1, le=64)
     # HTTP APIs
     api_key_env: str | None = None
     base_url: str | None = None

@@ -10,6 +10,7 @@ makes the next request answer that way.
 from __future__ import annotations
 
 import base64
+import html as html_lib
 import json
 import re
 import time
@@ -41,6 +42,11 @@ class FakeProvider:
     inactive: set[str] = field(default_factory=set)
     refuse: set[str] = field(default_factory=set)  # addresses a 400 refuses (SendGrid names them, Mailgun not)
     requests: int = 0
+    uploaded: list[int] = field(default_factory=list)  # bytes of each send request's body
+    templates: dict[str, dict[str, Any]] = field(default_factory=dict)  # Postmark's, by alias
+    template_limit: int = 100  # Postmark's per server
+    templates_made: int = 0
+    templated: int = 0  # messages rendered from a template
 
     slow: list[float] = field(default_factory=list)
 
@@ -56,7 +62,7 @@ class FakeProvider:
             time.sleep(0.05)
 
     def queue(self, status: int, headers: dict[str, str] | None = None, body: str = "") -> None:
-        """Answer the next request with this status instead of handling it."""
+        """Answer the next send request with this status instead of handling it."""
         self.faults.append((status, headers or {}, body))
 
     def deliver(self, recipient: str, got: Received) -> None:
@@ -72,6 +78,8 @@ class FakeProvider:
         }
 
     def handle(self, request: Request) -> Response:
+        if request.path.startswith("/templates"):  # Postmark's templates API: faults are for the sends
+            return self._postmark(request)
         self.requests += 1
         if self.faults:
             status, headers, body = self.faults.pop(0)
@@ -85,22 +93,44 @@ class FakeProvider:
     # ------------------------------------------------------------ Postmark
 
     def _postmark(self, request: Request) -> Response:
-        if request.path != "/email/batch" or request.method != "POST":
-            return Response("not found", 404)
         if request.headers.get("X-Postmark-Server-Token") != API_KEY:
             return Response(
                 json.dumps({"ErrorCode": 10, "Message": "No Account or Server API tokens were supplied"}), 401
             )
-        messages = request.get_json()
+        if request.path.startswith("/templates"):
+            return self._postmark_templates(request)
+        if request.method != "POST" or request.path not in ("/email/batch", "/email/batchWithTemplates"):
+            return Response("not found", 404)
+        self.uploaded.append(len(request.get_data()))
+        body = request.get_json()
+        templated = request.path == "/email/batchWithTemplates"
+        messages = body.get("Messages") if templated and isinstance(body, dict) else body
         if not isinstance(messages, list) or not 1 <= len(messages) <= 500:
             return Response(json.dumps({"ErrorCode": 300, "Message": "Invalid batch"}), 422)
         answers = []
         for n, m in enumerate(messages):
-            for key in ("From", "To", "Subject", "MessageStream"):
+            for key in ("From", "To", "MessageStream", *(() if templated else ("Subject",))):
                 if not m.get(key):
                     return Response(json.dumps({"ErrorCode": 300, "Message": f"Missing {key}"}), 422)
-            address = re.search(r"<([^>]+)>", m["To"])
+            address = re.search(r"<([^<>]+)>\s*$", m["To"])
             to = address.group(1) if address else m["To"]
+            if templated:
+                template = self.templates.get(m.get("TemplateAlias") or "")
+                if template is None:
+                    answers.append(
+                        {
+                            "ErrorCode": 1101,
+                            "Message": "The Template's 'Alias' associated with this request is not valid or was not found.",
+                        }
+                    )
+                    continue
+                model = m.get("TemplateModel", {})
+                subject, html, text = (
+                    mustache(template[k], model, html=k == "HtmlBody") for k in ("Subject", "HtmlBody", "TextBody")
+                )
+                self.templated += 1
+            else:
+                subject, html, text = m["Subject"], m.get("HtmlBody", ""), m.get("TextBody", "")
             if to.lower() in self.inactive:
                 answers.append(
                     {
@@ -111,7 +141,7 @@ class FakeProvider:
                 )
                 continue
             headers = {h["Name"]: h["Value"] for h in m.get("Headers", [])}
-            self.deliver(to, Received(m["Subject"], m.get("HtmlBody", ""), m.get("TextBody", ""), headers))
+            self.deliver(to, Received(subject, html, text, headers))
             answers.append(
                 {
                     "ErrorCode": 0,
@@ -122,6 +152,58 @@ class FakeProvider:
                 }
             )
         return Response(json.dumps(answers), 200, content_type="application/json")
+
+    def _postmark_templates(self, request: Request) -> Response:
+        """Postmark's templates API: create, get, list and delete, at most ``template_limit`` on the server."""
+        alias = request.path.removeprefix("/templates").strip("/")
+        if request.method == "POST" and not alias:
+            body = request.get_json()
+            if not body.get("Name") or not body.get("Subject"):
+                return Response(
+                    json.dumps({"ErrorCode": 1120, "Message": "A required Template field is missing."}), 422
+                )
+            if body.get("Alias") in self.templates:
+                return Response(json.dumps({"ErrorCode": 1123, "Message": "The alias is already in use."}), 422)
+            if len(self.templates) >= self.template_limit:
+                return Response(json.dumps({"ErrorCode": 1105, "Message": "Template limit would be exceeded."}), 422)
+            self.templates[body["Alias"]] = body
+            self.templates_made += 1
+            return Response(
+                json.dumps(
+                    {
+                        "TemplateId": len(self.templates),
+                        "Name": body["Name"],
+                        "Alias": body["Alias"],
+                        "Active": True,
+                        "TemplateType": "Standard",
+                    }
+                ),
+                200,
+                content_type="application/json",
+            )
+        if request.method == "GET" and not alias:
+            listed = [
+                {"Active": True, "TemplateId": n, "Name": t["Name"], "Alias": a, "TemplateType": "Standard"}
+                for n, (a, t) in enumerate(self.templates.items())
+            ]
+            return Response(
+                json.dumps({"TotalCount": len(listed), "Templates": listed}), 200, content_type="application/json"
+            )
+        if alias not in self.templates:
+            return Response(
+                json.dumps({"ErrorCode": 1101, "Message": "Template not found."}),
+                404 if request.method == "GET" else 422,
+            )
+        if request.method == "GET":
+            return Response(json.dumps({**self.templates[alias], "Active": True}), 200, content_type="application/json")
+        if request.method == "DELETE":
+            del self.templates[alias]
+            return Response(
+                json.dumps({"ErrorCode": 0, "Message": f"Template {alias} removed."}),
+                200,
+                content_type="application/json",
+            )
+        return Response("not found", 404)
 
     # ------------------------------------------------------------ SendGrid
 
@@ -222,6 +304,26 @@ class FakeProvider:
             200,
             content_type="application/json",
         )
+
+
+MUSTACHE = re.compile(r"\{\{\{\s*([\w.]+)\s*\}\}\}|\{\{\s*([^{}]*?)\s*\}\}")
+
+
+def mustache(template: str, model: dict[str, Any], *, html: bool) -> str:
+    """Postmark's Mustachio, as far as a flat model goes: ``{{{x}}}`` as given, ``{{x}}`` HTML-escaped in HTML.
+
+    Any other ``{{…}}`` is a tag too (a section, a comment, a partial): it renders as nothing, so a
+    brace pair that was meant as text is lost, as it would be at Postmark.
+    """
+
+    def value(match: re.Match[str]) -> str:
+        if match.group(1) is not None:
+            return str(model.get(match.group(1), ""))
+        name = match.group(2)
+        found = str(model.get(name, "")) if re.fullmatch(r"[\w.]+", name) else ""
+        return html_lib.escape(found) if html else found
+
+    return MUSTACHE.sub(value, template)
 
 
 def fake(server: HTTPServer, name: str) -> FakeProvider:

@@ -288,6 +288,7 @@ def test_postmark_batches_are_cut_by_size_and_not_ascii_escaped(example_settings
         assert b"\\u00e5" not in request.get_data(), "UTF-8 as it is, not \\u-escaped"
         return handle(request)
 
+    provider.template_limit = 0  # no room for a template at Postmark: each message goes whole
     httpserver.clear_all_handlers()
     httpserver.expect_request(re.compile(".*")).respond_with_handler(measured)
     limit = 200_000
@@ -353,6 +354,7 @@ def test_a_big_swedish_issue_to_500_stays_under_postmarks_request_limit(
         sizes.append(len(request.get_data()))
         return handle(request)
 
+    provider.template_limit = 0  # no room for a template at Postmark: each message goes whole
     httpserver.clear_all_handlers()
     httpserver.expect_request(re.compile(".*")).respond_with_handler(measured)
     settings = _write_sender(example_settings, provider.sender_block())
@@ -434,3 +436,102 @@ def test_a_message_with_its_own_body_goes_through_the_batch_apis(
         results = sender.send(messages)
     assert [r.status for r in results] == ["sent", "sent"]
     assert provider.received["own1@example.org"][0].text == "Hej 1"
+
+
+def _braced_issue(nonce: str = "0" * 16):  # type: ignore[no-untyped-def]
+    """An issue whose own text, stylesheet and subject hold braces a template language would read as tags."""
+    from datetime import UTC, datetime
+
+    from pipeline.types import Issue
+
+    html = (
+        "<html><head><style>@media (max-width:480px){.kol{width:100%!important}}</style></head><body>"
+        f"<p>%%fb-{nonce}-greeting%%</p><p>Kursen {{{{kurs}}}} kostar {{{{{{pris}}}}}} kr.</p>"
+        f'<a href="%%fb-{nonce}-unsubscribe_url%%">Avsluta</a> <a href="%%fb-{nonce}-view_url%%">Webb</a>'
+        + "<p>Ett stycke om mässan i Jönköping.</p>" * 600
+        + "</body></html>"
+    )
+    text = f"%%fb-{nonce}-greeting%%\n\nKursen {{{{kurs}}}} kostar {{{{{{pris}}}}}} kr.\nAvsluta: %%fb-{nonce}-unsubscribe_url%%"
+    now = datetime.now(UTC)
+    return Issue(1, "nyhetsbrev", 1, "Nytt om {{kurs}}", "", html, text, nonce, "sv", now, now, "sending", ())
+
+
+def _outbox_messages(settings: Settings, names: list[str]):  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from pipeline.delivery.send import Outbox
+
+    outbox = Outbox(settings, settings.lists[0], _braced_issue(), date=datetime.now(UTC))
+    return [outbox.message(n, f"r{n}@example.org", name) for n, name in enumerate(names)]
+
+
+def test_postmark_sends_an_issue_once_as_a_template(example_settings, httpserver, monkeypatch) -> None:
+    """The body goes to Postmark once; each recipient costs their model and headers, and braces stay text."""
+    provider, settings = _api(example_settings, httpserver, monkeypatch, "postmark")
+    names = [f"Läsare {n}" for n in range(498)] + ["Bo & Co <b>", "{{Klammer}}"]
+    messages = _outbox_messages(settings, names)
+    with sender_for(settings) as sender:
+        results = sender.send(messages)
+        assert len(provider.templates) == 1, "one template while the issue is sent"
+    assert [r.status for r in results] == ["sent"] * 500
+    assert provider.templated == 500 and provider.templates_made == 1
+    assert provider.templates == {}, "the template is removed when the sender closes"
+    [upload] = provider.uploaded
+    assert upload / 500 <= 2048, f"{upload / 500:.0f} bytes per recipient"
+    whole = len(messages[0].parts()[0].encode())
+    assert whole > 20_000 and upload < whole * 500 / 10, "far less than each recipient's whole HTML"
+    for n in range(len(names)):
+        [got] = provider.received[f"r{n}@example.org"]
+        html, text = messages[n].parts()
+        assert (got.html, got.text) == (html, text), "what Postmark renders is what the recipient would get whole"
+        assert got.subject == "Nytt om {{kurs}}"
+        assert "Kursen {{kurs}} kostar {{{pris}}} kr." in got.text
+        assert "{.kol{width:100%!important}}" in got.html
+    bo = provider.received["r498@example.org"][0]
+    assert "Bo &amp; Co &lt;b&gt;" in bo.html and "Bo & Co <b>" in bo.text
+    assert "{{Klammer}}" in provider.received["r499@example.org"][0].text
+
+
+def test_a_postmark_template_removed_mid_send_is_made_again(example_settings, httpserver, monkeypatch) -> None:
+    """Another worker finished and removed the template: the next batch gets 1101, makes it again, nobody twice."""
+    provider, settings = _api(example_settings, httpserver, monkeypatch, "postmark", batch_size=7)
+    emails = _subscribe(settings, [f"L {n}" for n in range(20)])
+    handle = provider.handle
+
+    def then_removed(request):  # type: ignore[no-untyped-def]
+        answer = handle(request)
+        if request.path == "/email/batchWithTemplates" and provider.requests == 1:
+            provider.templates.clear()
+        return answer
+
+    httpserver.clear_all_handlers()
+    httpserver.expect_request(re.compile(".*")).respond_with_handler(then_removed)
+    report, rows = _send(settings)
+    assert report.counts == {"sent": 20}, report
+    assert provider.templates_made == 2 and provider.templated == 20
+    assert all(len(provider.received[e]) == 1 for e in emails)
+    assert {r.attempts for r in rows.values()} == {1}, "a template error is ours: not counted against anyone"
+
+
+def test_postmark_clears_its_own_old_templates_never_the_projects(example_settings, httpserver, monkeypatch) -> None:
+    """The server's template limit is full: flygblad's leftovers go, the project's own stay; full of the
+    project's own, the issue goes whole to each recipient instead."""
+    provider, settings = _api(example_settings, httpserver, monkeypatch, "postmark")
+    provider.template_limit = 3
+    for alias in ("welcome", "password-reset", "flygblad-0123456789abcdef0123456789abcdef"):
+        provider.templates[alias] = {"Name": alias, "Alias": alias, "Subject": "s", "HtmlBody": "h", "TextBody": "t"}
+    emails = _subscribe(settings, ["A", "B", "C"])
+    report, _ = _send(settings)
+    assert report.counts == {"sent": 3} and provider.templated == 3
+    assert set(provider.templates) == {"welcome", "password-reset"}, "the leftover went, the project's stayed"
+
+    provider.templates["invoice"] = {"Name": "invoice", "Alias": "invoice", "Subject": "s", "HtmlBody": "h"}
+    provider.templated = 0
+    messages = _outbox_messages(settings, ["D", "E {{x}}"])
+    with sender_for(settings) as sender:
+        results = sender.send(messages)
+    assert [r.status for r in results] == ["sent", "sent"] and provider.templated == 0, "no room: each went whole"
+    assert set(provider.templates) == {"welcome", "password-reset", "invoice"}
+    assert all(len(provider.received[e]) == 1 for e in emails)
+    got = provider.received["r1@example.org"][0]
+    assert (got.html, got.text) == messages[1].parts() and "{{kurs}}" in got.text

@@ -89,6 +89,9 @@ class Sender:
     batch_size = 1
     #: How many threads may call :meth:`send` at once (each SMTP connection is one).
     concurrency = 1
+    #: Whether :meth:`send` reads ``Message.data`` (the complete MIME message). An HTTP API sender posts
+    #: the parts instead and says False, and its messages come without it.
+    wants_mime = True
 
     def __init__(self, settings: SenderSettings, app: Settings) -> None:
         self.settings = settings

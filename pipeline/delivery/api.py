@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -84,6 +86,7 @@ class ApiSender(Sender):
 
     default_base_url = ""
     max_batch = 500
+    wants_mime = False  # the parts and the template go to the API, never the MIME message
 
     def __init__(self, settings: SenderSettings, app: Settings) -> None:
         super().__init__(settings, app)
@@ -99,6 +102,10 @@ class ApiSender(Sender):
             self.batch_size = self.max_batch
         self.batch_size = min(self.batch_size, self.max_batch)
         self.session: requests.Session | None = None
+        # ``connections`` requests in flight, and one worker more than that: while every request waits
+        # on the provider, the spare worker claims and builds the next batch, so the wait hides the work.
+        self.in_flight = threading.BoundedSemaphore(settings.connections or 1)
+        self.concurrency = (settings.connections or 1) + 1
 
     def open(self) -> None:
         self.session = requests.Session()
@@ -116,6 +123,10 @@ class ApiSender(Sender):
     def build_payload(self, messages: Sequence[Message]) -> Any:
         """The request body for one batch."""
         raise NotImplementedError
+
+    def encode(self, payload: Any) -> Any:
+        """*payload* as :meth:`post` takes it (a provider that encodes its own body does it here)."""
+        return payload
 
     def post(self, payload: Any) -> requests.Response:
         """Send the request (the session, the URL and the authentication)."""
@@ -189,8 +200,17 @@ class ApiSender(Sender):
 
     def deliver(self, messages: Sequence[Message], payload: Any) -> list[SendResult]:
         """Post one request for *messages* and map its outcome to one result per message."""
+        body = self.encode(payload)  # before its turn: the encoding of one batch overlaps another's wait
         try:
-            response = self.post(payload)
+            with self.in_flight:
+                if self.fatal is not None:  # found out while this batch waited for its turn: it stays pending
+                    return [SendResult(m, "deferred", reply=self.fatal) for m in messages]
+                response = self.post(body)
+                if response.status_code in (401, 403):  # before the next batch takes the turn
+                    self.pause(f"{self.name} refused the API key ({response.status_code})")
+            # Let the worker waiting with the next batch post it now, instead of after this one's
+            # bookkeeping has used up the interpreter's 5 ms switch interval.
+            time.sleep(0)
         except (requests.Timeout, requests.ConnectionError) as err:
             if _never_sent(err):
                 return [SendResult(m, "deferred", reply=f"cannot reach {self.name}: {err}") for m in messages]
@@ -206,8 +226,10 @@ class ApiSender(Sender):
             wait = retry_after(response)
             return [SendResult(m, "deferred", reply=words, retry_after=wait) for m in messages]
         if status in (401, 403):
-            self.pause(f"{self.name} refused the API key ({status})")
             return [SendResult(m, "deferred", reply=words) for m in messages]
+        own = self.refused_request(messages, response)
+        if own is not None:
+            return own
         named = self.refused_recipients(messages, response)
         if named is BISECT:
             # The provider says a recipient is bad without saying which: halve until it is found.
@@ -230,6 +252,10 @@ class ApiSender(Sender):
         # same for everyone: pause with the provider's words, everyone stays pending.
         self.pause(f"{self.name} refused the request: {words}")
         return [SendResult(m, "deferred", reply=words) for m in messages]
+
+    def refused_request(self, messages: Sequence[Message], response: requests.Response) -> list[SendResult] | None:
+        """A provider's own reading of a 4xx, before the shared one (None: no reading of its own)."""
+        return None
 
     def refused_recipients(self, messages: Sequence[Message], response: requests.Response) -> dict[str, str]:
         """Message ids of the recipients a 4xx names as the cause, with the provider's words (none: the request).

@@ -189,8 +189,14 @@ class Outbox:
         """Deterministic from (issue, subscriber): a resend carries the same Message-ID."""
         return f"{self.issue.list}.{self.issue.number}.{subscriber_id}.{self.issue.nonce[:8]}@{self.domain}"
 
-    def message(self, subscriber_id: int, email: str, name: str | None, language: str | None = None) -> Message:
-        """One subscriber's message, in their language when the issue was rendered in it."""
+    def message(
+        self, subscriber_id: int, email: str, name: str | None, language: str | None = None, *, mime: bool = True
+    ) -> Message:
+        """One subscriber's message, in their language when the issue was rendered in it.
+
+        ``mime=False``: without the complete MIME message (``data`` empty), for a sender that posts the
+        parts to an API and never reads it; building and signing it was a fifth of such a send's CPU.
+        """
         version = self.version(language)
         email = ascii_domain(email)  # stored before addresses were normalised at the door
         unsubscribe_url = self.unsubscribe_base + self.tokens.unsubscribe(subscriber_id, self.list.name)
@@ -209,9 +215,13 @@ class Outbox:
         list_unsubscribe = ("List-Unsubscribe", ", ".join(targets))
         message_id = self.message_id(subscriber_id)
         to = mailbox(email, name)
-        data = version.template.message(to=to, message_id=message_id, values=values, extra_headers=[list_unsubscribe])
-        if self.signer is not None:
-            data = self.signer.sign(data)
+        data = b""
+        if mime:
+            data = version.template.message(
+                to=to, message_id=message_id, values=values, extra_headers=[list_unsubscribe]
+            )
+            if self.signer is not None:
+                data = self.signer.sign(data)
         rendered = version.rendered
         return Message(
             key=(self.issue.id, subscriber_id),
@@ -254,12 +264,12 @@ def _outcome(
     return LedgerUpdate(row.subscriber_id, status, result.message.message_id, result.provider_id, reply, next_attempt)
 
 
-def _messages(outbox: Outbox, rows: list[OutboxRow]) -> tuple[list[Message], list[LedgerUpdate]]:
+def _messages(outbox: Outbox, rows: list[OutboxRow], mime: bool = True) -> tuple[list[Message], list[LedgerUpdate]]:
     """The rows' messages; a row whose message cannot be built fails alone, with the reason."""
     messages, failed = [], []
     for row in rows:
         try:
-            messages.append(outbox.message(row.subscriber_id, row.email, row.name, row.language))
+            messages.append(outbox.message(row.subscriber_id, row.email, row.name, row.language, mime=mime))
         except (FlygbladError, ValueError, UnicodeError) as err:
             reason = f"cannot build the message for {row.email!r}: {err}"
             failed.append(LedgerUpdate(row.subscriber_id, "failed", outbox.message_id(row.subscriber_id), None, reason))
@@ -520,7 +530,7 @@ def _send_issue(
                 rows = store.claim(issue.id, sender.batch_size, now=clock(), worker=worker, connection=connection)
                 continue
             started = time.monotonic()
-            messages, unbuildable = _messages(outbox, rows)
+            messages, unbuildable = _messages(outbox, rows, sender.wants_mime)
             results = _hand_over(sender, messages) if messages else []
             by_key = {r.subscriber_id: r for r in rows}
             now = clock()

@@ -241,7 +241,7 @@ class SmtpSender(Sender):
                 raise ConfigError(
                     f"${settings.password_env} is not set (it should hold the SMTP password)", key="sender.password_env"
                 )
-        self.concurrency = settings.connections
+        self.concurrency = settings.connections or 2
         if not settings.batch_size:
             self.batch_size = 1  # one message in flight per connection: the most a crash can leave uncertain
         self._local = threading.local()
