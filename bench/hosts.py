@@ -7,7 +7,8 @@ some way off does. Each site has 4 feeds of 20 entries and one section page list
 at once (politeness: must be 1). Measured, in this order, each on a fresh store unless said:
 
 * flygblad with ``delay_seconds = 0`` (reader has no delay: equal politeness), ``concurrency = 20``:
-  the first run, then the second (conditional GETs, all 304);
+  the first run, then the second (the feeds and section pages asked with conditional GETs, all 304; the
+  articles not asked again, as their listings had not changed and they were confirmed within the day);
 * reader 3's ``update_feeds(workers=20)`` on the same 400 feeds (a first run; a second within the hour
   fetches nothing, by reader's schedule, so it is not compared);
 * flygblad with ``concurrency = 1`` and ``delay_seconds = 0``: one request at a time, as every collect was

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from pipeline.config import Settings, SourceSettings
 from pipeline.errors import SourceError
@@ -19,6 +20,7 @@ from pipeline.sources import Collected, Failed, Found, Skipped, Source, Unchange
 from pipeline.sources.http import Fetcher, fetch_by_host, in_parallel
 from pipeline.sources.images import fetch_images
 from pipeline.store import Store
+from pipeline.store.fetch_state import FetchState
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +107,17 @@ def collect(
     report = CollectReport()
     with Fetcher(settings.http, settings.site.base_url, robots_cache=store) as fetcher:
         locations = [(settings.source_location(s), s) for s in chosen]
-        known = _Known(store, [url for url, _s in locations])
+        known = _Known(store, [url for url, _s in locations], [url for url, s in locations if s.kind == "html"])
         with in_parallel() as pool:
             fetched = fetch_by_host(
                 pool, locations, lambda source_settings: _fetch_source(settings, source_settings, fetcher, known)
             )
+            confirmed: list[str] = []  # the URLs that answered 304: noted once, for them all
             for source_settings, future in zip(chosen, fetched, strict=True):
-                report.sources.append(_store_source(source_settings, future.result(), store, progress))
+                done = future.result()
+                report.sources.append(_store_source(source_settings, done, store, progress))
+                confirmed += done.source.confirmed
+            store.confirm_states(confirmed)
             store.save_source_runs(  # the admin's sources page shows each source's last collect
                 [
                     (
@@ -138,22 +144,31 @@ class _Known:
     """The store's fetch state for the fetching threads: the sources' own URLs read in one query beforehand,
     any other (an article page) one at a time (a connection, not a pool's worth, however many threads)."""
 
-    def __init__(self, store: Store, urls: Sequence[str]) -> None:
+    def __init__(self, store: Store, urls: Sequence[str], pages: Sequence[str] = ()) -> None:
         self.store = store
         self.lock = threading.Lock()
         self.known = store.fetch_states(urls)
+        # The pages the HTML sources listed last time: their states in the same few queries.
+        listed = [link for url in pages if url in self.known for link in self.known[url].links or ()]
+        self.known.update(store.fetch_states(listed))
+
+    def _state(self, url: str) -> FetchState | None:
+        if url in self.known:
+            return self.known[url]
+        with self.lock:
+            return self.store.fetch_states([url]).get(url)
 
     def validators(self, url: str) -> Validators | None:
-        if url in self.known:
-            return self.known[url][0]
-        with self.lock:
-            return self.store.validators(url)
+        state = self._state(url)
+        return state.validators if state else None
 
     def links(self, url: str) -> list[str] | None:
-        if url in self.known:
-            return self.known[url][1]
-        with self.lock:
-            return self.store.links(url)
+        state = self._state(url)
+        return state.links if state else None
+
+    def checked(self, url: str) -> datetime | None:
+        state = self._state(url)
+        return state.checked if state else None
 
 
 @dataclass

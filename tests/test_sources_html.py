@@ -229,6 +229,14 @@ def test_scraped_html_is_sanitized(site_server, write_config) -> None:
 
 
 def test_second_collect_is_all_304(site_server, write_config) -> None:
+    """The second collect asks the listings (304 each) and, their lists unchanged, not the article pages it
+    confirmed within the day; a day later it asks those again, conditionally."""
+    from datetime import UTC, timedelta
+
+    from sqlalchemy import update
+
+    from pipeline.store.schema import fetch_state
+
     site = site_server(EXAMPLE_SITE)
     config = write_config(
         source_toml("ledare", site.url("/ledare/index.html"))
@@ -240,13 +248,22 @@ def test_second_collect_is_all_304(site_server, write_config) -> None:
     first_pages = len(site.pages())
     assert first_pages == 1 + 3 + 1 + 3 + 1
     assert all(hit.user_agent.startswith("flygblad/") for hit in site.hits)
-    site.hits.clear()
-    second, _ = _collect(config)
-    assert second.summary() == "collected 3 sources: 0 new, 0 updated, 8 unchanged, 0 failed"
-    pages = site.pages()
-    assert len(pages) == first_pages
-    assert all(hit.if_none_match for hit in pages)
-    assert {hit.status for hit in pages} == {304}
+    listings = {"/ledare/index.html", "/artiklar/index.html", "/nyheter.xml"}
+    for later in range(3):
+        site.hits.clear()
+        report, _ = _collect(config)
+        assert report.summary() == "collected 3 sources: 0 new, 0 updated, 8 unchanged, 0 failed"
+        pages = site.pages()
+        assert all(hit.if_none_match for hit in pages) and {hit.status for hit in pages} == {304}
+        if later == 1:  # a day went by: every page is asked again, conditionally
+            assert len(pages) == first_pages
+        else:
+            assert {hit.path for hit in pages} == listings, "only the listings were asked"
+        settings = load_settings(config)
+        with Store.open(settings.storage_url) as store, store.engine.begin() as connection:
+            if later == 0:  # the pages were confirmed a day and a minute ago
+                a_day_ago = datetime.now(UTC) - timedelta(days=1, minutes=1)
+                connection.execute(update(fetch_state).values(checked=a_day_ago))
 
 
 def test_changed_page_is_updated_in_place(site_server, write_config, tmp_path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from pipeline.config import Settings, SourceSettings
@@ -34,9 +35,11 @@ class Found:
 
 @dataclass(frozen=True)
 class Unchanged:
-    """A page the server (or disk) says has not changed since the last collect."""
+    """A page the server (or disk) says has not changed since the last collect, or (``asked`` False) an
+    article page not asked again: its listing had not changed and it was confirmed within the day."""
 
     url: str
+    asked: bool = True
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,10 @@ class ValidatorLookup(Protocol):
 
     def links(self, url: str) -> list[str] | None: ...
 
+    def checked(self, url: str) -> datetime | None:
+        """When the server last gave or confirmed the version stored for *url* (None: nothing stored)."""
+        ...
+
 
 @dataclass
 class ListingUpdate:
@@ -81,7 +88,7 @@ class Source:
     While :meth:`collect` runs, ``expected`` is how many results it will yield
     once it knows (for progress bars). After it has run to its end, ``listing``
     holds what to store for the index page or feed (its validators and the links
-    it listed), or ``None``.
+    it listed), or ``None``, and ``confirmed`` the URLs that answered 304.
     """
 
     def __init__(self, settings: Settings, source: SourceSettings) -> None:
@@ -91,6 +98,8 @@ class Source:
         self.url = settings.source_location(source)
         self.listing: ListingUpdate | None = None
         self.expected: int | None = None
+        #: URLs the server answered 304 for in this collect: the store notes when they were last confirmed.
+        self.confirmed: list[str] = []
 
     def collect(self, fetcher: Fetcher, known: ValidatorLookup) -> Iterator[Collected]:
         """Yield one result per item; raise SourceError if the source as a whole fails."""

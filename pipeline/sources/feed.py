@@ -105,6 +105,7 @@ class FeedSource(Source):
         if isinstance(page, NotModified):
             stored = known.links(self.url)
             if stored is not None:
+                self.confirmed.append(self.url)
                 self.expected = len(stored)
                 for entry_id in stored:
                     yield Unchanged(entry_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 from bs4 import BeautifulSoup, Tag
@@ -60,6 +61,11 @@ def no_text_reason(extracted: Extracted, selected: bool) -> str:
     )
 
 
+#: An article page whose listing has not changed is asked again (a conditional GET) once this old: a
+#: correction shows within a day, and a site with 100 articles listed is not asked 100 times an hour.
+RECHECK = timedelta(days=1)
+
+
 class HtmlSource(Source):
     """Collects the items an HTML index page links to."""
 
@@ -69,6 +75,9 @@ class HtmlSource(Source):
         links: list[str] | None = known.links(self.url) if isinstance(index, NotModified) else None
         if isinstance(index, NotModified) and links is None:
             index = fetcher.get(self.url)  # validators without links: read the index again
+        listing_unchanged = isinstance(index, NotModified)
+        if listing_unchanged:
+            self.confirmed.append(self.url)
         if isinstance(index, Page):
             found = self.item_links(index)
             links = found if found else [self.url]
@@ -80,12 +89,21 @@ class HtmlSource(Source):
             if url == self.url:  # the index page is itself the item
                 yield Unchanged(url) if isinstance(index, NotModified) else self._read(index)
                 continue
+            validators = known.validators(url)
+            checked = known.checked(url) if validators and listing_unchanged else None
+            if checked is not None and datetime.now(UTC) - checked < RECHECK:
+                yield Unchanged(url, asked=False)  # the listing did not change, and this page was current today
+                continue
             try:
-                page = fetcher.get(url, known.validators(url))
+                page = fetcher.get(url, validators)
             except SourceError as err:
                 yield Failed(url, str(err))
                 continue
-            yield Unchanged(url) if isinstance(page, NotModified) else self._read(page)
+            if isinstance(page, NotModified):
+                self.confirmed.append(url)
+                yield Unchanged(url)
+            else:
+                yield self._read(page)
 
     def item_links(self, index: Page) -> list[str]:
         """The item URLs on an index page, in page order, without duplicates."""
