@@ -183,7 +183,9 @@ def check_command(ctx: Context, send_test: str | None, as_json: bool) -> None:
 # ---------------------------------------------------------------- collect
 
 
-def _run_collect(ctx: Context, sources: tuple[str, ...], *, publish: bool = False) -> PublishReport:
+def _run_collect(
+    ctx: Context, sources: tuple[str, ...], *, publish: bool = False, refresh: bool = False
+) -> PublishReport:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -197,7 +199,7 @@ def _run_collect(ctx: Context, sources: tuple[str, ...], *, publish: bool = Fals
     chosen = [settings.source(name).name for name in sources] if sources else [s.name for s in settings.sources]
     with ctx.store() as store:
         if not sys.stderr.isatty():
-            return jobs.collect_and_publish(settings, store, only=chosen, publish=publish)
+            return jobs.collect_and_publish(settings, store, only=chosen, publish=publish, refresh=refresh)
         with Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -212,7 +214,9 @@ def _run_collect(ctx: Context, sources: tuple[str, ...], *, publish: bool = Fals
             def advance(source: str, _url: str, _outcome: str, expected: int | None) -> None:
                 bar.update(tasks[source], advance=1, total=expected)
 
-            return jobs.collect_and_publish(settings, store, only=chosen, progress=advance, publish=publish)
+            return jobs.collect_and_publish(
+                settings, store, only=chosen, progress=advance, publish=publish, refresh=refresh
+            )
 
 
 def _print_collect(report: CollectReport) -> None:
@@ -225,11 +229,16 @@ def _print_collect(report: CollectReport) -> None:
 
 @cli.command("collect")
 @click.option("--source", "-s", "sources", multiple=True, metavar="NAME", help="Only this source (repeatable).")
+@click.option(
+    "--refresh",
+    is_flag=True,
+    help="Ask every article page again now (an unchanged listing's pages are otherwise asked once a day).",
+)
 @click.pass_obj
-def collect_command(ctx: Context, sources: tuple[str, ...]) -> None:
+def collect_command(ctx: Context, sources: tuple[str, ...], refresh: bool) -> None:
     """Collect new and changed leaders and articles from every source."""
     with _errors():
-        report = _run_collect(ctx, sources).collected
+        report = _run_collect(ctx, sources, refresh=refresh).collected
     _print_collect(report)
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from pipeline.config import Settings, SourceSettings
 from pipeline.errors import SourceError
 from pipeline.sources import Collected, Failed, Found, Skipped, Source, Unchanged, Validators, open_source
-from pipeline.sources.http import Fetcher, fetch_by_host, in_parallel
+from pipeline.sources.http import Fetcher, Page, fetch_by_host, in_parallel
 from pipeline.sources.images import fetch_images
 from pipeline.store import Store
 from pipeline.store.fetch_state import FetchState
@@ -95,26 +97,36 @@ def collect(
     *,
     only: Sequence[str] | None = None,
     progress: Progress | None = None,
+    refresh: bool = False,
 ) -> CollectReport:
     """Collect every configured source (or those named in *only*) into *store*.
+
+    An article page whose listing has not changed is asked again once a day; *refresh* asks every page
+    again now (conditionally: an unchanged page is still a 304).
 
     Hosts are fetched in parallel (up to ``[http] concurrency`` requests in flight), each host one
     request at a time and ``delay_seconds`` apart (:class:`Fetcher`'s host turns). The store is written here,
     in this thread, source by source in the config's order as each is fetched: the same
     writes in the same order as a sequential collect, whatever the network does.
     """
+    from pipeline.sources.feed import parsers
+
     chosen: list[SourceSettings] = [settings.source(name) for name in only] if only else list(settings.sources)
     report = CollectReport()
     with Fetcher(settings.http, settings.site.base_url, robots_cache=store) as fetcher:
         locations = [(settings.source_location(s), s) for s in chosen]
-        known = _Known(store, [url for url, _s in locations], [url for url, s in locations if s.kind == "html"])
-        with in_parallel() as pool:
+        known = _Known(
+            store, [url for url, _s in locations], [url for url, s in locations if s.kind == "html"], refresh=refresh
+        )
+        with in_parallel() as pool, parsers(len(chosen)) as parse_pool:
             fetched = fetch_by_host(
-                pool, locations, lambda source_settings: _fetch_source(settings, source_settings, fetcher, known)
+                pool,
+                locations,
+                lambda source_settings: _fetch_source(settings, source_settings, fetcher, known, parse_pool),
             )
             confirmed: list[str] = []  # the URLs that answered 304: noted once, for them all
             for source_settings, future in zip(chosen, fetched, strict=True):
-                done = future.result()
+                done = future.result().parsed()
                 report.sources.append(_store_source(source_settings, done, store, progress))
                 confirmed += done.source.confirmed
             store.confirm_states(confirmed)
@@ -144,8 +156,9 @@ class _Known:
     """The store's fetch state for the fetching threads: the sources' own URLs read in one query beforehand,
     any other (an article page) one at a time (a connection, not a pool's worth, however many threads)."""
 
-    def __init__(self, store: Store, urls: Sequence[str], pages: Sequence[str] = ()) -> None:
+    def __init__(self, store: Store, urls: Sequence[str], pages: Sequence[str] = (), *, refresh: bool = False) -> None:
         self.store = store
+        self.refresh = refresh
         self.lock = threading.Lock()
         self.known = store.fetch_states(urls)
         # The pages the HTML sources listed last time: their states in the same few queries.
@@ -167,6 +180,8 @@ class _Known:
         return state.links if state else None
 
     def checked(self, url: str) -> datetime | None:
+        if self.refresh:  # collect --refresh: every page is asked again
+            return None
         state = self._state(url)
         return state.checked if state else None
 
@@ -178,15 +193,65 @@ class _Fetched:
     source: Source
     results: list[Collected]
     error: str | None = None
+    #: A feed being parsed in another process: its page, and the (results, ids) to come.
+    parsing: tuple[Page, Future[tuple[list[Collected], list[str]]]] | None = None
+
+    def _article(self, future: Future[Collected]) -> Collected:
+        try:
+            return future.result()
+        except Exception as err:  # noqa: BLE001 - the process that read it died: this page fails, not the source
+            log.debug("reading an article of %s failed", self.source.name, exc_info=True)
+            return Failed(self.source.url, f"could not read a page ({type(err).__name__}: {err})")
+
+    def parsed(self) -> _Fetched:
+        """Wait for what is being parsed elsewhere: the feed, or the article pages (a pool that broke: an
+        article is reported failed, a feed is parsed here)."""
+        if any(isinstance(r, Future) for r in self.results):
+            self.results = [self._article(r) if isinstance(r, Future) else r for r in self.results]
+        if self.parsing is None:
+            return self
+        from pipeline.sources.feed import FeedSource
+
+        page, future = self.parsing
+        self.parsing = None
+        assert isinstance(self.source, FeedSource)
+        try:
+            try:
+                results, ids = future.result()
+            except BrokenProcessPool as err:  # a parsing process died (killed, out of memory): parse here
+                log.warning("the feed parsing processes stopped (%s); parsing %s here", err, self.source.url)
+                results, ids = self.source.read_page(page)
+            self.results = self.source.finish(page, results, ids)
+        except SourceError as err:
+            self.error = str(err)
+        except Exception as err:  # noqa: BLE001 - a broken source must not stop the others
+            log.debug("source %s crashed", self.source.name, exc_info=True)
+            self.error = f"{type(err).__name__}: {err}"
+        return self
 
 
-def _fetch_source(settings: Settings, source_settings: SourceSettings, fetcher: Fetcher, known: _Known) -> _Fetched:
+def _fetch_source(
+    settings: Settings, source_settings: SourceSettings, fetcher: Fetcher, known: _Known, parse_pool: Executor | None
+) -> _Fetched:
     """Run one source to its end (in a fetching thread): its results, or why it failed as a whole."""
+    from pipeline.sources.feed import FeedSource, parse_feed
+    from pipeline.sources.html import HtmlSource
+
     source = open_source(settings, source_settings)
+    if isinstance(source, HtmlSource):
+        source.read_in = parse_pool
     fetched = _Fetched(source, [])
     try:
-        for collected in source.collect(fetcher, known):
-            fetched.results.append(collected)
+        if parse_pool is not None and isinstance(source, FeedSource):
+            # The feed is parsed in another process while this thread goes on to its host's next request.
+            got = source.fetch(fetcher, known)
+            if isinstance(got, Page):
+                fetched.parsing = (got, parse_pool.submit(parse_feed, settings, source_settings, got))
+            else:
+                fetched.results = got
+        else:
+            for collected in source.collect(fetcher, known):
+                fetched.results.append(collected)
     except SourceError as err:
         fetched.error = str(err)
     except Exception as err:  # noqa: BLE001 - a broken source must not stop the others

@@ -7,6 +7,8 @@ message and an exit code; nothing else should need to catch bare ``Exception``.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class FlygbladError(Exception):
     """Root of all of flygblad's own errors."""
@@ -28,7 +30,16 @@ class SourceError(FlygbladError):
 
     def __init__(self, message: str, *, url: str | None = None) -> None:
         self.url = url
+        self.message = message
         super().__init__(f"{url}: {message}" if url else message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in a process that parses feeds and read again here: pickle by what the constructor takes.
+        return (_source_error, (type(self), self.message, self.url))
+
+
+def _source_error(kind: type[SourceError], message: str, url: str | None) -> SourceError:
+    return kind(message, url=url)
 
 
 class StoreError(FlygbladError):

@@ -87,9 +87,11 @@ def collect_and_publish(
     only: list[str] | None = None,
     progress: CollectProgress | None = None,
     publish: bool = True,
+    refresh: bool = False,
 ) -> PublishReport:
-    """Collect every source (or *only* some), then write the feeds and the archive."""
-    report = PublishReport(collect(settings, store, only=only, progress=progress))
+    """Collect every source (or *only* some), then write the feeds and the archive (*refresh*: ask every
+    article page again, not only those whose listing changed or that were last confirmed a day ago)."""
+    report = PublishReport(collect(settings, store, only=only, progress=progress, refresh=refresh))
     if publish:
         report.feed_files, report.rewritten = write_feeds_and_archive(settings, store)
     return report

@@ -67,3 +67,57 @@ def test_unreadable_feed_is_reported_and_others_still_run(site_server, write_con
     assert problems[0].startswith("source 'f0' failed: ") and "not a readable RSS or Atom feed" in problems[0]
     assert problems[1] == f"source 'f1' failed: {site.url('/missing.xml')}: HTTP 404 NOT FOUND"
     assert report.summary() == "collected 3 sources: 1 new, 0 updated, 0 unchanged, 2 failed"
+
+
+def test_many_feeds_are_parsed_in_other_processes_to_the_same_items(
+    site_server, write_config, monkeypatch, tmp_path
+) -> None:
+    """From PARSE_PROCESSES_FROM sources on, feeds are parsed and article pages read in other processes; what
+    is stored, and what a feed that is not one reports, are the same as read in place."""
+    import shutil
+    from contextlib import contextmanager
+
+    import pipeline.sources.feed as feed
+
+    root = tmp_path / "site"
+    shutil.copytree(EXAMPLE_SITE, root)
+    for path in (SITES / "feeds").iterdir():
+        shutil.copy(path, root / path.name)
+    site = site_server(root)
+    readable = ["/rss091.xml", "/rss10.rdf", "/atom.xml"]
+    paths = [f"{path}?copy={n}" for n in range(6) for path in readable] + ["/broken.xml"]
+    pages = source_toml("ledare", site.url("/ledare/index.html")) + source_toml(
+        "artiklar", site.url("/artiklar/index.html"), category="article", links=".cards a.card-link"
+    )
+    assert len(paths) >= feed.PARSE_PROCESSES_FROM
+    pools: list[bool] = []
+    real = feed.parsers
+
+    @contextmanager
+    def watched(feeds: int):  # type: ignore[no-untyped-def]
+        with real(feeds) as pool:
+            pools.append(pool is not None)
+            yield pool
+
+    monkeypatch.setattr(feed, "parsers", watched)
+    stored = []
+    for threshold in (feed.PARSE_PROCESSES_FROM, 10_000):  # in processes, then in place
+        monkeypatch.setattr(feed, "PARSE_PROCESSES_FROM", threshold)
+        config = write_config(
+            "".join(source_toml(f"f{n}", site.url(p), kind="feed", category="article") for n, p in enumerate(paths))
+            + pages,
+            name=f"config-{threshold}.toml",
+        )
+        settings = load_settings(config)
+        with Store.open(settings.storage_url.replace("flygblad.db", f"flygblad-{threshold}.db")) as store:
+            report = collect(settings, store)
+            items = sorted(
+                (s.item.id, s.item.source, s.item.title, s.item.body_html, s.item.published) for s in store.items()
+            )
+        errors = {s.name: s.error for s in report.sources if s.error}
+        stored.append((report.summary(), items, errors))
+    assert pools == [True, False], "the first collect had processes to parse in, the second none"
+    assert stored[0] == stored[1]
+    summary, items, errors = stored[0]
+    assert summary == "collected 21 sources: 30 new, 0 updated, 0 unchanged, 1 failed" and len(items) == 4 + 6
+    assert list(errors) == [f"f{len(paths) - 1}"] and "broken.xml" in errors[f"f{len(paths) - 1}"]

@@ -331,3 +331,31 @@ def test_body_split_over_several_blocks_and_progress(site_server, write_config, 
     assert _text(first.item.body_html) == "Första delen av texten. Andra delen av texten."
     assert first.item.author == "Kim Berg"
     assert seen == [("delar", "new", 2), ("delar", "new", 2)]
+
+
+def test_collect_refresh_asks_every_page_again(site_server, write_config) -> None:
+    """A correction on a web page whose listing did not change: seen at once with ``collect --refresh``."""
+    import subprocess
+    import sys
+
+    site = site_server(EXAMPLE_SITE)
+    config = write_config(
+        source_toml("artiklar", site.url("/artiklar/index.html"), category="article", links=".cards a.card-link")
+    )
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline", "--config", str(config), "collect", *extra],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    assert run().returncode == 0
+    site.hits.clear()
+    assert run().returncode == 0
+    assert [hit.path for hit in site.pages()] == ["/artiklar/index.html"]
+    site.hits.clear()
+    done = run("--refresh")
+    assert done.returncode == 0, done.stderr
+    assert len(site.pages()) == 1 + 3 and {hit.status for hit in site.pages()} == {304}

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 from bs4 import BeautifulSoup, Tag
 
+from pipeline.config import Settings, SourceSettings
 from pipeline.errors import SourceError
 from pipeline.sources import Collected, Failed, Found, Item, ListingUpdate, Source, Unchanged, ValidatorLookup
 from pipeline.sources.extract import Extracted, attr, extract_page
@@ -62,12 +64,26 @@ def no_text_reason(extracted: Extracted, selected: bool) -> str:
 
 
 #: An article page whose listing has not changed is asked again (a conditional GET) once this old: a
-#: correction shows within a day, and a site with 100 articles listed is not asked 100 times an hour.
+#: correction shows within a day (at once with ``collect --refresh``), and a site with 100 articles listed
+#: is not asked 100 times an hour.
 RECHECK = timedelta(days=1)
+
+
+def _web(url: str) -> bool:
+    return url.startswith(("http://", "https://"))
+
+
+def read_article(settings: Settings, source: SourceSettings, page: Page) -> Found | Failed:
+    """One fetched article page read into an item: what a reading process runs."""
+    return HtmlSource(settings, source)._read(page)
 
 
 class HtmlSource(Source):
     """Collects the items an HTML index page links to."""
+
+    #: Set by a collect of many sources: the processes its article pages are read in (the results it yields
+    #: for them are futures then, which the collect waits for in order).
+    read_in: Executor | None = None
 
     def collect(self, fetcher: Fetcher, known: ValidatorLookup) -> Iterator[Collected]:
         """Yield one result per item link of the index page (at most ``max_items``)."""
@@ -90,7 +106,8 @@ class HtmlSource(Source):
                 yield Unchanged(url) if isinstance(index, NotModified) else self._read(index)
                 continue
             validators = known.validators(url)
-            checked = known.checked(url) if validators and listing_unchanged else None
+            # A page on this machine costs a stat to ask again: only a web page is spared the question.
+            checked = known.checked(url) if validators and listing_unchanged and _web(url) else None
             if checked is not None and datetime.now(UTC) - checked < RECHECK:
                 yield Unchanged(url, asked=False)  # the listing did not change, and this page was current today
                 continue
@@ -102,6 +119,9 @@ class HtmlSource(Source):
             if isinstance(page, NotModified):
                 self.confirmed.append(url)
                 yield Unchanged(url)
+            elif self.read_in is not None:
+                # Read in another process (the collect's, for many sources), while this thread fetches on.
+                yield self.read_in.submit(read_article, self.settings, self.source, page)  # type: ignore[misc]
             else:
                 yield self._read(page)
 
