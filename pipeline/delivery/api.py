@@ -153,11 +153,11 @@ class ApiSender(Sender):
             raise DeliveryError(f"{self.name}: a batch must hold one issue")
         return first, first.template, [field for field, _ in first.values]
 
-    def request(self, path: str, **kwargs: Any) -> requests.Response:
-        """POST to the provider's API with the sender's session and timeout."""
+    def request(self, path: str, method: str = "POST", **kwargs: Any) -> requests.Response:
+        """Call the provider's API (POST unless said) with the sender's session and timeout."""
         if self.session is None:
             raise DeliveryError(f"the {self.name} sender was not opened")
-        return self.session.post(f"{self.base_url}{path}", timeout=self.settings.timeout, **kwargs)
+        return self.session.request(method, f"{self.base_url}{path}", timeout=self.settings.timeout, **kwargs)
 
     # ------------------------------------------------------------ the loop
 

@@ -33,6 +33,8 @@ import requests
 
 from pipeline.delivery import Message, SendResult
 from pipeline.delivery.api import ApiSender, in_order
+from pipeline.errors import DeliveryError
+from pipeline.render import token_pattern
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ def _json(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def mustachio(content: str, nonce: str, fields: Sequence[str], suffix: str) -> tuple[str, set[str]]:
+def mustachio(content: str, nonce: str, suffix: str) -> tuple[str, set[str]]:
     """*content* as a Postmark template, and the model keys it uses.
 
     Each placeholder becomes a triple-mustache tag (``{{{fb_name_h}}}``: the
@@ -58,8 +60,7 @@ def mustachio(content: str, nonce: str, fields: Sequence[str], suffix: str) -> t
     of the issue's own text becomes a tag for itself, so a ``{{`` in an article
     or a stylesheet is never read as Mustachio.
     """
-    alternatives = "|".join(map(re.escape, fields)) or "(?!)"
-    pattern = re.compile(rf"%%fb-{re.escape(nonce)}-({alternatives})%%|[{{}}]")
+    pattern = re.compile(rf"{token_pattern(nonce).pattern}|[{{}}]")  # a placeholder, or one brace
     used: set[str] = set()
 
     def tag(match: re.Match[str]) -> str:
@@ -112,17 +113,9 @@ class PostmarkSender(ApiSender):
 
     def _call(self, method: str, path: str, payload: Any = None) -> requests.Response | None:
         """A templates-API call; None when Postmark could not be reached or did not answer."""
-        if self.session is None:
-            return None
         try:
-            return self.session.request(
-                method,
-                f"{self.base_url}{path}",
-                data=None if payload is None else _json(payload),
-                headers=self._headers(),
-                timeout=self.settings.timeout,
-            )
-        except requests.RequestException as err:
+            return self.request(path, method, data=None if payload is None else _json(payload), headers=self._headers())
+        except (requests.RequestException, DeliveryError) as err:
             log.warning("postmark: %s %s: %s", method, path, err)
             return None
 
@@ -139,10 +132,9 @@ class PostmarkSender(ApiSender):
 
     def _make(self, first: Message) -> Template:
         assert first.template is not None
-        fields = [field for field, _ in first.values]
-        html, html_keys = mustachio(first.template[0], first.nonce, fields, "_h")
-        text, text_keys = mustachio(first.template[1], first.nonce, fields, "")
-        subject, subject_keys = mustachio(first.subject, first.nonce, (), "")
+        html, html_keys = mustachio(first.template[0], first.nonce, "_h")
+        text, text_keys = mustachio(first.template[1], first.nonce, "")
+        subject, subject_keys = mustachio(first.subject, first.nonce, "")
         digest = hashlib.sha256(_json([subject, html, text])).hexdigest()[:32]
         alias = f"{TEMPLATE_PREFIX}{digest}"
         body = {

@@ -76,7 +76,7 @@ class FetchStateMixin(StoreBase):
             return
         when = now or _now()
         with self._write() as connection:
-            connection.execute(_CONFIRM, [{"b_url": url, "checked": when} for url in dict.fromkeys(urls)])
+            connection.execute(_UPDATE_STATE, [{"b_url": url, "checked": when} for url in dict.fromkeys(urls)])
 
     def robots(self, origin: str, max_age: timedelta) -> tuple[str, str | None] | None:
         """The robots.txt answer kept for *origin* (kind and text) if it is younger than *max_age*."""
@@ -120,4 +120,3 @@ def save_state(
 
 _UPDATE_STATE = update(fetch_state).where(fetch_state.c.url == bindparam("b_url"))
 _INSERT_STATE = insert(fetch_state)
-_CONFIRM = update(fetch_state).where(fetch_state.c.url == bindparam("b_url")).values(checked=bindparam("checked"))
