@@ -160,10 +160,17 @@ class _Known:
         self.store = store
         self.refresh = refresh
         self.lock = threading.Lock()
-        self.known = store.fetch_states(urls)
+        # Every URL asked here is known from then on, an absent one as None: a first collect (nothing stored)
+        # must not ask the store again, URL by URL, from every fetching thread.
+        self.known: dict[str, FetchState | None] = self._read(urls)
         # The pages the HTML sources listed last time: their states in the same few queries.
-        listed = [link for url in pages if url in self.known for link in self.known[url].links or ()]
-        self.known.update(store.fetch_states(listed))
+        listed = [link for url in pages if (state := self.known.get(url)) for link in state.links or ()]
+        self.known.update(self._read(listed))
+
+    def _read(self, urls: Sequence[str]) -> dict[str, FetchState | None]:
+        found: dict[str, FetchState | None] = dict.fromkeys(urls)
+        found.update(self.store.fetch_states(urls))
+        return found
 
     def _state(self, url: str) -> FetchState | None:
         if url in self.known:

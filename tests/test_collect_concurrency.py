@@ -160,7 +160,9 @@ def test_the_delay_and_failures_stay_per_host(hosts, tmp_path) -> None:
     starts = sorted(b for _p, b, _e in slow.visits)  # robots.txt, a1, a2
     assert len(starts) == 3
     gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
-    assert all(gap >= 0.5 for gap in gaps), gaps  # delay_seconds between one host's requests (after the answer)
+    # delay_seconds from one request's start to the next one's (the server sees each a little after it is
+    # sent, and a new connection's first request a little later than a kept one's: 10 ms of slack)
+    assert all(gap >= 0.49 for gap in gaps), gaps
     assert other.visits and other.visits[0][1] < starts[-1], "the other host did not wait for the slow one"
 
 

@@ -275,6 +275,10 @@ class Fetcher:
     def _request(self, url: str, headers: dict[str, str]) -> Response:
         timeout = (self.settings.connect_timeout, self.settings.read_timeout)
         self._local.started = time.monotonic()
+        # The host's delay runs from this request's start to the next one's (Crawl-delay's "seconds between
+        # requests", as Scrapy's DOWNLOAD_DELAY): counted from the answer, every request of a host's chain
+        # paid its latency on top (7 requests at 0.5 s and 100 ms: 4.2 s where 3.1 s was asked for).
+        self._last_request[urlsplit(url).netloc.lower()] = self._local.started
         try:
             self._count()
             return self.session.get(url, headers=headers, timeout=timeout, stream=True, **self._environment_for(url))
@@ -286,8 +290,6 @@ class Fetcher:
             raise SourceError(f"timed out ({_root_cause(err)})", url=url) from err
         except requests.exceptions.RequestException as err:
             raise SourceError(f"request failed ({_root_cause(err)})", url=url) from err
-        finally:
-            self._last_request[urlsplit(url).netloc.lower()] = time.monotonic()
 
     def _environment_for(self, url: str) -> dict[str, Any]:
         """Proxies (honouring NO_PROXY), CA bundle and .netrc login for *url*'s origin, as requests finds them."""
