@@ -11,18 +11,30 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pipeline.config import Settings, SourceSettings
 from pipeline.errors import SourceError
-from pipeline.sources import Collected, Failed, Found, Skipped, Source, Unchanged, Validators, open_source
-from pipeline.sources.http import Fetcher, Page, fetch_by_host, in_parallel
+from pipeline.sources import (
+    Collected,
+    Failed,
+    Found,
+    Pending,
+    Skipped,
+    Source,
+    Unchanged,
+    Validators,
+    open_source,
+)
+from pipeline.sources.http import Fetcher, fetch_by_host, in_parallel
 from pipeline.sources.images import fetch_images
 from pipeline.store import Store
 from pipeline.store.fetch_state import FetchState
+
+if TYPE_CHECKING:
+    from pipeline.sources.reading import Readers
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +121,7 @@ def collect(
     in this thread, source by source in the config's order as each is fetched: the same
     writes in the same order as a sequential collect, whatever the network does.
     """
-    from pipeline.sources.feed import parsers
+    from pipeline.sources.reading import readers
 
     chosen: list[SourceSettings] = [settings.source(name) for name in only] if only else list(settings.sources)
     report = CollectReport()
@@ -118,11 +130,11 @@ def collect(
         known = _Known(
             store, [url for url, _s in locations], [url for url, s in locations if s.kind == "html"], refresh=refresh
         )
-        with in_parallel() as pool, parsers(len(chosen)) as parse_pool:
+        with in_parallel() as pool, readers(settings, len(chosen)) as reading:
             fetched = fetch_by_host(
                 pool,
                 locations,
-                lambda source_settings: _fetch_source(settings, source_settings, fetcher, known, parse_pool),
+                lambda source_settings: _fetch_source(settings, source_settings, fetcher, known, reading),
             )
             confirmed: list[str] = []  # the URLs that answered 304: noted once, for them all
             for source_settings, future in zip(chosen, fetched, strict=True):
@@ -198,67 +210,48 @@ class _Fetched:
     """What fetching one source gave, before anything is stored."""
 
     source: Source
-    results: list[Collected]
+    results: list[Collected | Pending]
     error: str | None = None
-    #: A feed being parsed in another process: its page, and the (results, ids) to come.
-    parsing: tuple[Page, Future[tuple[list[Collected], list[str]]]] | None = None
-
-    def _article(self, future: Future[Collected]) -> Collected:
-        try:
-            return future.result()
-        except Exception as err:  # noqa: BLE001 - the process that read it died: this page fails, not the source
-            log.debug("reading an article of %s failed", self.source.name, exc_info=True)
-            return Failed(self.source.url, f"could not read a page ({type(err).__name__}: {err})")
 
     def parsed(self) -> _Fetched:
-        """Wait for what is being parsed elsewhere: the feed, or the article pages (a pool that broke: an
-        article is reported failed, a feed is parsed here)."""
-        if any(isinstance(r, Future) for r in self.results):
-            self.results = [self._article(r) if isinstance(r, Future) else r for r in self.results]
-        if self.parsing is None:
+        """Wait for the pages being read in other processes and take what each gives in its place (a page
+        whose reading process died, or whose answer could not come back, is read here)."""
+        if self.error is not None or not any(isinstance(r, Pending) for r in self.results):
             return self
-        from pipeline.sources.feed import FeedSource
-
-        page, future = self.parsing
-        self.parsing = None
-        assert isinstance(self.source, FeedSource)
+        results: list[Collected | Pending] = []
         try:
-            try:
-                results, ids = future.result()
-            except BrokenProcessPool as err:  # a parsing process died (killed, out of memory): parse here
-                log.warning("the feed parsing processes stopped (%s); parsing %s here", err, self.source.url)
-                results, ids = self.source.read_page(page)
-            self.results = self.source.finish(page, results, ids)
+            for result in self.results:
+                if not isinstance(result, Pending):
+                    results.append(result)
+                    continue
+                try:
+                    read = result.future.result()
+                except SourceError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - the process, not the page: read it here
+                    log.warning("reading %s in another process failed (%s); reading it here", result.page.url, err)
+                    read = self.source.read_page(result.page)
+                results.extend(result.then(read))
         except SourceError as err:
             self.error = str(err)
         except Exception as err:  # noqa: BLE001 - a broken source must not stop the others
             log.debug("source %s crashed", self.source.name, exc_info=True)
             self.error = f"{type(err).__name__}: {err}"
+        self.results = results
         return self
 
 
 def _fetch_source(
-    settings: Settings, source_settings: SourceSettings, fetcher: Fetcher, known: _Known, parse_pool: Executor | None
+    settings: Settings, source_settings: SourceSettings, fetcher: Fetcher, known: _Known, reading: Readers | None
 ) -> _Fetched:
-    """Run one source to its end (in a fetching thread): its results, or why it failed as a whole."""
-    from pipeline.sources.feed import FeedSource, parse_feed
-    from pipeline.sources.html import HtmlSource
-
+    """Run one source to its end (in a fetching thread): its results (some still being read elsewhere), or
+    why it failed as a whole."""
     source = open_source(settings, source_settings)
-    if isinstance(source, HtmlSource):
-        source.read_in = parse_pool
+    source.readers = reading
     fetched = _Fetched(source, [])
     try:
-        if parse_pool is not None and isinstance(source, FeedSource):
-            # The feed is parsed in another process while this thread goes on to its host's next request.
-            got = source.fetch(fetcher, known)
-            if isinstance(got, Page):
-                fetched.parsing = (got, parse_pool.submit(parse_feed, settings, source_settings, got))
-            else:
-                fetched.results = got
-        else:
-            for collected in source.collect(fetcher, known):
-                fetched.results.append(collected)
+        for collected in source.collect(fetcher, known):
+            fetched.results.append(collected)
     except SourceError as err:
         fetched.error = str(err)
     except Exception as err:  # noqa: BLE001 - a broken source must not stop the others

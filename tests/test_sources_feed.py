@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
+
+import pytest
 
 from pipeline.collect import collect
 from pipeline.config import load_settings
@@ -72,12 +75,14 @@ def test_unreadable_feed_is_reported_and_others_still_run(site_server, write_con
 def test_many_feeds_are_parsed_in_other_processes_to_the_same_items(
     site_server, write_config, monkeypatch, tmp_path
 ) -> None:
-    """From PARSE_PROCESSES_FROM sources on, feeds are parsed and article pages read in other processes; what
-    is stored, and what a feed that is not one reports, are the same as read in place."""
+    """From PROCESSES_FROM sources on, feeds are parsed and article pages read in other processes; what
+    is stored, and what a feed that is not one reports, are the same as read in place, and the same again
+    when those processes have died (each page is then read in the collect's own)."""
+    import os
     import shutil
     from contextlib import contextmanager
 
-    import pipeline.sources.feed as feed
+    import pipeline.sources.reading as reading
 
     root = tmp_path / "site"
     shutil.copytree(EXAMPLE_SITE, root)
@@ -89,35 +94,39 @@ def test_many_feeds_are_parsed_in_other_processes_to_the_same_items(
     pages = source_toml("ledare", site.url("/ledare/index.html")) + source_toml(
         "artiklar", site.url("/artiklar/index.html"), category="article", links=".cards a.card-link"
     )
-    assert len(paths) >= feed.PARSE_PROCESSES_FROM
+    assert len(paths) >= reading.PROCESSES_FROM
     pools: list[bool] = []
-    real = feed.parsers
+    real = reading.readers
+    kill = False
 
     @contextmanager
-    def watched(feeds: int):  # type: ignore[no-untyped-def]
-        with real(feeds) as pool:
+    def watched(settings, sources: int):  # type: ignore[no-untyped-def]
+        with real(settings, sources) as pool:
             pools.append(pool is not None)
+            if pool is not None and kill:  # a reading process dies (killed, out of memory): the pool is broken
+                with pytest.raises(BrokenProcessPool):
+                    pool.pool.submit(os._exit, 1).result()
             yield pool
 
-    monkeypatch.setattr(feed, "parsers", watched)
+    monkeypatch.setattr(reading, "readers", watched)
     stored = []
-    for threshold in (feed.PARSE_PROCESSES_FROM, 10_000):  # in processes, then in place
-        monkeypatch.setattr(feed, "PARSE_PROCESSES_FROM", threshold)
+    for threshold, kill in ((reading.PROCESSES_FROM, False), (10_000, False), (reading.PROCESSES_FROM, True)):
+        monkeypatch.setattr(reading, "PROCESSES_FROM", threshold)
         config = write_config(
             "".join(source_toml(f"f{n}", site.url(p), kind="feed", category="article") for n, p in enumerate(paths))
             + pages,
-            name=f"config-{threshold}.toml",
+            name=f"config-{threshold}-{kill}.toml",
         )
         settings = load_settings(config)
-        with Store.open(settings.storage_url.replace("flygblad.db", f"flygblad-{threshold}.db")) as store:
+        with Store.open(settings.storage_url.replace("flygblad.db", f"flygblad-{threshold}-{kill}.db")) as store:
             report = collect(settings, store)
             items = sorted(
                 (s.item.id, s.item.source, s.item.title, s.item.body_html, s.item.published) for s in store.items()
             )
         errors = {s.name: s.error for s in report.sources if s.error}
         stored.append((report.summary(), items, errors))
-    assert pools == [True, False], "the first collect had processes to parse in, the second none"
-    assert stored[0] == stored[1]
+    assert pools == [True, False, True], "the first and last collects had processes to parse in, the second none"
+    assert stored[0] == stored[1] == stored[2]
     summary, items, errors = stored[0]
     assert summary == "collected 21 sources: 30 new, 0 updated, 0 unchanged, 1 failed" and len(items) == 4 + 6
     assert list(errors) == [f"f{len(paths) - 1}"] and "broken.xml" in errors[f"f{len(paths) - 1}"]

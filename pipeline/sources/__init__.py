@@ -14,14 +14,18 @@ what they found is the collector's job (:mod:`pipeline.collect`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.config import Settings, SourceSettings
 from pipeline.sources.http import Fetcher, NotModified, Page, Validators
 from pipeline.types import Category, Item
+
+if TYPE_CHECKING:
+    from pipeline.sources.reading import Readers
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,16 @@ class Skipped:
 
 
 Collected = Found | Unchanged | Failed | Skipped
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A page being read in another process (:mod:`pipeline.sources.reading`): what its source's
+    ``read_page`` gives is on its way; ``then`` turns it into the source's results."""
+
+    future: Future[Any]
+    page: Page
+    then: Callable[[Any], Iterable[Collected]]
 
 
 class ValidatorLookup(Protocol):
@@ -101,9 +115,29 @@ class Source:
         #: URLs the server answered 304 for in this collect: the store notes when they were last confirmed.
         self.confirmed: list[str] = []
 
-    def collect(self, fetcher: Fetcher, known: ValidatorLookup) -> Iterator[Collected]:
-        """Yield one result per item; raise SourceError if the source as a whole fails."""
+    #: Set by a collect of many sources: the processes this source's pages are read in.
+    readers: Readers | None = None
+
+    def collect(self, fetcher: Fetcher, known: ValidatorLookup) -> Iterator[Collected | Pending]:
+        """Yield one result per item; raise SourceError if the source as a whole fails.
+
+        A page read in another process is yielded as :class:`Pending` (:meth:`read`): the collect
+        waits for it, and takes what ``then`` makes of it, in its place.
+        """
         raise NotImplementedError
+
+    def read_page(self, page: Page) -> Any:
+        """What one fetched page gives (a feed's entries, an article's item): CPU only, no network, the
+        same wherever it runs. Raises SourceError when the source as a whole fails with it."""
+        raise NotImplementedError
+
+    def read(self, page: Page, then: Callable[[Any], Iterable[Collected]]) -> Iterator[Collected | Pending]:
+        """``then(self.read_page(page))``: here, or, where the collect has :attr:`readers`, in one of them
+        while this thread goes on to fetch."""
+        if self.readers is None:
+            yield from then(self.read_page(page))
+        else:
+            yield Pending(self.readers.submit(self.name, page), page, then)
 
 
 def open_source(settings: Settings, source: SourceSettings) -> Source:
@@ -127,6 +161,7 @@ __all__ = [
     "ListingUpdate",
     "NotModified",
     "Page",
+    "Pending",
     "Skipped",
     "Source",
     "Unchanged",

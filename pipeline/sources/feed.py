@@ -10,13 +10,9 @@ from __future__ import annotations
 import calendar
 import importlib.util
 import logging
-import multiprocessing
-import os
 import re
 import time
 from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +20,6 @@ import feedparser
 import feedparser.api
 from bs4 import BeautifulSoup, Tag
 
-from pipeline.config import Settings, SourceSettings
 from pipeline.errors import SourceError
 from pipeline.sources import (
     Collected,
@@ -32,6 +27,7 @@ from pipeline.sources import (
     Found,
     Item,
     ListingUpdate,
+    Pending,
     Skipped,
     Source,
     Unchanged,
@@ -90,41 +86,6 @@ def _entry_hash(entry: Any) -> str:
     return "urn:sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-#: From this many sources in one collect, on a machine with more than one CPU, feeds are parsed and article
-#: pages read in other processes: feedparser (pure Python over expat) was over half of a first collect of
-#: 400 feeds, and reading an article page 30 ms, all of it on the one core the interpreter's lock allows
-#: (bench.hosts, yappi). Fewer sources are read in place, where starting processes would cost more.
-PARSE_PROCESSES_FROM = 16
-
-
-def parse_feed(settings: Settings, source: SourceSettings, page: Page) -> tuple[list[Collected], list[str]]:
-    """A fetched feed's results and ids (:meth:`FeedSource.read_page`): what a parsing process runs."""
-    return FeedSource(settings, source).read_page(page)
-
-
-@contextmanager
-def parsers(sources: int) -> Iterator[Executor | None]:
-    """Processes to parse *sources* sources' feeds and pages in, as many as the CPUs (at most 4: the collect's
-    own process mostly waits on the network); None where not worth it.
-
-    They are forked from a server process that has imported this module (``forkserver``: safe beside the
-    collect's threads), so each starts in milliseconds; ``spawn`` where there is no fork.
-    """
-    cpus = os.cpu_count() or 1
-    if sources < PARSE_PROCESSES_FROM or cpus < 2:
-        yield None
-        return
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
-    if method == "forkserver":
-        context.set_forkserver_preload(["pipeline.sources.feed", "pipeline.sources.html"])
-    pool = ProcessPoolExecutor(max_workers=min(cpus, 4), mp_context=context)
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 class LeftOut(SourceError):
     """An entry left out on purpose, with a line (not a failure): nothing in it to show, or no web link."""
 
@@ -139,36 +100,33 @@ class FeedSource(Source):
     #: Where the feed was read from, after redirects (the last resort for relative links in its content).
     feed_url: str | None = None
 
-    def collect(self, fetcher: Fetcher, known: ValidatorLookup) -> Iterator[Collected]:
-        """Yield one result per entry of the feed (at most ``max_items``)."""
-        fetched = self.fetch(fetcher, known)
-        if isinstance(fetched, Page):
-            fetched = self.finish(fetched, *self.read_page(fetched))
-        yield from fetched
-
-    def fetch(self, fetcher: Fetcher, known: ValidatorLookup) -> Page | list[Collected]:
-        """The feed to parse (:meth:`read_page`, then :meth:`finish`), or, when it has not changed since
-        its entries were stored, their results."""
+    def collect(self, fetcher: Fetcher, known: ValidatorLookup) -> Iterator[Collected | Pending]:
+        """Yield one result per entry of the feed (at most ``max_items``); when it has not changed since its
+        entries were stored, one Unchanged per entry it listed."""
         page = fetcher.get(self.url, known.validators(self.url))
         if isinstance(page, NotModified):
             stored = known.links(self.url)
             if stored is not None:
                 self.confirmed.append(self.url)
                 self.expected = len(stored)
-                return [Unchanged(entry_id) for entry_id in stored]
+                yield from (Unchanged(entry_id) for entry_id in stored)
+                return
             page = fetcher.get(self.url)
             assert not isinstance(page, NotModified)
-        return page
+        fetched = page
+        yield from self.read(fetched, lambda parsed: self.finish(fetched, *parsed))
 
     def finish(self, page: Page, results: list[Collected], ids: list[str]) -> list[Collected]:
-        """Take the parsed feed's results (parsed here or in another process) as this source's."""
+        """Take the read feed's results (read here or in another process) as this source's: its listing is the
+        ids it gave."""
         self.feed_url = page.final_url
         self.expected = len(results)
         self.listing = ListingUpdate(self.url, page.validators, ids)
         return results
 
     def read_page(self, page: Page) -> tuple[list[Collected], list[str]]:
-        """One result per entry of a fetched feed (at most ``max_items``), and the ids it listed."""
+        """One result per entry of a fetched feed (at most ``max_items``), and the ids it listed; SourceError
+        when it is not a feed."""
         self.feed_url = page.final_url
         content_type = page.content_type or "application/xml"
         if page.charset:  # the HTTP charset: a KOI8-R feed declared only in Content-Type came out as mojibake

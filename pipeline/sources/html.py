@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 from bs4 import BeautifulSoup, Tag
 
-from pipeline.config import Settings, SourceSettings
 from pipeline.errors import SourceError
-from pipeline.sources import Collected, Failed, Found, Item, ListingUpdate, Source, Unchanged, ValidatorLookup
+from pipeline.sources import (
+    Collected,
+    Failed,
+    Found,
+    Item,
+    ListingUpdate,
+    Pending,
+    Source,
+    Unchanged,
+    ValidatorLookup,
+)
 from pipeline.sources.extract import Extracted, attr, extract_page
 from pipeline.sources.http import Fetcher, NotModified, Page
 
@@ -73,19 +81,15 @@ def _web(url: str) -> bool:
     return url.startswith(("http://", "https://"))
 
 
-def read_article(settings: Settings, source: SourceSettings, page: Page) -> Found | Failed:
-    """One fetched article page read into an item: what a reading process runs."""
-    return HtmlSource(settings, source)._read(page)
+def _alone(read: Found | Failed) -> list[Collected]:
+    """An item page gives one result."""
+    return [read]
 
 
 class HtmlSource(Source):
     """Collects the items an HTML index page links to."""
 
-    #: Set by a collect of many sources: the processes its article pages are read in (the results it yields
-    #: for them are futures then, which the collect waits for in order).
-    read_in: Executor | None = None
-
-    def collect(self, fetcher: Fetcher, known: ValidatorLookup) -> Iterator[Collected]:
+    def collect(self, fetcher: Fetcher, known: ValidatorLookup) -> Iterator[Collected | Pending]:
         """Yield one result per item link of the index page (at most ``max_items``)."""
         index = fetcher.get(self.url, known.validators(self.url))
         links: list[str] | None = known.links(self.url) if isinstance(index, NotModified) else None
@@ -103,7 +107,10 @@ class HtmlSource(Source):
         self.expected = len(links)
         for url in links:
             if url == self.url:  # the index page is itself the item
-                yield Unchanged(url) if isinstance(index, NotModified) else self._read(index)
+                if isinstance(index, NotModified):
+                    yield Unchanged(url)
+                else:
+                    yield from self.read(index, _alone)
                 continue
             validators = known.validators(url)
             # A page on this machine costs a stat to ask again: only a web page is spared the question.
@@ -119,11 +126,8 @@ class HtmlSource(Source):
             if isinstance(page, NotModified):
                 self.confirmed.append(url)
                 yield Unchanged(url)
-            elif self.read_in is not None:
-                # Read in another process (the collect's, for many sources), while this thread fetches on.
-                yield self.read_in.submit(read_article, self.settings, self.source, page)  # type: ignore[misc]
             else:
-                yield self._read(page)
+                yield from self.read(page, _alone)
 
     def item_links(self, index: Page) -> list[str]:
         """The item URLs on an index page, in page order, without duplicates."""
@@ -152,7 +156,8 @@ class HtmlSource(Source):
                 links.append(url)
         return links
 
-    def _read(self, page: Page) -> Found | Failed:
+    def read_page(self, page: Page) -> Found | Failed:
+        """One item page read into an item, or why it could not be (that page fails, not the source)."""
         try:
             return Found(self.read_item(page), page.url, page.validators)
         except SourceError as err:
