@@ -8,6 +8,7 @@ its HTML sanitized and its links made absolute against the entry's link.
 from __future__ import annotations
 
 import calendar
+import functools
 import importlib.util
 import logging
 import re
@@ -18,6 +19,8 @@ from typing import Any
 
 import feedparser
 import feedparser.api
+import feedparser.mixin
+import feedparser.urls
 from bs4 import BeautifulSoup, Tag
 
 from pipeline.errors import SourceError
@@ -45,6 +48,12 @@ log = logging.getLogger(__name__)
 # collect's fetching threads (bench.hosts: most of a first run of 400 feeds, py-spy). Expat is what parses.
 if importlib.util.find_spec("drv_libxml2") is None:
     feedparser.api.PREFERRED_XML_PARSERS[:] = []
+
+# At every element's start feedparser joins the base URI with itself (its xml:base bookkeeping): 8 urljoins an
+# entry, a quarter of parsing a feed of 20 (py-spy, bench.hosts). The join is a pure function of its two
+# strings, so it is remembered: 8.4 -> 6.5 ms a feed, the parsed feeds equal.
+_urljoin = functools.lru_cache(maxsize=4096)(feedparser.urls._urljoin)
+feedparser.urls._urljoin = feedparser.mixin._urljoin = _urljoin
 
 #: C0 control characters: lxml will not take them back (see pipeline.sources.extract.parse).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
