@@ -39,11 +39,15 @@ def quoted_printable(data: str) -> bytes:
     no dot-stuffing per recipient; every line stays within 76 characters.
     """
     encoded = binascii.b2a_qp(data.encode("utf-8"), istext=True)
-    encoded = encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    if encoded.endswith(b" ") or encoded.endswith(b"\t"):
+    # Each recipient's few short values come here for every message: the common case (one line, no dot
+    # to begin it) is spared the rewrites and the search.
+    if b"\n" in encoded:
+        encoded = encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if encoded[-1:] in (b" ", b"\t"):
         encoded = encoded[:-1] + b"=%02X" % encoded[-1]  # whitespace before a soft break would be lost
-    while _LINE_DOT.search(encoded):
-        encoded = _LINE_DOT.sub(b"=2E=\r\n", encoded)
+    if encoded[:1] == b"." or b"\n." in encoded:
+        while _LINE_DOT.search(encoded):
+            encoded = _LINE_DOT.sub(b"=2E=\r\n", encoded)
     return encoded
 
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
+from email.charset import Charset
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 
@@ -68,9 +69,13 @@ def mailbox(address: str, name: str | None = None) -> str:
         # else ("=?utf-8?q?Bank?=" shows as "Bank"): encode it, so it reads as written.
         name = Header(name, "utf-8").encode()
     if address.isascii():
-        return formataddr((name or "", address), charset="utf-8")
+        return formataddr((name or "", address), charset=_UTF8)
     # A non-ASCII local part travels as UTF-8 (RFC 6532, over SMTPUTF8); formataddr takes ASCII only.
-    return formataddr((name or "", "x@invalid"), charset="utf-8").replace("x@invalid", address)
+    return formataddr((name or "", "x@invalid"), charset=_UTF8).replace("x@invalid", address)
+
+
+#: One Charset for every recipient's name (formataddr made a new one for each).
+_UTF8 = Charset("utf-8")
 
 
 @dataclass(frozen=True)
