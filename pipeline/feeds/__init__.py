@@ -241,7 +241,9 @@ def _json_feed(channel: Channel, entries: Sequence[StoredItem], author: str) -> 
         "authors": [{"name": author}],
         "items": items,
     }
-    return (json.dumps(feed, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    # Compact: json.dumps with an indent runs its pure-Python encoder (a fifth of building the feeds of
+    # 1,000 items, bench.feeds); feed readers do not read the whitespace.
+    return (json.dumps(feed, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
 def channel_files(channel: Channel, entries: Sequence[StoredItem], author: str) -> list[FeedFile]:
