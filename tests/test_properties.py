@@ -354,6 +354,18 @@ def test_every_message_is_well_formed_mail_with_the_recipient_in_it(name: str, e
     assert html_part is not None and "Hej" in html_part.get_content()
 
 
+@given(st.text(max_size=120).filter(lambda n: "\r" not in n and "\n" not in n and "=?" not in n), st.emails().map(str))
+def test_a_recipients_name_is_written_as_the_email_package_writes_it(name: str, email: str) -> None:
+    """mailbox() writes non-ASCII names itself (the email package's Charset was a tenth of a big send): the
+    bytes must stay formataddr's, so no client shows a name differently than before."""
+    from email.utils import formataddr
+
+    from pipeline.addresses import ascii_domain
+
+    address = ascii_domain(email)
+    assert mailbox(address, name) == formataddr((name, address), charset="utf-8")
+
+
 # ---------------------------------------------------------------- the public web side
 
 PATHS = st.sampled_from(

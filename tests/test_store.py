@@ -235,6 +235,55 @@ def test_outbox_ledger(store_url: str) -> None:
         assert (sent.message_id, sent.last_reply) == ("m0", "250 ok")
 
 
+def test_postgresql_finds_a_big_sends_rows_by_key_from_the_start() -> None:
+    """A fresh outbox has no statistics: PostgreSQL then read the issue's whole outbox for every batch of outcomes
+    (quadratic in the list), and with statistics it walked the claim over the rows already sent. The store
+    analyses a new outbox, and the claim has an index of pending rows: both are looked up by key."""
+    from datetime import datetime
+
+    from pipeline.store.outbox import _RECORD_MANY_POSTGRESQL, _many_params
+    from pipeline.subscribers import ImportReport, candidate
+    from pipeline.types import LedgerUpdate
+    from tests.conftest import postgres_schema
+
+    with postgres_schema() as store_url, Store.open(store_url) as store:
+        report = ImportReport()
+        for start in range(0, 30_000, 1000):
+            store.upsert_subscribers(
+                "brev", [candidate(f"p{n}@example.org") for n in range(start, start + 1000)], report=report
+            )
+        with store.engine.connect() as connection:
+            lookup = "\n".join(
+                row[0]
+                for row in connection.execute(
+                    text("EXPLAIN SELECT id FROM subscribers WHERE list = 'brev' AND email_key = ANY(:k)"),
+                    {"k": [f"p{n}@example.org" for n in range(0, 30_000, 300)]},
+                )
+            )
+        assert "uq_subscribers_list_email_key" in lookup, lookup
+        issue = store.freeze_issue(
+            "brev", subject="S", preheader="", html="h", text="t", nonce="n", language="sv", item_ids=[], cutoff=T0
+        )
+        store.start_outbox(issue.id, "brev", now=T0)
+        ledger = store._ledger()
+        for _ in range(3):
+            rows = store.claim(issue.id, 500, now=T0, worker="w")
+            outcomes = [LedgerUpdate(r.subscriber_id, "sent", f"m{r.subscriber_id}", None, "250 ok") for r in rows]
+            store.record(issue.id, outcomes, now=T0)
+        with store.engine.connect() as connection:
+            cursor = connection.connection.dbapi_connection.cursor()
+            now = datetime.now(UTC)
+            cursor.execute("EXPLAIN " + _RECORD_MANY_POSTGRESQL, _many_params(issue.id, outcomes, now))
+            record = "\n".join(row[0] for row in cursor.fetchall())
+            claim = ledger.claims[False]
+            values = {"b_issue": issue.id, "b_limit": 500, "b_now": now, "b_worker": "w"}
+            cursor.execute("EXPLAIN " + claim.sql, claim.args(values))
+            claiming = "\n".join(row[0] for row in cursor.fetchall())
+        assert "Index Scan using pk_outbox on outbox o" in record and "Bitmap" not in record, record
+        assert "ix_outbox_pending" in claiming, claiming
+        assert store.outbox_counts(issue.id) == {"sent": 1500, "pending": 28_500}
+
+
 def test_a_drafts_choices_are_kept_approved_withdrawn_and_cleared(store_url: str) -> None:
     with Store.open(store_url) as store:
         for n in (1, 2):

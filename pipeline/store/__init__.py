@@ -32,7 +32,7 @@ from pipeline.types import Issue, LedgerUpdate, OutboxRow, QueuedMail, StoredIte
 
 #: The newest migration (migrations/versions/). A store already there is opened without loading Alembic,
 #: which costs half a second of every command's start; tests/test_store.py keeps this equal to Alembic's head.
-HEAD_REVISION = "0016"
+HEAD_REVISION = "0017"
 
 
 #: Connections opened beyond the 5 kept: each sending connection ([sender] connections, up to 64) holds one

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, Engine, insert, text
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from pipeline.errors import StoreError
@@ -70,6 +70,26 @@ class StoreBase:
         # threads of this process take turns here instead. Re-entrant, so a writer holding the
         # turn (a list's turn) may call another writer.
         self._writing: Any = threading.RLock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        self._grown: dict[str, tuple[int, int]] = {}  # table: (rows added since its last ANALYZE, rows then)
+
+    def _analyze(self, table: str, added: int = 0) -> None:
+        """PostgreSQL: statistics for *table*, now (``added=0``), or each time this store has doubled it.
+
+        Without statistics PostgreSQL guesses that a condition such as ``list = 'nyhetsbrev'`` matches a few
+        rows, and reads the whole list for every batch an import looks up (quadratic: 1,000,000 subscribers
+        took 214 s to import), or every row of an issue for every batch of outcomes. Autovacuum analyses a
+        table only a minute or more after it has grown. ANALYZE reads a sample: 0.1 s at 1,000,000 rows.
+        """
+        if self._sqlite:
+            return
+        since, then = self._grown.get(table, (0, 0))
+        since += added
+        if added and since < max(10_000, then):
+            self._grown[table] = (since, then)
+            return
+        with self._write() as connection:
+            connection.execute(text(f"ANALYZE {table}"))
+        self._grown[table] = (0, then + since)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Connection]:

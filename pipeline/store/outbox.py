@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -111,6 +112,25 @@ _BOUNCE = (
 )
 
 
+#: PostgreSQL: a batch's outcomes in one UPDATE from a JSON array, instead of one UPDATE per row (500 a batch
+#: took 25 ms). ``= ANY(ids)`` on the primary key lets the planner look the rows up by key; JSON rather than
+#: one array per column, because psycopg builds arrays element by element in Python (4 ms a batch).
+_RECORD_MANY_POSTGRESQL = """
+UPDATE outbox AS o SET
+    status = u.status,
+    message_id = u.message_id,
+    provider_id = u.provider_id,
+    last_reply = u.last_reply,
+    next_attempt = u.next_attempt,
+    sent_at = CASE WHEN u.status = 'sent' THEN %(changed)s ELSE o.sent_at END,
+    changed = %(changed)s
+FROM json_to_recordset(%(rows)s::json) AS u(
+    subscriber_id integer, status varchar, message_id text, provider_id text, last_reply text, next_attempt timestamptz
+)
+WHERE o.issue_id = %(issue)s AND o.subscriber_id = ANY(%(ids)s::integer[]) AND o.subscriber_id = u.subscriber_id
+"""
+
+
 class _Compiled:
     """One statement compiled once for a dialect, to run on the driver's own cursor.
 
@@ -174,6 +194,23 @@ class _LedgerStatements:
         )
 
 
+def _many_params(issue_id: int, outcomes: Sequence[LedgerUpdate], now: Any) -> dict[str, Any]:
+    """The parameters of :data:`_RECORD_MANY_POSTGRESQL`; *now* through ``to_db``."""
+    rows = [
+        {
+            "subscriber_id": o.subscriber_id,
+            "status": o.status,
+            "message_id": o.message_id,
+            "provider_id": o.provider_id,
+            "last_reply": o.reply[:1000],
+            "next_attempt": o.next_attempt.isoformat() if o.next_attempt else None,
+        }
+        for o in outcomes
+    ]
+    ids = "{" + ",".join(str(o.subscriber_id) for o in outcomes) + "}"
+    return {"issue": issue_id, "changed": now, "rows": json.dumps(rows, ensure_ascii=False), "ids": ids}
+
+
 _LEDGERS: dict[str, _LedgerStatements] = {}
 
 
@@ -211,11 +248,16 @@ class OutboxMixin(StoreBase):
                 )
             )
             # rowcount of INSERT … SELECT is -1 on SQLite: count what is there.
-            return int(
+            written = int(
                 connection.execute(
                     select(func.count()).select_from(outbox).where(outbox.c.issue_id == issue_id)
                 ).scalar_one()
             )
+        # Statistics of the new rows now, not when autovacuum gets to them a minute into the send. Without them
+        # PostgreSQL guesses a few rows per issue, and records a batch's outcomes by reading the issue's whole
+        # outbox (13 ms a batch of 500 at 100,000 rows, growing with the list) instead of by key (5 ms).
+        self._analyze("outbox")
+        return written
 
     def abandon_claims(self, issue_id: int, now: datetime | None = None, lease_seconds: float | None = None) -> int:
         """Rows a dead worker claimed but never recorded become ``uncertain``: they may or may not have gone.
@@ -313,11 +355,14 @@ class OutboxMixin(StoreBase):
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
             when = ledger.to_db(now)
             if outcomes:
-                params = [ledger.record_params(issue_id, o, when) for o in outcomes]
-                if len(params) == 1:
-                    cursor.execute(ledger.record.sql, params[0])
+                if ledger.postgresql and len(outcomes) > 1:
+                    cursor.execute(_RECORD_MANY_POSTGRESQL, _many_params(issue_id, outcomes, when))
                 else:
-                    cursor.executemany(ledger.record.sql, params)
+                    params = [ledger.record_params(issue_id, o, when) for o in outcomes]
+                    if len(params) == 1:
+                        cursor.execute(ledger.record.sql, params[0])
+                    else:
+                        cursor.executemany(ledger.record.sql, params)
                 bounced = [
                     ledger.bounce.args({"b_id": o.subscriber_id, "b_now": when})
                     for o in outcomes

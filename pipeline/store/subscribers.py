@@ -115,6 +115,7 @@ class SubscribersMixin(StoreBase):
                         report.updated += 1
                 elif row.status not in SUPPRESSED:
                     report.unchanged += 1
+        self._analyze("subscribers", len(new))
 
     def iter_subscribers(self, list_name: str, *, status: str | None = None, batch: int = 1000) -> Iterator[Subscriber]:
         """A list's subscribers by id, streamed in batches (keyset pagination, no long-open cursor)."""
