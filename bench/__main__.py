@@ -201,7 +201,7 @@ ROWS = [
         "send 20,000 to a relay 50 ms away",
         "relay",
         (),
-        ("--messages", "2000"),
+        ("--messages", "2000", "--repeats", "1"),
         None,
         lambda r: (
             f"{r['flygblad_msg_s']} msg/s, {r['of_ideal']} of the ideal {r['ideal_msg_s']:.0f}; "

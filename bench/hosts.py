@@ -13,7 +13,7 @@ at once (politeness: must be 1). Measured, in this order, each on a fresh store 
   fetches nothing, by reader's schedule, so it is not compared);
 * flygblad with ``concurrency = 1`` and ``delay_seconds = 0``: one request at a time, as every collect was
   before issue 18 (the sequential time the goal is measured against);
-* flygblad with its defaults (``delay_seconds = 0.5``, ``concurrency = 16``), against the per-host minimum:
+* flygblad with its defaults (``delay_seconds = 0.5``, ``concurrency = 32``), against the per-host minimum:
   the requests one host gets times the delay.
 """
 
