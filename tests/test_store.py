@@ -241,7 +241,6 @@ def test_postgresql_finds_a_big_sends_rows_by_key_from_the_start() -> None:
     analyses a new outbox, and the claim has an index of pending rows: both are looked up by key."""
     from datetime import datetime
 
-    from pipeline.store.outbox import _RECORD_MANY_POSTGRESQL, _many_params
     from pipeline.subscribers import ImportReport, candidate
     from pipeline.types import LedgerUpdate
     from tests.conftest import postgres_schema
@@ -273,7 +272,8 @@ def test_postgresql_finds_a_big_sends_rows_by_key_from_the_start() -> None:
         with store.engine.connect() as connection:
             cursor = connection.connection.dbapi_connection.cursor()
             now = datetime.now(UTC)
-            cursor.execute("EXPLAIN " + _RECORD_MANY_POSTGRESQL, _many_params(issue.id, outcomes, now))
+            sql, params = ledger.record_many(issue.id, outcomes, now)
+            cursor.execute("EXPLAIN " + sql, params)
             record = "\n".join(row[0] for row in cursor.fetchall())
             claim = ledger.claims[False]
             values = {"b_issue": issue.id, "b_limit": 500, "b_now": now, "b_worker": "w"}

@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
-from email.charset import Charset
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 
@@ -70,16 +69,14 @@ def mailbox(address: str, name: str | None = None) -> str:
         # An ASCII name that looks like an encoded word would be decoded by mail clients into something
         # else ("=?utf-8?q?Bank?=" shows as "Bank"): encode it, so it reads as written.
         name = Header(name, "utf-8").encode()
+    if name and not name.isascii():
+        return f"{_encoded_word(name)} <{address}>"  # a non-ASCII address as it is (RFC 6532, over SMTPUTF8)
     if address.isascii():
-        if name and not name.isascii():
-            return f"{_encoded_word(name)} <{address}>"
-        return formataddr((name or "", address), charset=_UTF8)
+        return formataddr((name or "", address))
     # A non-ASCII local part travels as UTF-8 (RFC 6532, over SMTPUTF8); formataddr takes ASCII only.
-    return formataddr((name or "", "x@invalid"), charset=_UTF8).replace("x@invalid", address)
+    return formataddr((name or "", "x@invalid")).replace("x@invalid", address)
 
 
-#: One Charset for every recipient's name (formataddr made a new one for each).
-_UTF8 = Charset("utf-8")
 #: RFC 2047's Q encoding of each byte, as :mod:`email.quoprimime` writes it in a header.
 _Q = [chr(c) if chr(c) in "-!*+/" + string.ascii_letters + string.digits else f"={c:02X}" for c in range(256)]
 _Q[ord(" ")] = "_"

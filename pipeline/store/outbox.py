@@ -183,32 +183,46 @@ class _LedgerStatements:
             {
                 "b_issue": issue_id,
                 "b_subscriber": o.subscriber_id,
-                "status": o.status,
-                "message_id": o.message_id,
-                "provider_id": o.provider_id,
-                "last_reply": o.reply[:1000],
+                **_outcome_fields(o),
                 "next_attempt": self.to_db(o.next_attempt),
                 "sent_at": now if o.status == "sent" else None,
                 "changed": now,
             }
         )
 
-
-def _many_params(issue_id: int, outcomes: Sequence[LedgerUpdate], now: Any) -> dict[str, Any]:
-    """The parameters of :data:`_RECORD_MANY_POSTGRESQL`; *now* through ``to_db``."""
-    rows = [
-        {
-            "subscriber_id": o.subscriber_id,
-            "status": o.status,
-            "message_id": o.message_id,
-            "provider_id": o.provider_id,
-            "last_reply": o.reply[:1000],
-            "next_attempt": o.next_attempt.isoformat() if o.next_attempt else None,
+    def record_many(self, issue_id: int, outcomes: Sequence[LedgerUpdate], now: Any) -> tuple[str, dict[str, Any]]:
+        """PostgreSQL: :data:`_RECORD_MANY_POSTGRESQL` and its parameters; *now* through :meth:`to_db`."""
+        rows = [
+            {
+                "subscriber_id": o.subscriber_id,
+                **_outcome_fields(o),
+                "next_attempt": o.next_attempt.isoformat() if o.next_attempt else None,
+            }
+            for o in outcomes
+        ]
+        ids = "{" + ",".join(str(o.subscriber_id) for o in outcomes) + "}"
+        return _RECORD_MANY_POSTGRESQL, {
+            "issue": issue_id,
+            "changed": now,
+            "rows": json.dumps(rows, ensure_ascii=False),
+            "ids": ids,
         }
-        for o in outcomes
-    ]
-    ids = "{" + ",".join(str(o.subscriber_id) for o in outcomes) + "}"
-    return {"issue": issue_id, "changed": now, "rows": json.dumps(rows, ensure_ascii=False), "ids": ids}
+
+    def write_outcomes(self, cursor: Any, issue_id: int, outcomes: Sequence[LedgerUpdate], now: Any) -> None:
+        """Each outcome to its row: on PostgreSQL a batch in one statement, else one prepared UPDATE per row."""
+        if self.postgresql and len(outcomes) > 1:
+            cursor.execute(*self.record_many(issue_id, outcomes, now))
+            return
+        params = [self.record_params(issue_id, o, now) for o in outcomes]
+        if len(params) == 1:
+            cursor.execute(self.record.sql, params[0])
+        else:
+            cursor.executemany(self.record.sql, params)
+
+
+def _outcome_fields(o: LedgerUpdate) -> dict[str, Any]:
+    """What both ways of recording write from an outcome as it is."""
+    return {"status": o.status, "message_id": o.message_id, "provider_id": o.provider_id, "last_reply": o.reply[:1000]}
 
 
 _LEDGERS: dict[str, _LedgerStatements] = {}
@@ -355,14 +369,7 @@ class OutboxMixin(StoreBase):
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
             when = ledger.to_db(now)
             if outcomes:
-                if ledger.postgresql and len(outcomes) > 1:
-                    cursor.execute(_RECORD_MANY_POSTGRESQL, _many_params(issue_id, outcomes, when))
-                else:
-                    params = [ledger.record_params(issue_id, o, when) for o in outcomes]
-                    if len(params) == 1:
-                        cursor.execute(ledger.record.sql, params[0])
-                    else:
-                        cursor.executemany(ledger.record.sql, params)
+                ledger.write_outcomes(cursor, issue_id, outcomes, when)
                 bounced = [
                     ledger.bounce.args({"b_id": o.subscriber_id, "b_now": when})
                     for o in outcomes
