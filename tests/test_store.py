@@ -46,7 +46,9 @@ def test_a_batch_of_items_says_what_saving_them_one_by_one_would(store_url: str)
             (_item(1, title="Artiklars rubrik", source="artiklar", category="article"), None, None),  # not its
         ]
         outcomes = store.save_items(
-            batch, now=T0 + timedelta(hours=1), listing=("https://site.example/", Validators('"l"', None), ["a", "b"])
+            batch,
+            now=T0 + timedelta(hours=1),
+            listings=[("https://site.example/", Validators('"l"', None), ["a", "b"])],
         )
         assert outcomes == ["unchanged", "new", "updated", "new", "new", "unchanged"]
         stored = {s.item.id: s for s in store.items()}
@@ -59,6 +61,25 @@ def test_a_batch_of_items_says_what_saving_them_one_by_one_would(store_url: str)
         assert again == ["updated"]  # the source's category changed in the config: the item and its listing
         [ledare] = [s for s in store.items(source="ledare") if s.item.id == "https://site.example/a/1"]
         assert ledare.item.category == "article"
+
+
+def test_an_item_read_in_another_process_is_saved_by_what_it_says_now(store_url: str) -> None:
+    """The digest an item carries from a reading process (pickled with it) is its own: an article changed
+    since the last collect is saved as updated, an unchanged one as unchanged."""
+    import pickle
+
+    from pipeline.sources import Found
+
+    with Store.open(store_url) as store:
+        assert store.save_item(_item(1), now=T0) == "new"
+        read_elsewhere = [
+            pickle.loads(pickle.dumps(Found(it, it.url))).item
+            for it in (_item(1), replace(_item(1), body_html="<p>Rättad text</p>"))
+        ]
+        assert store.save_item(read_elsewhere[0], now=T0 + timedelta(hours=1)) == "unchanged"
+        assert store.save_item(read_elsewhere[1], now=T0 + timedelta(hours=2)) == "updated"
+        [stored] = store.items()
+        assert stored.item.body_html == "<p>Rättad text</p>"
 
 
 def test_insert_update_unchanged(store_url: str) -> None:

@@ -36,6 +36,9 @@ class Found:
     fetched_url: str
     validators: Validators = field(default_factory=Validators)
 
+    def __post_init__(self) -> None:
+        self.item.content_hash()  # where the item was read (a reading process), not in the store's turn
+
 
 @dataclass(frozen=True)
 class Unchanged:

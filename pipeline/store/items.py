@@ -76,7 +76,7 @@ class ItemsMixin(StoreBase):
         found: Sequence[tuple[Item, str | None, Validators | None]],
         *,
         now: datetime | None = None,
-        listing: tuple[str, Validators, list[str]] | None = None,
+        listings: Sequence[tuple[str, Validators, list[str]]] = (),
     ) -> list[Outcome]:
         """Save items (each with the page it was read from and that page's validators) in one transaction.
 
@@ -85,7 +85,8 @@ class ItemsMixin(StoreBase):
         an item it had not listed yet is "new" (to that source; the content stays the first source's,
         so two sources never take turns rewriting it). The pages' validators are stored in the same
         transaction, so a page is only ever answered with 304 once its item is safely in the store;
-        so is the *listing* (the index page's or feed's URL, validators and links), when given.
+        so are the *listings* (each an index page's or feed's URL, validators and links: a collect saves
+        several sources' items and listings at once).
         The statements are compiled once for the batch and executed with all its rows (executemany):
         building one per item was half the CPU of a first collect of many feeds (bench.hosts, py-spy).
         """
@@ -94,7 +95,7 @@ class ItemsMixin(StoreBase):
         outcomes: list[Outcome] = []
         inserts: dict[str, dict[str, Any]] = {}
         updates: dict[str, dict[str, Any]] = {}
-        listings: dict[tuple[str, str], dict[str, Any]] = {}
+        source_rows: dict[tuple[str, str], dict[str, Any]] = {}
         recategorised: dict[tuple[str, str], str] = {}
         with self._write() as connection:
             stored: dict[str, tuple[str, str]] = {}
@@ -126,7 +127,7 @@ class ItemsMixin(StoreBase):
                 stored[item.id] = (digest, known[1] if known else item.source)
                 key = (item.id, item.source)
                 if key not in listed:
-                    listings[key] = {
+                    source_rows[key] = {
                         "item_id": item.id,
                         "source": item.source,
                         "category": item.category,
@@ -138,17 +139,17 @@ class ItemsMixin(StoreBase):
                         outcome = "new"
                 elif listed[key] != item.category:  # the source's category changed in the config
                     recategorised[key] = listed[key] = item.category
-                    if key in listings:
-                        listings[key]["category"] = item.category
+                    if key in source_rows:
+                        source_rows[key]["category"] = item.category
                 outcomes.append(outcome)
             if inserts:
                 connection.execute(insert(items), list(inserts.values()))
             if updates:  # the SET clause is made from the rows' keys; b_id picks the row
                 connection.execute(update(items).where(items.c.id == bindparam("b_id")), list(updates.values()))
-            if listings:
-                connection.execute(insert(item_sources), list(listings.values()))
+            if source_rows:
+                connection.execute(insert(item_sources), list(source_rows.values()))
             for (item_id, source), category in recategorised.items():
-                if (item_id, source) in listings:
+                if (item_id, source) in source_rows:
                     continue
                 connection.execute(
                     update(item_sources)
@@ -158,8 +159,8 @@ class ItemsMixin(StoreBase):
             for _item, fetched_url, validators in found:
                 if fetched_url and validators:
                     save_state(connection, fetched_url, validators, None, now)
-            if listing is not None:
-                save_state(connection, listing[0], listing[1], listing[2], now)
+            for url, validators, links in listings:
+                save_state(connection, url, validators, links, now)
         return outcomes
 
     def items(self, *, source: str | None = None, limit: int | None = None) -> list[StoredItem]:
