@@ -129,6 +129,7 @@ def collect(
     report = CollectReport()
     with Fetcher(settings.http, settings.site.base_url, robots_cache=store) as fetcher:
         locations = [(settings.source_location(s), s) for s in chosen]
+        fetcher.expect([url for url, _s in locations])
         known = _Known(
             store, [url for url, _s in locations], [url for url, s in locations if s.kind == "html"], refresh=refresh
         )

@@ -78,20 +78,25 @@ class FetchStateMixin(StoreBase):
         with self._write() as connection:
             connection.execute(_UPDATE_STATE, [{"b_url": url, "checked": when} for url in dict.fromkeys(urls)])
 
-    def robots(self, origin: str, max_age: timedelta) -> tuple[str, str | None] | None:
-        """The robots.txt answer kept for *origin* (kind and text) if it is younger than *max_age*."""
+    def robots(self, origins: Sequence[str], max_age: timedelta) -> dict[str, tuple[str, str | None]]:
+        """The robots.txt answers (kind and text) kept for *origins*, of those younger than *max_age*."""
+        found: dict[str, tuple[str, str | None]] = {}
+        oldest = _now() - max_age
         with self.engine.connect() as connection:
-            row = connection.execute(select(robots).where(robots.c.origin == origin)).first()
-        if row is None or _now() - row.fetched > max_age:
-            return None
-        return row.kind, row.body
+            for start in range(0, len(origins), 500):
+                rows = connection.execute(select(robots).where(robots.c.origin.in_(origins[start : start + 500])))
+                found.update({row.origin: (row.kind, row.body) for row in rows if row.fetched >= oldest})
+        return found
 
-    def save_robots(self, origin: str, kind: str, body: str | None) -> None:
-        """Keep what *origin*'s robots.txt said (``rules`` with its text, ``none`` or ``disallow``)."""
-        values = {"kind": kind, "body": body, "fetched": _now()}
+    def save_robots(self, answers: Sequence[tuple[str, str, str | None]]) -> None:
+        """Keep what each origin's robots.txt said: (origin, kind, text), kind ``rules`` (with its text), ``none``
+        or ``disallow``; in one transaction."""
+        now = _now()
         with self._write() as connection:
-            if not connection.execute(update(robots).where(robots.c.origin == origin).values(**values)).rowcount:
-                connection.execute(insert(robots).values(origin=origin, **values))
+            for origin, kind, body in answers:
+                values = {"kind": kind, "body": body, "fetched": now}
+                if not connection.execute(update(robots).where(robots.c.origin == origin).values(**values)).rowcount:
+                    connection.execute(insert(robots).values(origin=origin, **values))
 
     def links(self, url: str) -> list[str] | None:
         """The item links (or entry ids) stored for an index page or feed."""
