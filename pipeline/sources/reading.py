@@ -84,10 +84,10 @@ def readers(settings: Settings, sources: int) -> Iterator[Readers | None]:
     if method == "forkserver":
         context.set_forkserver_preload(["pipeline.sources.reading", "pipeline.sources.feed", "pipeline.sources.html"])
     pool = ProcessPoolExecutor(max_workers=min(cpus, 4), mp_context=context, initializer=_start, initargs=(settings,))
-    # The processes start at the pool's first task, and every fetching thread with a page to hand over waited
-    # for them (0.55 s: the server process imports the sources). Started now, beside the first requests,
-    # they are ready before the first page is (bench.hosts).
-    starting = threading.Thread(target=_start_processes, args=(pool,), name="flygblad-readers", daemon=True)
+    # The server the processes are forked from starts with the collect, beside the first requests, not at the
+    # first page handed to the pool: every fetching thread with a page waited 0.55 s for it to import the
+    # sources (bench.hosts). Only the server: the pool still starts a process per page handed to it, as before.
+    starting = threading.Thread(target=_start_server, args=(method,), name="flygblad-readers", daemon=True)
     starting.start()
     try:
         yield Readers(pool)
@@ -96,10 +96,14 @@ def readers(settings: Settings, sources: int) -> Iterator[Readers | None]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _start_processes(pool: ProcessPoolExecutor) -> None:
-    """Have *pool* start its processes (a broken pool is found, and said, by the first page handed to it)."""
-    with contextlib.suppress(Exception):
-        pool.submit(os.getpid).result()
+def _start_server(method: str) -> None:
+    """Start the ``forkserver`` (if that is the method) with the sources imported; a failure is met, and said,
+    by the first page handed to the pool."""
+    if method == "forkserver":
+        from multiprocessing import forkserver
+
+        with contextlib.suppress(Exception):
+            forkserver.ensure_running()
 
 
 __all__ = ["PROCESSES_FROM", "Readers", "readers"]
