@@ -133,7 +133,10 @@ def collect(
         known = _Known(
             store, [url for url, _s in locations], [url for url, s in locations if s.kind == "html"], refresh=refresh
         )
-        with in_parallel() as pool, readers(settings, len(chosen)) as reading:
+        # Sources never fetched before (a first collect) will hand pages to read: the reading processes' server
+        # starts at once. Where every source was fetched before, most answer 304 and it starts when a page comes.
+        first_time = any(known.validators(url) is None for url, _s in locations)
+        with in_parallel() as pool, readers(settings, len(chosen), early=first_time) as reading:
             fetched = fetch_by_host(
                 pool,
                 locations,

@@ -100,8 +100,8 @@ def test_many_feeds_are_parsed_in_other_processes_to_the_same_items(
     kill = False
 
     @contextmanager
-    def watched(settings, sources: int):  # type: ignore[no-untyped-def]
-        with real(settings, sources) as pool:
+    def watched(settings, sources: int, **options):  # type: ignore[no-untyped-def]
+        with real(settings, sources, **options) as pool:
             pools.append(pool is not None)
             if pool is not None and kill:  # a reading process dies (killed, out of memory): the pool is broken
                 with pytest.raises(BrokenProcessPool):

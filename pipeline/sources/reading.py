@@ -67,13 +67,14 @@ class Readers:
 
 
 @contextmanager
-def readers(settings: Settings, sources: int) -> Iterator[Readers | None]:
+def readers(settings: Settings, sources: int, *, early: bool = True) -> Iterator[Readers | None]:
     """Processes to read *sources* sources' pages in, as many as the CPUs (at most 4: the collect's own
     process mostly waits on the network); None where not worth it.
 
     They are forked from a server process that has imported the sources (``forkserver``: safe beside the
     collect's threads), so each starts in milliseconds; ``spawn`` where there is no fork. A script that
     calls :func:`~pipeline.collect.collect` must guard its entry point (``if __name__ == "__main__":``).
+    With *early*, that server starts now, beside the collect's first requests; else with the first page.
     """
     cpus = os.cpu_count() or 1
     if sources < PROCESSES_FROM or cpus < 2:
@@ -84,15 +85,18 @@ def readers(settings: Settings, sources: int) -> Iterator[Readers | None]:
     if method == "forkserver":
         context.set_forkserver_preload(["pipeline.sources.reading", "pipeline.sources.feed", "pipeline.sources.html"])
     pool = ProcessPoolExecutor(max_workers=min(cpus, 4), mp_context=context, initializer=_start, initargs=(settings,))
-    # The server the processes are forked from starts with the collect, beside the first requests, not at the
-    # first page handed to the pool: every fetching thread with a page waited 0.55 s for it to import the
-    # sources (bench.hosts). Only the server: the pool still starts a process per page handed to it, as before.
+    # Started at the first page handed to the pool, the server the processes are forked from kept every fetching
+    # thread with a page waiting 0.55 s while it imported the sources (bench.hosts' first run). Only the server:
+    # the pool still starts a process per page handed to it, as before. Not when few pages are expected: on a
+    # 2-core machine its start cost an all-304 collect 0.1 s.
     starting = threading.Thread(target=_start_server, args=(method,), name="flygblad-readers", daemon=True)
-    starting.start()
+    if early:
+        starting.start()
     try:
         yield Readers(pool)
     finally:
-        starting.join()
+        if early:
+            starting.join()
         pool.shutdown(wait=True, cancel_futures=True)
 
 
