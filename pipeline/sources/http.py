@@ -201,6 +201,13 @@ class Fetcher:
 
     # ------------------------------------------------------------ public
 
+    def prepare(self, url: str) -> None:
+        """Learn what *url*'s host's robots.txt says now, if it is not known yet: asked for, in the host's turn,
+        before a source's code is even loaded, a collect's first requests need not wait for that."""
+        if self.settings.respect_robots and urlsplit(url).scheme in ("http", "https"):
+            with self.host_turn(url):
+                self._allowed(url)
+
     def get(self, url: str, validators: Validators | None = None) -> Page | NotModified:
         """Fetch *url*; with *validators*, an unchanged page is :class:`NotModified`.
 
