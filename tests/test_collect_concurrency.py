@@ -25,11 +25,12 @@ from tests.conftest import ROOT, source_toml
 from tests.smtp_sink import free_port
 
 
-def feed(host: str, name: str, entries: int = 3) -> bytes:
+def feed(host: str, name: str, entries: int = 3, guids: str | None = None) -> bytes:
+    """A feed whose entries link to *host*; their guids on *host* too, or on *guids* (shared with another host)."""
     now = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
     items = "".join(
         f"<item><title>{name} {n}</title><link>http://{host}/{name}/{n}</link>"
-        f"<guid>http://{host}/{name}/{n}</guid><pubDate>{format_datetime(now - timedelta(hours=n))}</pubDate>"
+        f"<guid>{guids or 'http://' + host}/{name}/{n}</guid><pubDate>{format_datetime(now - timedelta(hours=n))}</pubDate>"
         f"<description>Text {n} of {name}.</description></item>"
         for n in range(entries)
     )
@@ -39,8 +40,8 @@ def feed(host: str, name: str, entries: int = 3) -> bytes:
 class Host:
     """One site on its own loopback address: feeds at /{name}.xml, each answer after *pause* seconds."""
 
-    def __init__(self, address: str, pause: float = 0.2, dead: bool = False) -> None:
-        self.address, self.pause = address, pause
+    def __init__(self, address: str, pause: float = 0.2, dead: bool = False, guids: str | None = None) -> None:
+        self.address, self.pause, self.guids = address, pause, guids
         self.port = free_port()
         self.visits: list[tuple[str, float, float]] = []  # (path, began, ended)
         self.lock = threading.Lock()
@@ -58,7 +59,9 @@ class Host:
                     self.send_response(404)
                     self.end_headers()
                 else:
-                    body = feed(f"{host.address}:{host.port}", self.path.strip("/").removesuffix(".xml"))
+                    body = feed(
+                        f"{host.address}:{host.port}", self.path.strip("/").removesuffix(".xml"), guids=host.guids
+                    )
                     self.send_response(200)
                     self.send_header("Content-Type", "application/rss+xml")
                     self.send_header("Content-Length", str(len(body)))
@@ -140,6 +143,30 @@ def test_hosts_are_fetched_at_once_and_each_host_one_request_at_a_time(hosts, tm
     names = [s.name for s in settings.sources]
     assert [r.name for r in report.sources] == names
     assert list(dict.fromkeys(seen)) == names
+
+
+def test_an_entry_two_sources_list_has_the_first_sources_content_whichever_answers_first(hosts, tmp_path) -> None:
+    """Two hosts' feeds carry the same entries (the same guids), each linking to its own site; the first source in
+    the config answers last. The store is written in the config's order (sources fetched by then in one
+    transaction), so each entry has the first source's content and is new to both sources."""
+    [slow] = hosts(1, pause=0.8, guids="https://shared.example")
+    [fast] = hosts(1, pause=0.0, guids="https://shared.example")
+    sources = source_toml("first", slow.url("/news.xml"), kind="feed", category="article") + source_toml(
+        "second", fast.url("/news.xml"), kind="feed", category="leader"
+    )
+    settings = load_settings(_config(tmp_path, sources, concurrency=4))
+    with Store.open(settings.storage_url) as store:
+        report = collect(settings, store)
+        stored = {s.item.id: s.item for s in store.items()}
+        second = {s.item.id: s.item.category for s in store.items(source="second")}
+    assert report.ok and [(r.name, r.new) for r in report.sources] == [("first", 3), ("second", 3)], report.problems()
+    [slow_feed] = [e for p, _b, e in slow.visits if p == "/news.xml"]
+    [fast_feed] = [e for p, _b, e in fast.visits if p == "/news.xml"]
+    assert fast_feed < slow_feed, "the second source's feed answered first"
+    assert sorted(stored) == [f"https://shared.example/news/{n}" for n in range(3)]
+    assert {item.source for item in stored.values()} == {"first"}
+    assert all(item.url.startswith(f"http://{slow.address}:{slow.port}/") for item in stored.values())
+    assert set(second.values()) == {"leader"}, "each source keeps the category it gives"
 
 
 def test_the_delay_and_failures_stay_per_host(hosts, tmp_path) -> None:
