@@ -129,12 +129,13 @@ def test_an_item_in_two_sources_is_stored_once_and_belongs_to_each(store_url: st
 def test_fetch_state(store_url: str) -> None:
     with Store.open(store_url) as store:
         assert store.validators("https://site.example/") is None
-        store.save_listing("https://site.example/", Validators('"abc"', "Wed, 06 Mar 2024 12:00:00 GMT"), ["u1", "u2"])
+        listing = ("https://site.example/", Validators('"abc"', "Wed, 06 Mar 2024 12:00:00 GMT"), ["u1", "u2"])
+        assert store.save_items([], listings=[listing]) == []  # a listing without new items (all 304)
         assert store.validators("https://site.example/") == Validators('"abc"', "Wed, 06 Mar 2024 12:00:00 GMT")
         assert store.links("https://site.example/") == ["u1", "u2"]
         store.save_item(_item(1), fetched_url="https://site.example/a/1", validators=Validators('"x"'))
         assert store.validators("https://site.example/a/1") == Validators('"x"')
-        store.save_listing("https://site.example/", Validators('"def"'), ["u3"])
+        store.save_items([], listings=[("https://site.example/", Validators('"def"'), ["u3"])])
         assert store.links("https://site.example/") == ["u3"]
 
 

@@ -89,25 +89,24 @@ def readers(settings: Settings, sources: int, *, early: bool = True) -> Iterator
     # thread with a page waiting 0.55 s while it imported the sources (bench.hosts' first run). Only the server:
     # the pool still starts a process per page handed to it, as before. Not when few pages are expected: on a
     # 2-core machine its start cost an all-304 collect 0.1 s.
-    starting = threading.Thread(target=_start_server, args=(method,), name="flygblad-readers", daemon=True)
-    if early:
+    starting = threading.Thread(target=_start_server, name="flygblad-readers", daemon=True)
+    if early and method == "forkserver":
         starting.start()
     try:
         yield Readers(pool)
     finally:
-        if early:
+        if starting.is_alive():
             starting.join()
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _start_server(method: str) -> None:
-    """Start the ``forkserver`` (if that is the method) with the sources imported; a failure is met, and said,
-    by the first page handed to the pool."""
-    if method == "forkserver":
-        from multiprocessing import forkserver
+def _start_server() -> None:
+    """Start the ``forkserver`` with the sources imported; a failure is met, and said, by the first page handed
+    to the pool."""
+    from multiprocessing import forkserver
 
-        with contextlib.suppress(Exception):
-            forkserver.ensure_running()
+    with contextlib.suppress(Exception):
+        forkserver.ensure_running()
 
 
 __all__ = ["PROCESSES_FROM", "Readers", "readers"]

@@ -104,11 +104,6 @@ class FetchStateMixin(StoreBase):
             value = connection.execute(select(fetch_state.c.links).where(fetch_state.c.url == url)).scalar()
         return json.loads(value) if value else None
 
-    def save_listing(self, url: str, validators: Validators, links: list[str], now: datetime | None = None) -> None:
-        """Store an index page's or feed's validators and the links it listed."""
-        with self._write() as connection:
-            save_state(connection, url, validators, links, now or _now())
-
 
 def save_state(
     connection: Connection, url: str, validators: Validators, links: list[str] | None, now: datetime
