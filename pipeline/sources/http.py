@@ -194,10 +194,14 @@ class Fetcher:
             parts = urlsplit(url)
             if parts.scheme in ("http", "https"):
                 origins.append(f"{parts.scheme}://{parts.netloc.lower()}")
-        wanted = list(dict.fromkeys(origins))
-        kept = self.robots_cache.robots(wanted, ROBOTS_MAX_AGE)
+        self._keep_robots(list(dict.fromkeys(origins)))
+
+    def _keep_robots(self, origins: list[str]) -> None:
+        """The cache's answers for *origins* (None where it has none under a day old), read in one query."""
+        assert self.robots_cache is not None
+        kept = self.robots_cache.robots(origins, ROBOTS_MAX_AGE)
         with self._lock:
-            self._robots_kept.update({origin: kept.get(origin) for origin in wanted})
+            self._robots_kept.update({origin: kept.get(origin) for origin in origins})
 
     # ------------------------------------------------------------ public
 
@@ -366,11 +370,10 @@ class Fetcher:
 
     def _robots_for(self, origin: str) -> urllib.robotparser.RobotFileParser | None:
         """The origin's robots.txt rules: the cached copy while it is under a day old (RFC 9309 2.4), else fetched."""
+        if origin not in self._robots_kept and self.robots_cache is not None:
+            self._keep_robots([origin])  # an origin the caller did not expect (an article on another site)
         with self._lock:
-            expected = origin in self._robots_kept
             cached = self._robots_kept.get(origin)
-        if not expected and self.robots_cache is not None:
-            cached = self.robots_cache.robots([origin], ROBOTS_MAX_AGE).get(origin)
         if cached is not None:
             kind, body = cached
         else:

@@ -6,7 +6,7 @@ import contextlib
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,6 +58,25 @@ def database_trouble(err: BaseException) -> str:
     cause = getattr(err, "orig", None) or err
     words = " ".join(str(cause).split())[:300]
     return f"the database could not be written ({type(cause).__name__}: {words})"
+
+
+class Compiled:
+    """One statement compiled once for a dialect, to run on the driver's own cursor.
+
+    Values are given as the driver takes them (times through the column type's own bind processor); the
+    constants SQLAlchemy bound into the statement (``status = 'sending'``, ``OFFSET 0``) are filled in here.
+    An INSERT takes its columns from *column_keys*.
+    """
+
+    def __init__(self, statement: Any, dialect: Any, column_keys: Sequence[str] | None = None) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
+        self.sql = compiled.string
+        self.constants = compiled.construct_params(_check=False)
+        self.positions = compiled.positiontup  # None for a named paramstyle (psycopg)
+
+    def args(self, values: Mapping[str, Any]) -> Any:
+        merged = {**self.constants, **values}
+        return tuple(merged[name] for name in self.positions) if self.positions else merged
 
 
 class StoreBase:

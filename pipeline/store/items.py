@@ -28,7 +28,7 @@ from sqlalchemy import (
     update,
 )
 
-from pipeline.store.base import StoreBase, _now
+from pipeline.store.base import Compiled, StoreBase, _now
 from pipeline.store.fetch_state import save_state
 from pipeline.store.schema import (
     UTCDateTime,
@@ -63,22 +63,18 @@ class _Inserts:
     """
 
     def __init__(self, dialect: Any) -> None:
-        self.items = insert(items).compile(
-            dialect=dialect, column_keys=[*_ITEM_FIELDS, "content_hash", *_ITEM_TIMES[2:]]
-        )
-        self.sources = insert(item_sources).compile(
-            dialect=dialect, column_keys=["item_id", "source", "category", "first_seen"]
-        )
+        self.items = Compiled(insert(items), dialect, [*_ITEM_FIELDS, "content_hash", *_ITEM_TIMES[2:]])
+        self.sources = Compiled(insert(item_sources), dialect, ["item_id", "source", "category", "first_seen"])
         self._to_db = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
 
-    def run(self, connection: Connection, statement: Any, rows: list[dict[str, Any]], times: Sequence[str]) -> None:
+    def run(
+        self, connection: Connection, statement: Compiled, rows: list[dict[str, Any]], times: Sequence[str]
+    ) -> None:
         """*statement* with every one of *rows*: the names in *times* converted as the column type would."""
         if self._to_db is not None:
             convert, converted = self._to_db, dict[Any, Any]()  # a batch's rows share first_seen and updated
             rows = [{**row, **{name: _once(converted, convert, row[name]) for name in times}} for row in rows]
-        positions = statement.positiontup
-        params = [tuple(row[name] for name in positions) for row in rows] if positions else rows
-        connection.exec_driver_sql(statement.string, params)
+        connection.exec_driver_sql(statement.sql, [statement.args(row) for row in rows])
 
 
 def _once(done: dict[Any, Any], convert: Any, value: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 
 from pipeline.errors import StoreError
-from pipeline.store.base import StoreBase, _now, database_trouble, worker_is_dead
+from pipeline.store.base import Compiled, StoreBase, _now, database_trouble, worker_is_dead
 from pipeline.store.schema import (
     UTCDateTime,
     issues,
@@ -131,25 +131,6 @@ WHERE o.issue_id = %(issue)s AND o.subscriber_id = ANY(%(ids)s::integer[]) AND o
 """
 
 
-class _Compiled:
-    """One statement compiled once for a dialect, to run on the driver's own cursor.
-
-    Values are given as the driver takes them (times through
-    :meth:`_LedgerStatements.to_db`); the constants SQLAlchemy bound into the
-    statement (``status = 'sending'``, ``OFFSET 0``) are filled in here.
-    """
-
-    def __init__(self, statement: Any, dialect: Any) -> None:
-        compiled = statement.compile(dialect=dialect)
-        self.sql = compiled.string
-        self.constants = compiled.construct_params(_check=False)
-        self.positions = compiled.positiontup  # None for a named paramstyle (psycopg)
-
-    def args(self, values: Mapping[str, Any]) -> Any:
-        merged = {**self.constants, **values}
-        return tuple(merged[name] for name in self.positions) if self.positions else merged
-
-
 class _LedgerStatements:
     """The statements a sending worker runs for every message, compiled once per dialect.
 
@@ -163,9 +144,9 @@ class _LedgerStatements:
 
     def __init__(self, dialect: Any) -> None:
         self.postgresql = dialect.name == "postgresql"
-        self.record = _Compiled(_RECORD, dialect)
-        self.bounce = _Compiled(_BOUNCE, dialect)
-        self.claims = {due: _Compiled(_claim_statement(self.postgresql, due), dialect) for due in (False, True)}
+        self.record = Compiled(_RECORD, dialect)
+        self.bounce = Compiled(_BOUNCE, dialect)
+        self.claims = {due: Compiled(_claim_statement(self.postgresql, due), dialect) for due in (False, True)}
         time_type = UTCDateTime().dialect_impl(dialect)  # with the dialect's own DATETIME (a string on SQLite)
         self._to_db = time_type.bind_processor(dialect)
         self._from_db = time_type.result_processor(dialect, None)
