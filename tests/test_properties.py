@@ -314,7 +314,9 @@ def test_a_csv_file_gives_subscribers_or_numbered_problems(
 
 # ---------------------------------------------------------------- MIME builder
 
-NAMES = st.text(max_size=300) | st.sampled_from(['Zoë "Z" O\'Brien, Jr.', "=?utf-8?q?x?=", "a\x1b]8;;x\x07b"])
+NAMES = st.text(max_size=300) | st.sampled_from(
+    ['Zoë "Z" O\'Brien, Jr.', "=?utf-8?q?x?=", "a\x1b]8;;x\x07b", ".", ".Punkt", "..a" + "b" * 80 + ".c"]
+)
 
 
 @SLOW_INPUT
@@ -348,6 +350,9 @@ def test_every_message_is_well_formed_mail_with_the_recipient_in_it(name: str, e
     )
     data = template.message(to=mailbox(cleaned.email, cleaned.name), message_id="m.1@sajten.example", values=values)
     assert all(len(line) <= 998 for line in data.split(b"\r\n")), "no line longer than SMTP allows"
+    # What the SMTP sender relies on to send it without dot-stuffing (Message.transparent): a line that began
+    # with "." would lose it at the relay, and one that is only "." would end the message there.
+    assert not data.startswith(b".") and b"\r\n." not in data and data.endswith(b"\r\n")
     message = BytesParser(policy=policy.default).parsebytes(data)
     assert message["To"].addresses[0].display_name == (cleaned.name or "")
     html_part = message.get_body(("html",))

@@ -53,6 +53,9 @@ class Message:
     to: str  # the To header ("Name <address>", RFC 2047-encoded)
     message_id: str  # without angle brackets
     data: bytes  # the complete message, CRLF line ends
+    # data needs no dot-stuffing and ends with CRLF: no line begins with "." (what MessageTemplate writes, which
+    # tests/test_properties.py holds it to); anything else is checked and quoted per message by the SMTP sender.
+    transparent: bool = False
     subject: str = ""
     from_header: str = ""
     headers: tuple[tuple[str, str], ...] = ()  # per-recipient headers an API must add itself

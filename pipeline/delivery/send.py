@@ -230,6 +230,7 @@ class Outbox:
             to=to,
             message_id=message_id,
             data=data,
+            transparent=mime,  # the template's bytes, a DKIM-Signature (folded lines begin with a space) before them
             subject=version.subject,
             from_header=self.list.from_,
             headers=(list_unsubscribe, ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")),
