@@ -143,6 +143,14 @@ class Source:
             yield Pending(self.readers.submit(self.name, page), page, then)
 
 
+def attr(tag: Any, name: str) -> str | None:
+    """An attribute's value as one string (bs4 gives multi-valued ones, such as ``class``, as a list)."""
+    value = tag.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    return " ".join(value)
+
+
 def open_source(settings: Settings, source: SourceSettings) -> Source:
     """The source object for one ``[[sources]]`` table."""
     # Imported here: both modules build on the dataclasses above.
@@ -169,6 +177,7 @@ __all__ = [
     "Source",
     "Unchanged",
     "Validators",
+    "attr",
     "ValidatorLookup",
     "open_source",
 ]

@@ -74,6 +74,7 @@ from lxml.cssselect import CSSSelector
 
 from pipeline.config import SelectSettings
 from pipeline.errors import SourceError
+from pipeline.sources import attr
 from pipeline.sources.dates import find_date, parse_date, plausible
 from pipeline.text import (
     BYLINE_PREFIX,
@@ -763,14 +764,6 @@ def _selected(select: SelectSettings, html: str) -> dict[str, Any]:
             found["image"] = attr(element, "src") or attr(element, "data-src") or attr(element, "content")
             found["image_alt"] = clean_text(attr(element, "alt"))
     return found
-
-
-def attr(tag: Any, name: str) -> str | None:
-    """An attribute's value as one string (bs4 gives multi-valued ones, such as ``class``, as a list)."""
-    value = tag.get(name)
-    if value is None or isinstance(value, str):
-        return value
-    return " ".join(value)
 
 
 # ---------------------------------------------------------------- body

@@ -17,12 +17,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import feedparser
-import feedparser.api
-import feedparser.mixin
-import feedparser.urls
-from bs4 import BeautifulSoup, Tag
-
 from pipeline.errors import SourceError
 from pipeline.sources import (
     Collected,
@@ -35,25 +29,41 @@ from pipeline.sources import (
     Source,
     Unchanged,
     ValidatorLookup,
+    attr,
 )
 from pipeline.sources.dates import parse_date, plausible
-from pipeline.sources.extract import attr
 from pipeline.sources.http import Fetcher, NotModified, Page
 from pipeline.text import clean_author, clean_html, clean_text, shorten, title_from_text
 
 log = logging.getLogger(__name__)
 
-# feedparser asks xml.sax for libxml2's driver first, on every parse: where it is not installed (it is not a
-# dependency) that is a failed import per feed, under the interpreter's import lock, which serialised a
-# collect's fetching threads (bench.hosts: most of a first run of 400 feeds, py-spy). Expat is what parses.
-if importlib.util.find_spec("drv_libxml2") is None:
-    feedparser.api.PREFERRED_XML_PARSERS[:] = []
 
-# At every element's start feedparser joins the base URI with itself (its xml:base bookkeeping): 8 urljoins an
-# entry, a quarter of parsing a feed of 20 (py-spy, bench.hosts). The join is a pure function of its two
-# strings, so it is remembered: 8.4 -> 6.5 ms a feed, the parsed feeds equal.
-_urljoin = functools.lru_cache(maxsize=4096)(feedparser.urls._urljoin)
-feedparser.urls._urljoin = feedparser.mixin._urljoin = _urljoin
+@functools.cache
+def _feedparser() -> Any:
+    """feedparser, imported when the first feed is read, not when a source is opened.
+
+    A collect whose feeds all answer 304 reads none: importing feedparser, bs4 and lxml before its first
+    request held every fetching thread back 0.09 s (bench.hosts' second run). The reading processes have
+    them from their server's preload (:mod:`pipeline.sources.reading`).
+    """
+    import feedparser
+    import feedparser.api
+    import feedparser.mixin
+    import feedparser.urls
+
+    # feedparser asks xml.sax for libxml2's driver first, on every parse: where it is not installed (it is not
+    # a dependency) that is a failed import per feed, under the interpreter's import lock, which serialised a
+    # collect's fetching threads (bench.hosts: most of a first run of 400 feeds, py-spy). Expat is what parses.
+    if importlib.util.find_spec("drv_libxml2") is None:
+        feedparser.api.PREFERRED_XML_PARSERS[:] = []
+
+    # At every element's start feedparser joins the base URI with itself (its xml:base bookkeeping): 8 urljoins
+    # an entry, a quarter of parsing a feed of 20 (py-spy, bench.hosts). The join is a pure function of its two
+    # strings, so it is remembered: 8.4 -> 6.5 ms a feed, the parsed feeds equal.
+    urljoin = functools.lru_cache(maxsize=4096)(feedparser.urls._urljoin)
+    feedparser.urls._urljoin = feedparser.mixin._urljoin = urljoin
+    return feedparser
+
 
 #: C0 control characters: lxml will not take them back (see pipeline.sources.extract.parse).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
@@ -79,6 +89,8 @@ def _plain(value: str | None) -> str | None:
     try:
         return clean_text(element_text(html_fragment(_CONTROL.sub("", value))))
     except (etree.ParserError, ValueError):
+        from bs4 import BeautifulSoup
+
         return clean_text(BeautifulSoup(value, "html.parser").get_text(" "))
 
 
@@ -140,7 +152,7 @@ class FeedSource(Source):
         content_type = page.content_type or "application/xml"
         if page.charset:  # the HTTP charset: a KOI8-R feed declared only in Content-Type came out as mojibake
             content_type += f"; charset={page.charset}"
-        parsed = feedparser.parse(
+        parsed = _feedparser().parse(
             page.content,
             response_headers={"content-location": page.final_url, "content-type": content_type},
             sanitize_html=False,  # nh3 does it, with the same rules as for pages
@@ -262,5 +274,7 @@ class FeedSource(Source):
                 return link.get("href"), None
         if "<img" not in body.lower():  # most entries have none: no parse (a tenth of a first collect's CPU)
             return None, None
+        from bs4 import BeautifulSoup, Tag
+
         img = BeautifulSoup(body, "html.parser").find("img", src=True)
         return (attr(img, "src"), clean_text(attr(img, "alt"))) if isinstance(img, Tag) else (None, None)

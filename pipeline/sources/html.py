@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urldefrag, urljoin, urlsplit
-
-from bs4 import BeautifulSoup, Tag
 
 from pipeline.errors import SourceError
 from pipeline.sources import (
@@ -27,9 +26,17 @@ from pipeline.sources import (
     Source,
     Unchanged,
     ValidatorLookup,
+    attr,
 )
-from pipeline.sources.extract import Extracted, attr, extract_page
 from pipeline.sources.http import Fetcher, NotModified, Page
+
+if TYPE_CHECKING:
+    from bs4 import Tag
+
+    from pipeline.sources.extract import Extracted
+
+# bs4 and the extractor (lxml) are imported where a page is read: a collect whose pages all answer 304
+# reads none (see pipeline.sources.feed._feedparser).
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +142,8 @@ class HtmlSource(Source):
             raise SourceError(f"expected an HTML page, got {index.content_type}", url=index.url)
         # The charset the server gave first (as browsers take it); without it, bs4 asks chardet to guess:
         # 10 ms of the interpreter for each section page of a collect (bench.hosts, py-spy --gil).
+        from bs4 import BeautifulSoup
+
         soup = BeautifulSoup(index.content, "lxml", from_encoding=index.charset)
         if self.source.links:
             elements = soup.select(self.source.links)
@@ -172,6 +181,8 @@ class HtmlSource(Source):
         """Extract one item from its page; SourceError when it has no title or no text."""
         if page.content_type not in HTML_TYPES:
             raise SourceError(f"expected an HTML page, got {page.content_type}", url=page.url)
+        from pipeline.sources.extract import extract_page
+
         extracted = extract_page(
             page.content, page.final_url, tz=self.settings.site.tz, select=self.source.select, charset=page.charset
         )

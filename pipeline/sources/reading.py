@@ -66,6 +66,18 @@ class Readers:
             return broken
 
 
+#: What the reading processes' server imports, so that each process forked from it has it: the sources, and
+#: the libraries they import only where a page is read (feedparser, bs4, and lxml through the extractor).
+PRELOAD = [
+    "pipeline.sources.reading",
+    "pipeline.sources.feed",
+    "pipeline.sources.html",
+    "pipeline.sources.extract",
+    "feedparser",
+    "bs4",
+]
+
+
 @contextmanager
 def readers(settings: Settings, sources: int, *, early: bool = True) -> Iterator[Readers | None]:
     """Processes to read *sources* sources' pages in, as many as the CPUs (at most 4: the collect's own
@@ -83,7 +95,7 @@ def readers(settings: Settings, sources: int, *, early: bool = True) -> Iterator
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     if method == "forkserver":
-        context.set_forkserver_preload(["pipeline.sources.reading", "pipeline.sources.feed", "pipeline.sources.html"])
+        context.set_forkserver_preload(PRELOAD)
     pool = ProcessPoolExecutor(max_workers=min(cpus, 4), mp_context=context, initializer=_start, initargs=(settings,))
     # Started at the first page handed to the pool, the server the processes are forked from kept every fetching
     # thread with a page waiting 0.55 s while it imported the sources (bench.hosts' first run). Only the server:
