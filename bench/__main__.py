@@ -310,13 +310,14 @@ ROWS = [
         lambda r: bool(r["met"]),
     ),
     Row(
-        "fuzz: 8 properties x 5,000 generated inputs",
+        "fuzz: every property x 5,000 generated inputs",
         "fuzz",
         (),
         ("--examples", "300"),
         None,
         lambda r: (
-            f"{_n(r['examples'])} examples ({r['examples_per_property']:,} per property) in {r['seconds']} s, "
+            f"{len(r['properties'])} properties: {_n(r['examples'])} examples ({r['examples_per_property']:,} per "
+            f"property) in {r['seconds']} s, "
             f"{r['failures']} failures"
         ),
         "0 failures",
