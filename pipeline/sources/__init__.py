@@ -177,7 +177,7 @@ __all__ = [
     "Source",
     "Unchanged",
     "Validators",
-    "attr",
     "ValidatorLookup",
+    "attr",
     "open_source",
 ]
