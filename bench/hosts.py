@@ -207,19 +207,24 @@ READER_RUN = """
 import sys, time
 from reader import make_reader
 reader = make_reader(sys.argv[1])
-for url in sys.argv[2:]:
+workers = int(sys.argv[2])
+for url in sys.argv[3:]:
     reader.add_feed(url, exist_ok=True)
 began = time.perf_counter()
-reader.update_feeds(workers=20)
+reader.update_feeds(workers=workers)
 print(time.perf_counter() - began, sum(1 for _ in reader.get_entries()))
 """
 
 
 def _reader(db: Path, urls: list[str], port: int) -> dict[str, object]:
-    """reader's update_feeds(workers=20) in a process of its own (feeds added before the clock starts)."""
+    """reader's update_feeds(workers=EQUAL_CONCURRENCY) in a process of its own (feeds added before the clock
+    starts)."""
     _stats(port, reset=True)
     done = subprocess.run(
-        [sys.executable, "-c", READER_RUN, str(db), *urls], capture_output=True, text=True, check=False
+        [sys.executable, "-c", READER_RUN, str(db), str(EQUAL_CONCURRENCY), *urls],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise SystemExit(f"reader failed: {done.stderr[-2000:]}")
